@@ -295,3 +295,29 @@ def _fail(codepipeline, job_id: str, failure_type: str, message: str) -> dict[st
 
 def elapsed(state: Mapping[str, Any] | None) -> float:
     return time.time() - float(state["started"]) if state and "started" in state else 0.0
+
+
+# -- names and locations --------------------------------------------------------------------
+NAME_LIMIT = 63  # SageMaker job names: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
+
+
+def job_name(prefix: str, kind: str, execution_id: str) -> str:
+    """A stable SageMaker-safe name per (pipeline execution, action): a retry finds the same job."""
+    def clean(text: str) -> str:
+        return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9-]", "-", text)).strip("-")
+
+    execution, kind = clean(execution_id), clean(kind)
+    if not execution:
+        raise ConfigurationError(f"pipeline execution id {execution_id!r} has no usable characters")
+    budget = NAME_LIMIT - len(execution) - len(kind) - 2
+    head = clean(prefix)[: max(budget, 0)].rstrip("-")
+    return "-".join(part for part in (head, kind, execution) if part)[:NAME_LIMIT].rstrip("-")
+
+
+def parse_s3_uri(uri: str, what: str = "S3 URI") -> tuple[str, str]:
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise ConfigurationError(f"{what} must be an s3:// URI, got {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise ConfigurationError(f"{what} has no bucket: {uri!r}")
+    return bucket, key

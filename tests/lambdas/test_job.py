@@ -13,7 +13,8 @@ from moto import mock_aws
 
 from lambdas.errors import ConfigurationError, JobFailed
 from lambdas.job import (
-    MAX_FAILURE_MESSAGE, Done, InProgress, JobEvent, Param, parse_user_parameters, read_artifact_file,
+    MAX_FAILURE_MESSAGE, Done, InProgress, JobEvent, Param, job_name, parse_s3_uri, parse_user_parameters,
+    read_artifact_file,
     run_job, write_artifact_files)
 
 from tests.conftest import SECRETS, load_event
@@ -200,3 +201,35 @@ def test_artifact_client_uses_the_event_credentials():
     assert (credentials.access_key, credentials.secret_key, credentials.token) == SECRETS
     assert client.meta.config.signature_version == "s3v4"
     assert client.meta.config.retries["mode"] == "standard"
+
+
+UUID = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
+
+
+@pytest.mark.parametrize("prefix, kind, expected", [
+    ("mlops-diamonds", "train", f"mlops-diamonds-train-{UUID}"),
+    ("a-very-long-project-name-that-goes-on", "evaluate", f"a-very-long-proje-evaluate-{UUID}"),
+    ("my_project", "etl", f"my-project-etl-{UUID}"),
+], ids=["fits", "long-prefix-cut-kind-kept", "underscores"])
+def test_job_names_are_stable_and_valid(prefix, kind, expected):
+    import re
+
+    name = job_name(prefix, kind, UUID)
+    assert name == expected == job_name(prefix, kind, UUID)
+    assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name)
+
+
+def test_job_name_needs_an_execution_id():
+    with pytest.raises(ConfigurationError, match="no usable characters"):
+        job_name("p", "train", "__")
+
+
+@pytest.mark.parametrize("uri, expected", [("s3://b/k/x.csv", ("b", "k/x.csv")), ("s3://b", ("b", ""))])
+def test_parse_s3_uri(uri, expected):
+    assert parse_s3_uri(uri) == expected
+
+
+@pytest.mark.parametrize("uri", ["b/k", "s3:///k", 5])
+def test_parse_s3_uri_errors(uri):
+    with pytest.raises(ConfigurationError, match="input_uri"):
+        parse_s3_uri(uri, "input_uri")
