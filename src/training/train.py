@@ -1,0 +1,317 @@
+"""SageMaker training contract: fit the MLP regressor on the ETL's splits, write the model artifact.
+
+Runs as ``python -m training.train`` (the image's ``train`` program). Paths live under SM_BASE_DIR
+(default ``/opt/ml``, so the job also runs outside a container); each one is overridden by the
+standard SageMaker variable when that is set:
+
+    input/config/hyperparameters.json  SM_HPS (JSON)           values may be strings; training.contract
+    input/data/train/                  SM_CHANNEL_TRAIN        CSV part files: target (original units),
+                                                               then one column per feature_names
+    input/data/validation/             SM_CHANNEL_VALIDATION   same header; early stopping, val metrics
+    input/data/features/               SM_CHANNEL_FEATURES     holds features.json (optional channel)
+    model/                             SM_MODEL_DIR            SageMaker tars it into model.tar.gz
+    output/data/                       SM_OUTPUT_DATA_DIR      metrics.json
+    output/failure                                             why the job failed (-> FailureReason)
+
+Where features.json comes from: the ``features`` channel when there is one (SM_CHANNEL_FEATURES is
+set, or ``input/data/features/`` exists), else the top of the ``train`` channel. Nothing else is
+searched, so a stale copy elsewhere is never picked up.
+
+Model directory (see training.predictor): model.keras, features.json (copied: the transform
+travels with the model), dense.npz + model.json (numpy forward pass for evaluation and serving).
+Before finishing, the job loads the artifact with ``Predictor`` and holds it to Keras' predictions,
+and the validation metrics it reports are the Predictor's.
+
+Exit codes (training.errors): 0 success; 2 user error (missing channel, no rows, header does not
+match features.json, bad hyperparameter); 1 internal error. Either failure writes output/failure.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from training.contract import (METRIC_DEFINITIONS, Hyperparameters, format_epoch_line,
+                               format_final_line, parse_hyperparameters)
+from training.errors import EXIT_SUCCESS, UserError, report_failure
+from training.features import FeatureSpec, read_csv_dir
+from training.predictor import Predictor, export_dense
+
+__all__ = ["METRIC_DEFINITIONS", "Paths", "Split", "main", "run", "load_spec", "load_split",
+           "read_hyperparameters", "build_model", "fit", "export_model", "regression_metrics"]
+
+logger = logging.getLogger(__name__)
+
+ENV_BASE_DIR = "SM_BASE_DIR"
+ENV_CHANNEL_TRAIN = "SM_CHANNEL_TRAIN"
+ENV_CHANNEL_VALIDATION = "SM_CHANNEL_VALIDATION"
+ENV_CHANNEL_FEATURES = "SM_CHANNEL_FEATURES"
+ENV_MODEL_DIR = "SM_MODEL_DIR"
+ENV_OUTPUT_DATA_DIR = "SM_OUTPUT_DATA_DIR"
+ENV_HPS = "SM_HPS"
+DEFAULT_BASE_DIR = "/opt/ml"
+FEATURES_FILE = "features.json"
+PARITY_TOLERANCE = 1e-4  # relative: numpy Predictor vs Keras, in the target's units
+
+
+@dataclass(frozen=True)
+class Paths:
+    base: Path
+    train: Path
+    validation: Path
+    features: Path  # the directory holding features.json
+    features_source: str  # "features channel" or "train channel", for messages
+    model: Path
+    output_data: Path
+    hyperparameters: Path
+    failure: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Paths":
+        base = Path(env.get(ENV_BASE_DIR) or DEFAULT_BASE_DIR)
+        data = base / "input" / "data"
+        train = Path(env.get(ENV_CHANNEL_TRAIN) or data / "train")
+        features_dir = env.get(ENV_CHANNEL_FEATURES) or (
+            data / "features" if (data / "features").is_dir() else None)
+        return cls(
+            base=base,
+            train=train,
+            validation=Path(env.get(ENV_CHANNEL_VALIDATION) or data / "validation"),
+            features=Path(features_dir) if features_dir else train,
+            features_source="features channel" if features_dir else "train channel",
+            model=Path(env.get(ENV_MODEL_DIR) or base / "model"),
+            output_data=Path(env.get(ENV_OUTPUT_DATA_DIR) or base / "output" / "data"),
+            hyperparameters=base / "input" / "config" / "hyperparameters.json",
+            failure=base / "output" / "failure",
+        )
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # float32 features, feature_names order
+    y: np.ndarray  # float64 target, original units
+
+
+# -- inputs -------------------------------------------------------------------------------------
+def read_hyperparameters(paths: Paths, env: Mapping[str, str]) -> Hyperparameters:
+    """SM_HPS when set, else hyperparameters.json, else the defaults."""
+    if env.get(ENV_HPS):
+        source, text = ENV_HPS, env[ENV_HPS]
+    elif paths.hyperparameters.is_file():
+        source, text = str(paths.hyperparameters), paths.hyperparameters.read_text(encoding="utf-8")
+    else:
+        return parse_hyperparameters({})
+    try:
+        raw = json.loads(text or "{}")
+    except ValueError as exc:
+        raise UserError(f"hyperparameters in {source} are not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"hyperparameters in {source} must be a JSON object, got {type(raw).__name__}")
+    return parse_hyperparameters(raw)
+
+
+def load_spec(directory: Path, source: str = "features channel") -> FeatureSpec:
+    path = directory / FEATURES_FILE
+    if not path.is_file():
+        raise UserError(f"{FEATURES_FILE} not found: expected {path} ({source}); give the job a "
+                        f"'features' channel holding the ETL's {FEATURES_FILE}, or put it at the top "
+                        f"of the train channel")
+    try:
+        return FeatureSpec.load(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is not a valid feature spec: {type(exc).__name__}: {exc}") from None
+
+
+def load_split(directory: Path, spec: FeatureSpec, channel: str) -> Split:
+    """One channel's CSV part files, checked against features.json."""
+    if not directory.is_dir():
+        raise UserError(f"the '{channel}' channel is missing: {directory} does not exist")
+    try:
+        with warnings.catch_warnings():  # a header-only part file (an empty Spark partition) is normal
+            warnings.filterwarnings("ignore", message=".*input contained no data", category=UserWarning)
+            header, values = read_csv_dir(directory)
+    except FileNotFoundError:
+        raise UserError(f"the '{channel}' channel ({directory}) holds no CSV files") from None
+    except ValueError as exc:
+        raise UserError(f"the '{channel}' channel ({directory}) cannot be read as numeric CSV: "
+                        f"{exc}") from None
+    expected = [spec.target, *spec.feature_names]
+    if header != expected:
+        missing = [c for c in expected if c not in header]
+        extra = [c for c in header if c not in expected]
+        detail = (f"missing {missing}, unexpected {extra}" if missing or extra
+                  else "same columns in a different order")
+        raise UserError(f"the '{channel}' channel's header does not match features.json ({detail}): "
+                        f"expected {expected}, got {header}")
+    if len(values) == 0:
+        raise UserError(f"the '{channel}' channel ({directory}) has a header but no rows")
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        raise UserError(f"the '{channel}' channel has {int(bad.sum())} row(s) with a missing or "
+                        f"non-finite value, the first at data row {int(np.argmax(bad)) + 1}")
+    y = values[:, 0]
+    if spec.target_transform == "log" and (y <= 0).any():
+        raise UserError(f"the '{channel}' channel has {int((y <= 0).sum())} row(s) with {spec.target} <= 0; "
+                        f"target_transform 'log' needs positive values")
+    return Split(x=values[:, 1:].astype(np.float32), y=y)
+
+
+# -- model --------------------------------------------------------------------------------------
+def build_model(n_features: int, hp: Hyperparameters, steps_per_epoch: int, target_mean: float = 0.0):
+    """Dense layers only (+ Dropout), so training.predictor can serve it with numpy."""
+    import keras
+
+    layers: list[Any] = [keras.Input(shape=(n_features,), name="features")]
+    for i, units in enumerate(hp.hidden_units):
+        layers.append(keras.layers.Dense(units, activation=hp.activation, name=f"dense_{i}"))
+        if hp.dropout > 0:
+            layers.append(keras.layers.Dropout(hp.dropout, name=f"dropout_{i}"))
+    # Starting the output at the target's mean spares the first epochs from learning an offset.
+    layers.append(keras.layers.Dense(1, name="output",
+                                     bias_initializer=keras.initializers.Constant(target_mean)))
+    model = keras.Sequential(layers, name="regressor")
+    learning_rate: Any = hp.learning_rate
+    if hp.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            hp.learning_rate, decay_steps=max(1, steps_per_epoch * hp.epochs), alpha=0.01)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    return model
+
+
+@dataclass(frozen=True)
+class FitResult:
+    history: list[dict[str, float]]
+    best_epoch: int  # 1-based
+    seconds: float
+
+
+def fit(model, train: Split, validation: Split, spec: FeatureSpec, hp: Hyperparameters,
+        log: Callable[[str], None] = print) -> FitResult:
+    """Train on the encoded target with early stopping; the model ends with its best epoch's weights."""
+    import keras
+
+    history: list[dict[str, float]] = []
+
+    class EpochMetrics(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            encoded = self.model(validation.x, training=False)
+            predicted = spec.decode_target(np.asarray(encoded, dtype=np.float64)[:, 0])
+            errors = predicted - validation.y
+            row = {"epoch": epoch + 1, "train_loss": float(logs.get("loss", math.nan)),
+                   "val_loss": float(logs.get("val_loss", math.nan)),
+                   "val_rmse": float(np.sqrt(np.mean(errors ** 2))),
+                   "val_mae": float(np.mean(np.abs(errors)))}
+            history.append(row)
+            log(format_epoch_line(row["epoch"], row["train_loss"], row["val_loss"], row["val_rmse"],
+                                  row["val_mae"]))
+
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience,
+                                            restore_best_weights=True)
+    started = time.perf_counter()
+    model.fit(train.x, spec.encode_target(train.y), batch_size=hp.batch_size, epochs=hp.epochs,
+              validation_data=(validation.x, spec.encode_target(validation.y)), shuffle=True,
+              verbose=0, callbacks=[EpochMetrics(), stopper])
+    seconds = time.perf_counter() - started
+    best = min(history, key=lambda row: row["val_loss"]) if history else {"epoch": 0}
+    return FitResult(history=history, best_epoch=int(best["epoch"]), seconds=seconds)
+
+
+def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    errors = np.asarray(predicted, dtype=np.float64) - np.asarray(actual, dtype=np.float64)
+    mse = float(np.mean(errors ** 2))
+    total = float(np.sum((actual - np.mean(actual)) ** 2))
+    r2 = 1.0 - float(np.sum(errors ** 2)) / total if total > 0 else math.nan
+    return {"mse": mse, "rmse": math.sqrt(mse), "mae": float(np.mean(np.abs(errors))), "r2": r2}
+
+
+def export_model(model, model_dir: Path, features_json: Path, metadata: Mapping[str, Any]) -> None:
+    """model.keras + features.json + dense.npz/model.json into the directory SageMaker uploads."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # Keras 3.15's own np.array() call on a tensor, under numpy 2
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
+        model.save(model_dir / "model.keras")
+    shutil.copyfile(features_json, model_dir / FEATURES_FILE)
+    export_dense(model, model_dir, metadata)
+
+
+def check_parity(model, predictor: Predictor, x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Predictions of the exported artifact, after holding them to Keras' own; returns the former."""
+    served = predictor.predict_features(x)
+    expected = spec.decode_target(np.asarray(model(x, training=False), dtype=np.float64)[:, 0])
+    worst = float(np.max(np.abs(served - expected) / np.maximum(np.abs(expected), 1e-12)))
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(f"the exported numpy model disagrees with Keras by up to {worst:.2e} "
+                           f"(relative; tolerance {PARITY_TOLERANCE:g})")
+    return served
+
+
+# -- the job ------------------------------------------------------------------------------------
+def run(paths: Paths, hp: Hyperparameters, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole job for given paths and hyperparameters; returns what metrics.json holds."""
+    spec = load_spec(paths.features, paths.features_source)
+    train = load_split(paths.train, spec, "train")
+    validation = load_split(paths.validation, spec, "validation")
+    log(f"train rows={len(train.y)} validation rows={len(validation.y)} features={len(spec.feature_names)} "
+        f"hyperparameters={json.dumps(hp.to_dict())}")
+
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(hp.seed)
+    tf.config.experimental.enable_op_determinism()  # cheap for a small dense model on CPU
+    steps = math.ceil(len(train.y) / hp.batch_size)
+    model = build_model(len(spec.feature_names), hp, steps,
+                        target_mean=float(np.mean(spec.encode_target(train.y))))
+    result = fit(model, train, validation, spec, hp, log=log)
+
+    best = next(row for row in result.history if row["epoch"] == result.best_epoch)
+    metadata = {
+        "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
+        "hyperparameters": hp.to_dict(), "feature_names": spec.feature_names, "target": spec.target,
+        "target_transform": spec.target_transform, "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history), "train_seconds": round(result.seconds, 3),
+        "train_rows": len(train.y), "validation_rows": len(validation.y),
+        "validation": {"loss": best["val_loss"]},
+    }
+    export_model(model, paths.model, paths.features / FEATURES_FILE, metadata)
+    predictor = Predictor.load(paths.model)
+    scores = regression_metrics(validation.y, check_parity(model, predictor, validation.x, spec))
+    metadata["validation"].update(scores)
+    export_dense(model, paths.model, metadata)  # again, now with the served model's own scores
+    log(format_final_line(result.best_epoch, scores["rmse"], scores["mae"], scores["r2"]))
+
+    metrics = {key: metadata[key] for key in ("best_epoch", "epochs_run", "train_seconds", "train_rows",
+                                              "validation_rows", "validation", "hyperparameters")}
+    metrics["history"] = result.history
+    paths.output_data.mkdir(parents=True, exist_ok=True)
+    (paths.output_data / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
+    paths = Paths.from_env(env)
+    paths.failure.unlink(missing_ok=True)  # a rerun in the same directory must not inherit a reason
+    try:
+        run(paths, read_hyperparameters(paths, env), log=logger.info)
+    except Exception as exc:  # the boundary: every failure becomes a failure file and an exit code
+        return report_failure(exc, paths.failure)
+    return EXIT_SUCCESS
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+    sys.exit(main())
