@@ -277,6 +277,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         if self._unread > 0:
             self._discard(self._unread)
+        elif self._unread < 0:  # unusable framing: drain what arrives briefly, then close
+            self._discard(MAX_BODY_BYTES, seconds=0.5)
 
     def _route(self) -> Callable[[], tuple[int, bytes, str]]:
         path = self.path.split("?", 1)[0]

@@ -27,6 +27,7 @@ match features.json, bad hyperparameter); 1 internal error. Either failure write
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -300,7 +301,18 @@ def run(paths: Paths, hp: Hyperparameters, log: Callable[[str], None] = print) -
     return metrics
 
 
-def main(env: Mapping[str, str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """SageMaker passes no arguments (`<image> train`); everything comes from SM_* and /opt/ml."""
+    parser = argparse.ArgumentParser(
+        prog="train", description="Train the regression model under the SageMaker training contract.",
+        epilog="Inputs: SM_CHANNEL_TRAIN, SM_CHANNEL_VALIDATION, SM_CHANNEL_FEATURES, SM_HPS or "
+               "<SM_BASE_DIR>/input/config/hyperparameters.json. Outputs: SM_MODEL_DIR, "
+               "SM_OUTPUT_DATA_DIR, <SM_BASE_DIR>/output/failure on error. SM_BASE_DIR defaults to /opt/ml.")
+    return parser.parse_args(argv)
+
+
+def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None) -> int:
+    parse_args(argv or [])
     env = os.environ if env is None else env
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
     paths = Paths.from_env(env)
@@ -314,4 +326,4 @@ def main(env: Mapping[str, str] | None = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
-    sys.exit(main())
+    sys.exit(main(argv=sys.argv[1:]))
