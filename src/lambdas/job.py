@@ -288,7 +288,8 @@ def _describe_unexpected(exc: Exception) -> tuple[str, str]:
 
 def _fail(codepipeline, job_id: str, failure_type: str, message: str) -> dict[str, Any]:
     message = message[:MAX_FAILURE_MESSAGE]
-    codepipeline.put_job_failure_result(jobId=job_id, failureDetails={"type": failure_type, "message": message})
+    codepipeline.put_job_failure_result(
+        jobId=job_id, failureDetails={"type": failure_type, "message": message})
     logger.error("job %s: failed (%s): %s", job_id, failure_type, message)
     return {"result": "failure", "type": failure_type, "message": message}
 

@@ -153,7 +153,8 @@ class Workload:
             if self.server and not (self.options.keep_running and code == 0):
                 self.server.stop()
             if "endpoint" in results:
-                results["endpoint"]["running"] = self.server is not None and self.server.process.poll() is None
+                running = self.server is not None and self.server.process.poll() is None
+                results["endpoint"]["running"] = running
             self.summary = self._summary(code, decision, threshold, results, started)
             self._write()
 

@@ -238,7 +238,8 @@ def _rules(value: Any, named: Mapping[str, str], where: str) -> tuple[Rule, ...]
             raise DatasetConfigError(f"{what}: min {low:g} is greater than max {high:g} for '{column}'")
         if allowed is not None:
             if numeric_role:
-                raise DatasetConfigError(f"{what}: 'allowed' applies to categorical or ordinal columns, '{column}' is {role}")
+                raise DatasetConfigError(
+                    f"{what}: 'allowed' applies to categorical or ordinal columns, '{column}' is {role}")
             if not isinstance(allowed, list) or not allowed:
                 raise DatasetConfigError(f"{what}.allowed must be a non-empty list")
             allowed = tuple(str(v) for v in allowed)

@@ -150,7 +150,8 @@ def test_user_parameters_parse(raw, expected):
     ('{"name": 5, "threshold": 1}', "'name' must be str, got int"),
     ('{"name": "a", "threshold": 1, "count": true}', "'count' must be int, got bool"),
     ('{"name": "a", "threshold": "high"}', "'threshold' must be a number, got 'high'"),
-    ('{"name": "#{Build.ImageUri}", "threshold": 1}', "'name' holds an unresolved variable #{Build.ImageUri}"),
+    ('{"name": "#{Build.ImageUri}", "threshold": 1}',
+     "'name' holds an unresolved variable #{Build.ImageUri}"),
 ], ids=["invalid-json", "not-object", "missing", "unknown", "wrong-type", "bool-for-int", "not-number",
         "unresolved-variable"])
 def test_user_parameter_errors_name_the_key(raw, message):

@@ -101,7 +101,8 @@ def test_invalid_yaml_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("header, message", [
     (["price", "carat", "depth", "cut", "shop"], "column(s) 'id' named in the dataset config"),
-    (["price", "carat", "depth", "cut", "shop", "id", "colour"], "column(s) 'colour' of the data are not named"),
+    (["price", "carat", "depth", "cut", "shop", "id", "colour"],
+     "column(s) 'colour' of the data are not named"),
     (["price", "carat", "carat", "depth", "cut", "shop", "id"], "data header repeats column(s): carat"),
 ], ids=["config-column-missing-from-data", "data-column-not-in-config", "repeated-header"])
 def test_header_check_names_the_column(header, message):
