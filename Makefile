@@ -16,11 +16,11 @@ run: $(STAMP)
 	$(VENV)/bin/mlops-local run $(ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/flake8 src tests
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/flake8 src tests
-	$(VENV)/bin/cfn-lint templates/*.yaml
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -14,6 +14,7 @@ features.json:
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -172,9 +173,9 @@ def read_csv_dir(directory: str | Path) -> tuple[list[str], np.ndarray]:
                 header = first
             elif first != header:
                 raise ValueError(f"{path} has header {first}, expected {header}")
-            data = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2)
-        if data.size:
-            blocks.append(data)
+            rest = fh.read()
+        if rest.strip():  # Spark may write a header-only part for an empty partition
+            blocks.append(np.loadtxt(io.StringIO(rest), delimiter=",", dtype=np.float64, ndmin=2))
     assert header is not None
     values = np.vstack(blocks) if blocks else np.empty((0, len(header)))
     return header, values

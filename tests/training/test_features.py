@@ -93,3 +93,10 @@ def test_read_csv_dir_refuses_mixed_headers(tmp_path):
 def test_read_csv_dir_without_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="no CSV files"):
         read_csv_dir(tmp_path)
+
+
+def test_read_csv_dir_skips_header_only_parts(tmp_path, recwarn):
+    (tmp_path / "part-0.csv").write_text("price,carat\n")
+    (tmp_path / "part-1.csv").write_text("price,carat\n5,6\n")
+    assert read_csv_dir(tmp_path)[1].tolist() == [[5, 6]]
+    assert not recwarn.list
