@@ -111,8 +111,8 @@ def test_another_data_set_with_its_own_config(tmp_path):
         "ordinal: {condition: [poor, fair, good]}\ndrop: [listing]\n"
         "split: {train: 0.7, validation: 0.15, test: 0.15, seed: 1}\nquality_threshold: 400\n")
     runs = tmp_path / "runs"
-    code = main(["run", "--runs-dir", str(runs), "--json", "--data", str(data), "--dataset-config", str(config),
-                 "-H", "epochs=40"])
+    code = main(["run", "--runs-dir", str(runs), "--json", "--data", str(data),
+                 "--dataset-config", str(config), "-H", "epochs=40"])
     summary = json.loads(next(runs.glob("*/summary.json")).read_text())
     assert code == 0, summary
     assert summary["data_quality"]["quarantined"] == 1
