@@ -8,29 +8,21 @@ import zipfile
 
 import boto3
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import ANY
 from moto import mock_aws
 
 from lambdas.deploy_config import write_deploy_config
 from lambdas.job import run_job
 
+from tests.lambdas.pipeline_stubs import JOB_ID
 from tests.conftest import SECRETS, load_event
 
-JOB_ID = "11111111-abcd-1111-abcd-111111abcdef"
 BUCKET, KEY = "mlops-artifacts", "mlops-pipeline/DeployConf/def456"
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
 CAPTURE = "s3://mlops-data/data-capture/mlops-diamonds-dev"
 PACKAGE = "arn:aws:sagemaker:us-east-1:123456789012:model-package/mlops-diamonds/3"
 PARAMS = {"endpoint_name": "mlops-diamonds-dev", "execution_id": EXECUTION, "data_capture_uri": CAPTURE}
-
-
-@pytest.fixture
-def codepipeline():
-    client = boto3.client("codepipeline", region_name="us-east-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
 
 
 @pytest.fixture

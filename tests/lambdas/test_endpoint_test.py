@@ -16,6 +16,7 @@ from lambdas.endpoint_test import (
     EndpointRejected, check_endpoint, read_records, read_s3_csv, run_endpoint_test, to_csv)
 from lambdas.job import run_job
 
+from tests.lambdas.pipeline_stubs import JOB_ID, expect_success, expect_failure
 from tests.conftest import SECRETS, load_event
 
 SAMPLE = "carat,cut,price\n0.5,Ideal,1000\n1.0,Good,4000\n"
@@ -212,20 +213,11 @@ def test_malformed_test_data_is_named_by_line(text, message):
 
 
 # -- the TestEndpoint job worker ------------------------------------------------------------------
-JOB_ID = "11111111-abcd-1111-abcd-111111abcdef"
 ENDPOINT = "mlops-diamonds-dev"
 DATA_URI = "s3://data/runs/e1/etl/endpoint-test/"
 PARAMS = {"endpoint_name": ENDPOINT, "test_data_uri": DATA_URI, "target": "price",
           "evaluation_rmse": "1000.0"}  # as #{Evaluation.Rmse} arrives: a string
 NOW = 10_000.0
-
-
-@pytest.fixture
-def codepipeline():
-    client = boto3.client("codepipeline", region_name="us-east-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
 
 
 @pytest.fixture
@@ -261,15 +253,6 @@ def expect_probe(aws, status=400):
                                                                       "OriginalMessage": "bad row"},
                                     expected_params={"EndpointName": ENDPOINT, "Body": b"not-a-record\n",
                                                      "ContentType": "text/csv", "Accept": "text/csv"})
-
-
-def expect_success(stub, **params):
-    stub.add_response("put_job_success_result", {}, {"jobId": JOB_ID, **params})
-
-
-def expect_failure(stub, failure_type, message):
-    stub.add_response("put_job_failure_result", {},
-                      {"jobId": JOB_ID, "failureDetails": {"type": failure_type, "message": message}})
 
 
 def run(codepipeline_client, aws, params=PARAMS, token=None, clock=None):

@@ -13,9 +13,9 @@ from moto import mock_aws
 from lambdas import evaluation
 from lambdas.job import run_job
 
+from tests.lambdas.pipeline_stubs import JOB_ID, expect_success, expect_failure, record_requests
 from tests.conftest import SECRETS, load_event
 
-JOB_ID = "11111111-abcd-1111-abcd-111111abcdef"
 EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
 NAME = f"mlops-diamonds-evaluate-{EXECUTION}"
 RUN = f"s3://mlops-data/runs/{EXECUTION}"
@@ -60,14 +60,6 @@ TOKEN = json.dumps({"processing_job_name": NAME}, separators=(",", ":"))
 
 
 @pytest.fixture
-def codepipeline():
-    client = boto3.client("codepipeline", region_name="us-east-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
-
-
-@pytest.fixture
 def aws():
     """moto SageMaker with the stack's model package group, and the data bucket."""
     with mock_aws():
@@ -84,22 +76,6 @@ def stubbed():
     with Stubber(client) as stub:
         yield client, stub
         stub.assert_no_pending_responses()
-
-
-def expect_success(stub, **params):
-    stub.add_response("put_job_success_result", {}, {"jobId": JOB_ID, **params})
-
-
-def expect_failure(stub, failure_type, message):
-    stub.add_response("put_job_failure_result", {},
-                      {"jobId": JOB_ID, "failureDetails": {"type": failure_type, "message": message}})
-
-
-def record_requests(client) -> list[tuple[str, dict]]:
-    sent: list[tuple[str, dict]] = []
-    client.meta.events.register("before-parameter-build.sagemaker.*",
-                                lambda params, model, **_: sent.append((model.name, dict(params))))
-    return sent
 
 
 def described(status, **extra):

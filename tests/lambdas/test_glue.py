@@ -13,9 +13,9 @@ from moto import mock_aws
 from lambdas import glue as etl
 from lambdas.job import run_job
 
+from tests.lambdas.pipeline_stubs import JOB_ID, expect_success, expect_failure, record_requests
 from tests.conftest import SECRETS, load_event
 
-JOB_ID = "11111111-abcd-1111-abcd-111111abcdef"
 EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
 GLUE_JOB = "mlops-etl"
 OUTPUT = f"s3://mlops-data/runs/{EXECUTION}/etl/"
@@ -31,14 +31,6 @@ QUALITY = {"rows_in": 100, "rows_out": 95, "quarantined": 3, "duplicates": 2,
 QUALITY_KEY = f"runs/{EXECUTION}/etl/data-quality.json"
 LOGS = "logs: CloudWatch log group /aws-glue/jobs/error, stream jr_1"
 OLD = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def codepipeline():
-    client = boto3.client("codepipeline", region_name="us-east-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
 
 
 @pytest.fixture
@@ -59,23 +51,6 @@ def stubbed_glue():
     with Stubber(client) as stub:
         yield client, stub
         stub.assert_no_pending_responses()
-
-
-def expect_success(stub, **params):
-    stub.add_response("put_job_success_result", {}, {"jobId": JOB_ID, **params})
-
-
-def expect_failure(stub, failure_type, message):
-    stub.add_response("put_job_failure_result", {},
-                      {"jobId": JOB_ID, "failureDetails": {"type": failure_type, "message": message}})
-
-
-def record_requests(client) -> list[tuple[str, dict]]:
-    """Every request the client sends, as (operation, parameters)."""
-    sent: list[tuple[str, dict]] = []
-    client.meta.events.register("before-parameter-build.glue.*",
-                                lambda params, model, **_: sent.append((model.name, dict(params))))
-    return sent
 
 
 def without(params, key):

@@ -8,7 +8,6 @@ import zipfile
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from lambdas.errors import ConfigurationError, JobFailed
@@ -17,26 +16,8 @@ from lambdas.job import (
     read_artifact_file,
     run_job, write_artifact_files)
 
+from tests.lambdas.pipeline_stubs import JOB_ID, expect_success, expect_failure
 from tests.conftest import SECRETS, load_event
-
-JOB_ID = "11111111-abcd-1111-abcd-111111abcdef"
-
-
-@pytest.fixture
-def codepipeline():
-    client = boto3.client("codepipeline", region_name="us-east-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
-
-
-def expect_success(stub, **params):
-    stub.add_response("put_job_success_result", {}, {"jobId": JOB_ID, **params})
-
-
-def expect_failure(stub, failure_type, message=ANY):
-    stub.add_response("put_job_failure_result", {},
-                      {"jobId": JOB_ID, "failureDetails": {"type": failure_type, "message": message}})
 
 
 def test_event_parses_into_typed_fields():

@@ -12,9 +12,9 @@ from lambdas.registry import (
     REALTIME_INSTANCE_TYPES, TRANSFORM_INSTANCE_TYPES, client_token, find_package, register)
 from lambdas.job import run_job
 
+from tests.lambdas.pipeline_stubs import JOB_ID, expect_failure
 from tests.conftest import SECRETS, load_event
 
-JOB_ID = "11111111-abcd-1111-abcd-111111abcdef"
 EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
 GROUP = "mlops-diamonds"
 ARN = f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{GROUP}"
@@ -25,14 +25,6 @@ COMMITS = {"ModelSource": "c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffe",
            "EtlSource": "beefbeefbeefbeefbeefbeefbeefbeefbeefbeef"}
 PARAMS = {"execution_id": EXECUTION, "model_package_group": GROUP, "image_uri": IMAGE,
           "model_data_uri": MODEL, "evaluation_uri": EVALUATION, "source_commits": COMMITS}
-
-
-@pytest.fixture
-def codepipeline():
-    client = boto3.client("codepipeline", region_name="us-east-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
 
 
 @pytest.fixture
@@ -51,11 +43,6 @@ def expect_success(stub, summary, arn):
     stub.add_response("put_job_success_result", {}, {
         "jobId": JOB_ID, "executionDetails": {"summary": summary},
         "outputVariables": {"ModelPackageArn": arn}})
-
-
-def expect_failure(stub, failure_type, message):
-    stub.add_response("put_job_failure_result", {},
-                      {"jobId": JOB_ID, "failureDetails": {"type": failure_type, "message": message}})
 
 
 def invoke(codepipeline_client, sagemaker_client, params=PARAMS):

@@ -1,0 +1,31 @@
+"""What every job-worker test needs: the event's job id, a stubbed CodePipeline, request capture."""
+from __future__ import annotations
+
+import boto3
+from botocore.stub import ANY, Stubber
+
+JOB_ID = "11111111-abcd-1111-abcd-111111abcdef"  # tests/events/codepipeline_job.json
+
+
+def stubbed_codepipeline():
+    """A real CodePipeline client whose result calls are checked against the service model."""
+    client = boto3.client("codepipeline", region_name="us-east-1")
+    return client, Stubber(client)
+
+
+def expect_success(stub, **params):
+    stub.add_response("put_job_success_result", {}, {"jobId": JOB_ID, **params})
+
+
+def expect_failure(stub, failure_type, message=ANY):
+    stub.add_response("put_job_failure_result", {},
+                      {"jobId": JOB_ID, "failureDetails": {"type": failure_type, "message": message}})
+
+
+def record_requests(client) -> list[tuple[str, dict]]:
+    """Every request the client sends, as (operation, parameters)."""
+    sent: list[tuple[str, dict]] = []
+    service = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register(f"before-parameter-build.{service}.*",
+                                lambda params, model, **_: sent.append((model.name, dict(params))))
+    return sent
