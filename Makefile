@@ -3,8 +3,10 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := .venv-checkov/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint checkov clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -15,12 +17,23 @@ $(STAMP): setup.cfg pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/mlops-local run $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/flake8 src tests
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/flake8 src tests
+	$(VENV)/bin/cfn-lint
+	$(VENV)/bin/shellcheck -x scripts/*.sh
+
+# checkov pins an old boto3, so it lives in a virtualenv of its own; tests/templates runs it.
+$(CHECKOV_STAMP):
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $(CHECKOV_STAMP)
+
+checkov: $(CHECKOV_STAMP)
+	.venv-checkov/bin/checkov --config-file templates/.checkov.yaml
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .venv-checkov runs build *.egg-info src/*.egg-info

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Put the data set and its dataset config at the keys the pipeline stack reads.
+# The config goes first and the data last: a new version of the data object starts the pipeline
+# (EventBridge), and that execution then reads the config just uploaded.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/_common.sh
+source "$ROOT/scripts/_common.sh"
+
+usage() {
+    cat <<USAGE
+usage: ${0##*/} [--stack-name NAME] [--data FILE] [--dataset-config FILE]
+
+Uploads the dataset config and then the data set to the pipeline's data bucket.
+
+  --stack-name NAME       pipeline stack (default: mlops-pipeline)
+  --data FILE             data set (default: data/diamonds.csv.gz)
+  --dataset-config FILE   dataset config YAML (default: data/diamonds.yaml)
+  -h, --help              this message
+USAGE
+}
+
+STACK_NAME="mlops-pipeline"
+DATA="$ROOT/data/diamonds.csv.gz"
+CONFIG="$ROOT/data/diamonds.yaml"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --stack-name) need_value "$1" "$#"; STACK_NAME="$2"; shift 2 ;;
+        --data) need_value "$1" "$#"; DATA="$2"; shift 2 ;;
+        --dataset-config) need_value "$1" "$#"; CONFIG="$2"; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage_error "unexpected argument: $1" ;;
+    esac
+done
+[[ -f "$DATA" ]] || usage_error "data file not found: $DATA"
+[[ -f "$CONFIG" ]] || usage_error "dataset config not found: $CONFIG"
+
+require_aws
+require_stack "$STACK_NAME"
+BUCKET="$(stack_output "$STACK_NAME" DataBucketName)"
+DATA_KEY="$(stack_output "$STACK_NAME" DataObjectKey)"
+CONFIG_KEY="$(stack_output "$STACK_NAME" DatasetConfigKey)"
+
+info "uploading $CONFIG to s3://${BUCKET}/${CONFIG_KEY}"
+aws s3 cp --only-show-errors --content-type application/yaml "$CONFIG" "s3://${BUCKET}/${CONFIG_KEY}"
+info "uploading $DATA to s3://${BUCKET}/${DATA_KEY} (this starts the pipeline)"
+aws s3 cp --only-show-errors "$DATA" "s3://${BUCKET}/${DATA_KEY}"

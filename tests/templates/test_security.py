@@ -1,0 +1,181 @@
+"""The security posture of every template: IAM least privilege, encryption, partitions, retention."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.templates.cfn import ALL_TEMPLATES, PIPELINE, load, resources, sub_text, walk
+
+# Actions allowed on Resource "*": each has no resource-level permissions (Service Authorization
+# Reference), so "*" is the only resource IAM accepts for it.
+STAR_RESOURCE_ACTIONS = {
+    "codepipeline:PutJobSuccessResult",  # job results: the job id is not an ARN
+    "codepipeline:PutJobFailureResult",
+    "ecr:GetAuthorizationToken",  # a registry-wide login token
+    "cloudwatch:PutMetricData",  # metrics; narrowed by a cloudwatch:namespace condition instead
+    "sagemaker:ListModelPackages",  # List* of SageMaker has no resource type
+    "cloudformation:ValidateTemplate",  # validates a template body, not a stack
+    "application-autoscaling:DescribeScalableTargets",  # Describe* of Application Auto Scaling
+    "application-autoscaling:DescribeScalingPolicies",
+    "application-autoscaling:DescribeScalingActivities",
+}
+POLICY_PROPERTIES = {
+    "AWS::IAM::Role": ("AssumeRolePolicyDocument", "Policies"),
+    "AWS::IAM::Policy": ("PolicyDocument",),
+    "AWS::IAM::ManagedPolicy": ("PolicyDocument",),
+    "AWS::S3::BucketPolicy": ("PolicyDocument",),
+    "AWS::KMS::Key": ("KeyPolicy",),
+    "AWS::ECR::Repository": ("RepositoryPolicyText",),
+}
+
+
+def statements():
+    """(template, resource, kind, statement) for every policy statement of every template."""
+    for path in ALL_TEMPLATES:
+        for name, resource in load(path)["Resources"].items():
+            for prop in POLICY_PROPERTIES.get(resource["Type"], ()):
+                value = resource.get("Properties", {}).get(prop)
+                documents = [p["PolicyDocument"] for p in value] if prop == "Policies" and value else [value]
+                for document in documents:
+                    for statement in (document or {}).get("Statement", []):
+                        yield path.name, name, resource["Type"], statement
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+STATEMENTS = list(statements())
+IDS = [f"{t}:{r}:{s.get('Sid', '?')}" for t, r, _, s in STATEMENTS]
+
+
+def test_there_are_policies_to_check():
+    assert len(STATEMENTS) > 60
+
+
+@pytest.mark.parametrize("template, resource, kind, statement", STATEMENTS, ids=IDS)
+def test_statement_has_a_sid(template, resource, kind, statement):
+    assert re.fullmatch(r"[A-Za-z0-9]+", statement.get("Sid", "")), statement
+
+
+@pytest.mark.parametrize("template, resource, kind, statement", STATEMENTS, ids=IDS)
+def test_no_wildcard_actions(template, resource, kind, statement):
+    assert "NotAction" not in statement
+    if statement["Effect"] != "Allow":
+        return
+    for action in as_list(statement["Action"]):
+        assert action != "*" and not action.endswith(":*"), f"{resource}: {action}"
+
+
+@pytest.mark.parametrize("template, resource, kind, statement", STATEMENTS, ids=IDS)
+def test_star_resource_only_for_actions_without_resource_level_permissions(template, resource, kind, statement):
+    if statement["Effect"] != "Allow" or "Resource" not in statement:
+        return  # trust policies and resource policies (their resource is the resource itself)
+    if kind == "AWS::KMS::Key":
+        return  # in a key policy "*" means this key
+    resources_ = [r if isinstance(r, str) else sub_text(r) if "Fn::Sub" in r else None
+                  for r in as_list(statement["Resource"])]
+    if "*" in resources_:
+        assert resources_ == ["*"], "a '*' statement holds nothing else"
+        extra = set(as_list(statement["Action"])) - STAR_RESOURCE_ACTIONS
+        assert not extra, f"{resource} {statement['Sid']}: {sorted(extra)} on '*'"
+
+
+@pytest.mark.parametrize("template, resource, kind, statement", STATEMENTS, ids=IDS)
+def test_pass_role_has_a_passed_to_service_condition(template, resource, kind, statement):
+    if "iam:PassRole" in as_list(statement.get("Action", [])):
+        assert statement["Condition"]["StringEquals"]["iam:PassedToService"], statement
+        assert statement["Resource"] != "*"
+
+
+@pytest.mark.parametrize("template, resource, kind, statement", STATEMENTS, ids=IDS)
+def test_scoped_resources_name_the_project(template, resource, kind, statement):
+    """A Sub ARN that ends in a wildcard is scoped by the project prefix (or a bucket/key of the stack)."""
+    if statement["Effect"] != "Allow" or kind != "AWS::IAM::Role":
+        return
+    for item in as_list(statement.get("Resource", [])):
+        if isinstance(item, dict) and "Fn::Sub" in item:
+            text = sub_text(item)
+            if text.startswith("arn:") and text.endswith("*"):
+                assert "${ProjectName}" in text or "Bucket" in text or text.endswith(
+                    ("/aws-glue/*", "/aws/sagemaker/TrainingJobs:*", "/aws/sagemaker/ProcessingJobs:*",
+                     "repository/tensorflow-training", "scalable-target/*")), f"{resource}: {text}"
+
+
+def test_no_full_access_managed_policies():
+    for path in ALL_TEMPLATES:
+        for name, role in resources(load(path), "AWS::IAM::Role").items():
+            for arn in role["Properties"].get("ManagedPolicyArns", []):
+                assert "FullAccess" not in str(arn), f"{path.name}: {name}"
+
+
+@pytest.mark.parametrize("path", ALL_TEMPLATES, ids=lambda p: p.name)
+def test_partition_is_never_hard_coded(path):
+    text = path.read_text()
+    assert "arn:aws:" not in text
+    assert "arn:${AWS::Partition}:" in text or path.name != "pipeline.yaml"
+
+
+def test_one_role_per_principal_with_a_project_name():
+    roles = resources(load(PIPELINE), "AWS::IAM::Role")
+    for name, role in roles.items():
+        assert sub_text(role["Properties"]["RoleName"]).startswith("${ProjectName}-"), name
+    functions = resources(load(PIPELINE), "AWS::Lambda::Function")
+    used = [f["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions.values()]
+    assert len(used) == len(set(used)), "each function has its own role"
+
+
+@pytest.mark.parametrize("path", ALL_TEMPLATES, ids=lambda p: p.name)
+def test_buckets_are_encrypted_versioned_private_and_tls_only(path):
+    template = load(path)
+    policies = {p["Properties"]["Bucket"]["Ref"]: p for p in resources(template, "AWS::S3::BucketPolicy").values()}
+    for name, bucket in resources(template, "AWS::S3::Bucket").items():
+        props = bucket["Properties"]
+        (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+        assert "KMSMasterKeyID" in rule["ServerSideEncryptionByDefault"]
+        assert props["VersioningConfiguration"]["Status"] == "Enabled"
+        assert all(props["PublicAccessBlockConfiguration"][k] is True for k in (
+            "BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"))
+        assert props["LifecycleConfiguration"]["Rules"]
+        (deny,) = [s for s in policies[name]["Properties"]["PolicyDocument"]["Statement"]
+                   if s["Effect"] == "Deny"]
+        assert deny["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+
+
+def test_project_key_rotates():
+    for path in ALL_TEMPLATES:
+        for key in resources(load(path), "AWS::KMS::Key").values():
+            assert key["Properties"]["EnableKeyRotation"] is True
+
+
+@pytest.mark.parametrize("path", ALL_TEMPLATES, ids=lambda p: p.name)
+def test_log_groups_have_retention(path):
+    for name, group in resources(load(path), "AWS::Logs::LogGroup").items():
+        assert group["Properties"]["RetentionInDays"], name
+
+
+def test_image_repositories_scan_encrypt_and_expire():
+    for name, repo in resources(load(PIPELINE), "AWS::ECR::Repository").items():
+        props = repo["Properties"]
+        assert props["ImageScanningConfiguration"]["ScanOnPush"] is True, name
+        assert props["EncryptionConfiguration"]["EncryptionType"] in ("AES256", "KMS"), name
+        assert props["ImageTagMutability"] == "IMMUTABLE", name
+        assert props["LifecyclePolicy"]["LifecyclePolicyText"], name
+
+
+def test_codebuild_projects_are_encrypted_and_log_with_retention():
+    template = load(PIPELINE)
+    for name, project in resources(template, "AWS::CodeBuild::Project").items():
+        props = project["Properties"]
+        assert props["EncryptionKey"] == {"Fn::GetAtt": ["ProjectKey", "Arn"]}, name
+        group = props["LogsConfig"]["CloudWatchLogs"]["GroupName"]["Ref"]
+        assert template["Resources"][group]["Properties"]["RetentionInDays"]
+
+
+def test_no_inline_secrets_or_public_principals():
+    for path in ALL_TEMPLATES:
+        for node in walk(load(path)):
+            if isinstance(node, dict) and node.get("Effect") == "Allow":
+                assert node.get("Principal") != "*" and node.get("Principal") != {"AWS": "*"}, path.name
