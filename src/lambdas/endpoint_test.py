@@ -14,7 +14,8 @@ Exports `Rows`, `SampleRmse`, `P50Ms`, `P99Ms` (latency per request, millisecond
 UserParameters (JSON):
     endpoint_name    SageMaker endpoint name
     test_data_uri    s3:// prefix (or key) of the ETL's endpoint-test CSV (header, inputs + target)
-    target           target column name
+    features_uri     s3:// key of the ETL's features.json; its "target" names the column to
+                     compare with, so no column name is configured outside the dataset config
     evaluation_rmse  number, e.g. "#{Evaluation.Rmse}" (a string is accepted)
     tolerance        number >= 0 (default 0.5: sample RMSE <= 1.5 x evaluation RMSE)
     batch_size       records a request, 1-1000 (default 50)
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 import time
@@ -198,6 +200,21 @@ def read_s3_csv(uri: str, s3_client) -> str:
     return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
 
 
+def read_target(features_uri: str, s3_client) -> str:
+    """The target column named by the ETL's fitted transform (features.json)."""
+    bucket, key = parse_s3_uri(features_uri, "features_uri")
+    try:
+        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        target = json.loads(body)["target"]
+    except s3_client.exceptions.NoSuchKey:
+        raise BadTestData(f"no features.json at {features_uri}; did the ETL of this execution run?") from None
+    except (ValueError, KeyError, TypeError):
+        raise BadTestData(f"{features_uri} is not the ETL's features.json (no 'target')") from None
+    if not isinstance(target, str) or not target:
+        raise BadTestData(f"{features_uri}: 'target' must be a column name, got {target!r}")
+    return target
+
+
 # Direct use, outside a pipeline: {"endpoint_name", "test_data_s3_uri", "target", "max_rmse"?,
 # "batch_size"?} -> EndpointTestResult.
 REQUIRED_KEYS = ("endpoint_name", "test_data_s3_uri", "target")
@@ -220,7 +237,7 @@ def check_endpoint(event: dict, s3_client=None, runtime_client=None,
 SCHEMA = {
     "endpoint_name": Param(str),
     "test_data_uri": Param(str),
-    "target": Param(str),
+    "features_uri": Param(str),
     "evaluation_rmse": Param((int, float)),
     "tolerance": Param((int, float), required=False, default=0.5),
     "batch_size": Param((int, float), required=False, default=50),
@@ -239,8 +256,9 @@ def verify_endpoint(job: JobEvent, *, sagemaker=None, s3=None, runtime=None, now
     """Wait for InService (continuation token = start time), then test the endpoint in batches."""
     params = parse_user_parameters(job.user_parameters, SCHEMA)
     name = check_endpoint_name(params["endpoint_name"])
-    uri, target = params["test_data_uri"], params["target"]
+    uri = params["test_data_uri"]
     parse_s3_uri(uri, "UserParameters 'test_data_uri'")
+    parse_s3_uri(params["features_uri"], "UserParameters 'features_uri'")
     evaluation_rmse = _at_least("evaluation_rmse", params["evaluation_rmse"], 0)
     tolerance = _at_least("tolerance", params["tolerance"], 0)
     max_seconds = _at_least("max_seconds", params["max_seconds"], 1)
@@ -266,7 +284,9 @@ def verify_endpoint(job: JobEvent, *, sagemaker=None, s3=None, runtime=None, now
         raise JobFailed(f"endpoint '{name}' is {status}: {reason or 'SageMaker gave no FailureReason'}; "
                         f"see CloudWatch /aws/sagemaker/Endpoints/{name} and the DeployEndpoint stack events")
 
-    _, rows, truth = read_records(read_s3_csv(uri, s3 or client("s3")), target)
+    s3 = s3 or client("s3")
+    target = read_target(params["features_uri"], s3)
+    _, rows, truth = read_records(read_s3_csv(uri, s3), target)
     max_rmse = (1 + tolerance) * evaluation_rmse
     logger.info("job %s: endpoint %s: sending %d rows from %s in batches of %d", job.job_id, name, len(rows),
                 uri, batch_size)

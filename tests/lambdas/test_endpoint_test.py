@@ -105,6 +105,7 @@ def s3():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="data")
         client.put_object(Bucket="data", Key="runs/e1/etl/endpoint-test/part-00000.csv", Body=SAMPLE)
+        client.put_object(Bucket="data", Key="runs/e1/etl/features.json", Body=json.dumps({"target": "price"}))
         yield client
 
 
@@ -215,7 +216,8 @@ def test_malformed_test_data_is_named_by_line(text, message):
 # -- the TestEndpoint job worker ------------------------------------------------------------------
 ENDPOINT = "mlops-diamonds-dev"
 DATA_URI = "s3://data/runs/e1/etl/endpoint-test/"
-PARAMS = {"endpoint_name": ENDPOINT, "test_data_uri": DATA_URI, "target": "price",
+FEATURES_URI = "s3://data/runs/e1/etl/features.json"
+PARAMS = {"endpoint_name": ENDPOINT, "test_data_uri": DATA_URI, "features_uri": FEATURES_URI,
           "evaluation_rmse": "1000.0"}  # as #{Evaluation.Rmse} arrives: a string
 NOW = 10_000.0
 
@@ -403,20 +405,37 @@ def test_missing_test_data_is_a_configuration_error(codepipeline, aws, uri, mess
 
 def test_a_sample_without_the_target_is_a_configuration_error(codepipeline, aws):
     cp, stub = codepipeline
+    aws["s3"].put_object(Bucket="data", Key="runs/e1/etl/features.json", Body='{"target": "carat_price"}')
     expect_describe(aws, "InService")
     expect_failure(stub, "ConfigurationError",
                    "endpoint-test data has no 'carat_price' column (header: ['carat', 'cut', 'price'])")
-    run(cp, aws, {**PARAMS, "target": "carat_price"})
+    run(cp, aws)
 
 
-ALLOWED = ("['batch_size', 'endpoint_name', 'evaluation_rmse', 'max_seconds', 'target', 'test_data_uri', "
+@pytest.mark.parametrize("body, message", [
+    (None, f"no features.json at {FEATURES_URI}; did the ETL of this execution run?"),
+    ("[1, 2]", f"{FEATURES_URI} is not the ETL's features.json (no 'target')"),
+    ('{"target": 5}', f"{FEATURES_URI}: 'target' must be a column name, got 5"),
+], ids=["missing", "not-features-json", "target-not-a-name"])
+def test_the_target_comes_from_features_json(codepipeline, aws, body, message):
+    cp, stub = codepipeline
+    if body is None:
+        aws["s3"].delete_object(Bucket="data", Key="runs/e1/etl/features.json")
+    else:
+        aws["s3"].put_object(Bucket="data", Key="runs/e1/etl/features.json", Body=body)
+    expect_describe(aws, "InService")
+    expect_failure(stub, "ConfigurationError", message)
+    run(cp, aws)
+
+
+ALLOWED = ("['batch_size', 'endpoint_name', 'evaluation_rmse', 'features_uri', 'max_seconds', 'test_data_uri', "
            "'tolerance']")
 BAD_PARAMETERS = [
-    ("missing-key", {k: v for k, v in PARAMS.items() if k != "target"},
-     "UserParameters is missing required key 'target'"),
+    ("missing-key", {k: v for k, v in PARAMS.items() if k != "features_uri"},
+     "UserParameters is missing required key 'features_uri'"),
     ("unknown-key", {**PARAMS, "max_rmse": 5},
      f"UserParameters has unknown key(s) ['max_rmse']; allowed: {ALLOWED}"),
-    ("wrong-type", {**PARAMS, "target": ["price"]}, "UserParameters 'target' must be str, got list"),
+    ("wrong-type", {**PARAMS, "features_uri": ["x"]}, "UserParameters 'features_uri' must be str, got list"),
     ("unresolved-variable", {**PARAMS, "evaluation_rmse": "#{Evaluation.Rmse}"},
      "UserParameters 'evaluation_rmse' holds an unresolved variable #{Evaluation.Rmse}; "
      "check the namespace and variable name"),
