@@ -47,8 +47,10 @@ def monitor_handler(event, context):
     return run_job(event, lambda job: monitor(job))
 
 
-def logs(run_id: str) -> str:
-    return f"logs: CloudWatch log group /aws-glue/jobs/error, stream {run_id}"
+def logs(run_id: str, run: Mapping[str, Any] | None = None) -> str:
+    # A job with a security configuration logs under its own group, which GetJobRun reports.
+    group = (run or {}).get("LogGroupName") or "/aws-glue/jobs"
+    return f"logs: CloudWatch log group {group.rstrip('/')}/error, stream {run_id}"
 
 
 # -- submit ---------------------------------------------------------------------------------
@@ -112,10 +114,10 @@ def monitor(job: JobEvent, *, glue=None, s3=None) -> Done | InProgress:
         return Done(summary, counts)
     if status in FAILED:
         raise JobFailed(f"Glue job {name} run {run_id} {status}: "
-                        f"{run.get('ErrorMessage') or 'Glue gave no error message'}; {logs(run_id)}")
+                        f"{run.get('ErrorMessage') or 'Glue gave no error message'}; {logs(run_id, run)}")
     if status not in RUNNING:
         raise JobFailed(f"Glue job {name} run {run_id} is in a state this action does not know: {status}; "
-                        f"{logs(run_id)}")
+                        f"{logs(run_id, run)}")
 
     budget, started = params["max_seconds"], run.get("StartedOn")
     seconds = time.time() - started.timestamp() if started else 0.0
@@ -126,7 +128,7 @@ def monitor(job: JobEvent, *, glue=None, s3=None) -> Done | InProgress:
         logger.warning("job %s: Glue job %s run %s ran %.0fs, over max_seconds %g; stop requested%s",
                        job.job_id, name, run_id, seconds, budget, note)
         raise TimeBudgetExceeded(f"Glue job {name} run {run_id} ran past the action's max_seconds {budget:g} "
-                                 f"(started {iso(started)}); stopped it{note}; {logs(run_id)}")
+                                 f"(started {iso(started)}); stopped it{note}; {logs(run_id, run)}")
     return InProgress(f"Glue job {name} run {run_id} is {status}",
                       {"glue_job_name": name, "job_run_id": run_id})
 

@@ -216,8 +216,11 @@ TOKEN = '{"glue_job_name":"mlops-etl","job_run_id":"jr_1"}'
     (glue_run("RUNNING"), {"max_seconds": "3600"},
      ("JobFailed", "Glue job mlops-etl run jr_1 ran past the action's max_seconds 3600 "
                    f"(started 2024-05-01T10:00:00Z); stopped it; {LOGS}")),
+    (glue_run("FAILED", ErrorMessage="boom", LogGroupName="/aws-glue/jobs/mlops-glue-role/mlops-etl-role/"), {},
+     ("JobFailed", "Glue job mlops-etl run jr_1 FAILED: boom; logs: CloudWatch log group "
+                   "/aws-glue/jobs/mlops-glue-role/mlops-etl-role/error, stream jr_1")),
 ], ids=["starting", "running", "waiting", "running-within-budget", "stopping-over-budget-not-stopped-twice",
-        "failed", "error", "timeout", "stopped", "running-over-budget"])
+        "failed", "error", "timeout", "stopped", "running-over-budget", "failed-security-configuration-logs"])
 def test_monitor_reports_every_run_state(stubbed_glue, codepipeline, run, params, outcome):
     glue, glue_stub = stubbed_glue
     client, stub = codepipeline
