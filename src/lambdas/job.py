@@ -7,6 +7,7 @@ PutJobFailureResult. It never logs the raw event or the artifact credentials.
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -195,13 +196,13 @@ def parse_user_parameters(raw: str, schema: Mapping[str, Param]) -> dict[str, An
         if key not in data:
             if param.required:
                 raise ConfigurationError(f"UserParameters is missing required key '{key}'")
-            result[key] = param.default
+            result[key] = copy.deepcopy(param.default)  # a mutable default is never shared
             continue
         value = data[key]
         _check_resolved(key, value)
         kinds = param.kind if isinstance(param.kind, tuple) else (param.kind,)
-        if float in kinds and isinstance(value, str):
-            value = _number_from_variable(key, value)  # pipeline variables arrive as strings
+        if isinstance(value, str) and (float in kinds or int in kinds):
+            value = _number_from_variable(key, value, whole=float not in kinds)  # variables are strings
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             names = " or ".join(k.__name__ for k in kinds)
             raise ConfigurationError(f"UserParameters '{key}' must be {names}, got {type(value).__name__}")
@@ -217,11 +218,16 @@ def _check_resolved(key: str, value: Any) -> None:
                                  "check the namespace and variable name")
 
 
-def _number_from_variable(key: str, value: str) -> float:
+def _number_from_variable(key: str, value: str, whole: bool = False) -> float | int:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise ConfigurationError(f"UserParameters '{key}' must be a number, got {value!r}") from None
+    if whole:
+        if not number.is_integer():
+            raise ConfigurationError(f"UserParameters '{key}' must be a whole number, got {value!r}")
+        return int(number)
+    return number
 
 
 # -- the boundary ---------------------------------------------------------------------------

@@ -117,7 +117,9 @@ SCHEMA = {"name": Param(str), "threshold": Param((int, float)), "count": Param(i
     ('{"name": "a", "threshold": 600}', {"name": "a", "threshold": 600, "count": 1, "enabled": True}),
     ('{"name": "a", "threshold": "550.5", "count": 3}', {"name": "a", "threshold": 550.5, "count": 3,
                                                          "enabled": True}),
-], ids=["defaults", "number-from-variable-string"])
+    ('{"name": "a", "threshold": 1, "count": "4"}', {"name": "a", "threshold": 1, "count": 4,
+                                                     "enabled": True}),
+], ids=["defaults", "number-from-variable-string", "whole-number-from-variable-string"])
 def test_user_parameters_parse(raw, expected):
     assert parse_user_parameters(raw, SCHEMA) == expected
 
@@ -131,10 +133,11 @@ def test_user_parameters_parse(raw, expected):
     ('{"name": 5, "threshold": 1}', "'name' must be str, got int"),
     ('{"name": "a", "threshold": 1, "count": true}', "'count' must be int, got bool"),
     ('{"name": "a", "threshold": "high"}', "'threshold' must be a number, got 'high'"),
+    ('{"name": "a", "threshold": 1, "count": "2.5"}', "'count' must be a whole number, got '2.5'"),
     ('{"name": "#{Build.ImageUri}", "threshold": 1}',
      "'name' holds an unresolved variable #{Build.ImageUri}"),
 ], ids=["invalid-json", "not-object", "missing", "unknown", "wrong-type", "bool-for-int", "not-number",
-        "unresolved-variable"])
+        "fraction-for-int", "unresolved-variable"])
 def test_user_parameter_errors_name_the_key(raw, message):
     with pytest.raises(ConfigurationError) as caught:
         parse_user_parameters(raw, SCHEMA)
@@ -215,3 +218,10 @@ def test_parse_s3_uri(uri, expected):
 def test_parse_s3_uri_errors(uri):
     with pytest.raises(ConfigurationError, match="input_uri"):
         parse_s3_uri(uri, "input_uri")
+
+
+def test_mutable_defaults_are_not_shared():
+    schema = {"tags": Param(dict, required=False, default={})}
+    first = parse_user_parameters("{}", schema)
+    first["tags"]["x"] = "1"
+    assert parse_user_parameters("{}", schema) == {"tags": {}}

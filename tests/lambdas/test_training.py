@@ -178,7 +178,7 @@ def without(key):
      "'hyperparameters', 'image_uri', 'instance_count', 'instance_type', 'max_runtime_seconds', "
      "'metric_definitions', 'name_prefix', 'output_uri', 'role_arn', 'train_uri', 'validation_uri', "
      "'volume_gb']"),
-    ("submit", {**SUBMIT, "instance_count": "2"}, "UserParameters 'instance_count' must be int, got str"),
+    ("submit", {**SUBMIT, "instance_count": "two"}, "UserParameters 'instance_count' must be a number, got 'two'"),
     ("submit", {**SUBMIT, "hyperparameters": [1]}, "UserParameters 'hyperparameters' must be dict, got list"),
     ("submit", {**SUBMIT, "image_uri": "#{BuildTraining.ImageUri}"},
      "UserParameters 'image_uri' holds an unresolved variable #{BuildTraining.ImageUri}; check the namespace "
