@@ -1,0 +1,195 @@
+"""The local stand-in for AWS: moto's server app behind a WSGI gateway on 127.0.0.1.
+
+moto is the control plane. For the operations moto lacks or fakes (see docs/ARCHITECTURE.md
+section 3), a runtime component registers a handler here; every other request passes through to
+moto unchanged. boto3, the `aws` CLI and the SageMaker SDK reach it with AWS_ENDPOINT_URL.
+
+Handlers:
+- JSON-protocol operations (CodePipeline, Glue, SageMaker, ...) by their X-Amz-Target, e.g.
+  `gateway.operation("AWSGlue.StartJobRun", fn)`; `fn(params: dict) -> dict`. Raise `AwsError`
+  for the error AWS would return.
+- REST routes by method and path pattern (sagemaker-runtime InvokeEndpoint):
+  `gateway.route("POST", r"^/endpoints/(?P<name>[^/]+)/invocations$", fn)`;
+  `fn(request, **groups) -> werkzeug Response`.
+- After-hooks on passed-through operations, by service and operation name (query protocol
+  `Action=` or JSON `X-Amz-Target`), e.g. `gateway.after("cloudformation", "CreateStack", fn)`;
+  `fn(params: dict, status: int, body: bytes)` runs after moto answered.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+logger = logging.getLogger(__name__)
+
+JsonHandler = Callable[[dict[str, Any]], dict[str, Any]]
+RouteHandler = Callable[..., Response]
+AfterHook = Callable[[dict[str, Any], int, bytes], None]
+CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/([^/]+)/([^/]+)/aws4_request")
+FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
+                    "aws_session_token": "testing"}
+
+
+class AwsError(Exception):
+    """An error in AWS's own terms: code (e.g. ResourceNotFound), message, HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def to_json(value: Any) -> Any:
+    """JSON protocol encoding: timestamps as epoch seconds, as botocore parses them."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.timestamp()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload, default=to_json), status=status,
+                    content_type="application/x-amz-json-1.1")
+
+
+def error_response(error: AwsError) -> Response:
+    response = json_response({"__type": error.code, "message": error.message, "Message": error.message},
+                             error.status)
+    response.headers["x-amzn-ErrorType"] = error.code
+    return response
+
+
+@dataclass
+class Gateway:
+    """WSGI app: registered handlers first, moto for the rest."""
+    region: str = "us-east-1"
+    operations: dict[str, JsonHandler] = field(default_factory=dict)
+    routes: list[tuple[str, re.Pattern, RouteHandler]] = field(default_factory=list)
+    hooks: dict[tuple[str, str], list[AfterHook]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from moto.core.config import default_user_config
+        from moto.server import DomainDispatcherApplication, create_backend_app
+
+        # Lambda functions run in our runtime, not in Docker (there is no engine here).
+        default_user_config["lambda"]["use_docker"] = False
+        default_user_config["batch"]["use_docker"] = False
+        self.moto = DomainDispatcherApplication(create_backend_app)
+
+    # -- registration ---------------------------------------------------------------------
+    def operation(self, target: str, handler: JsonHandler) -> None:
+        self.operations[target] = handler
+
+    def route(self, method: str, pattern: str, handler: RouteHandler) -> None:
+        self.routes.append((method.upper(), re.compile(pattern), handler))
+
+    def after(self, service: str, operation: str, hook: AfterHook) -> None:
+        self.hooks.setdefault((service, operation), []).append(hook)
+
+    # -- WSGI -----------------------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
+        request = Request(environ)
+        body = request.get_data(cache=True)
+        environ["wsgi.input"] = io.BytesIO(body)  # moto reads the body again
+        environ["CONTENT_LENGTH"] = str(len(body))
+        target = request.headers.get("X-Amz-Target", "")
+        try:
+            if target in self.operations:
+                return self._json(target, body)(environ, start_response)
+            for method, pattern, handler in self.routes:
+                match = pattern.match(request.path)
+                if match and request.method == method:
+                    return handler(request, **match.groupdict())(environ, start_response)
+        except AwsError as error:
+            return error_response(error)(environ, start_response)
+        except Exception:  # a bug in our runtime must not look like an AWS answer
+            logger.exception("local runtime failed on %s %s %s", request.method, request.path, target)
+            return error_response(AwsError("InternalFailure", "the local runtime failed; see its log",
+                                           500))(environ, start_response)
+        service, operation, params = self._identify(request, target, body)
+        hooks = self.hooks.get((service, operation))
+        if not hooks:
+            return self.moto(environ, start_response)
+        return self._with_hooks(environ, start_response, hooks, params)
+
+    def _json(self, target: str, body: bytes) -> Response:
+        params = json.loads(body or b"{}")
+        return json_response(self.operations[target](params))
+
+    def _identify(self, request: Request, target: str, body: bytes) -> tuple[str, str, dict]:
+        scope = CREDENTIAL_SCOPE.search(request.headers.get("Authorization", ""))
+        service = scope.group(2) if scope else ""
+        if target:
+            try:
+                params = json.loads(body or b"{}")
+            except ValueError:
+                params = {}
+            return service, target.rsplit(".", 1)[-1], params
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()} \
+            if request.mimetype == "application/x-www-form-urlencoded" else {}
+        form.update({k: v for k, v in request.args.items()})
+        return service, form.get("Action", ""), form
+
+    def _with_hooks(self, environ, start_response, hooks: list[AfterHook], params: dict) -> Any:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list, exc_info: Any = None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        body = b"".join(self.moto(environ, capture))
+        status = int(captured["status"].split()[0])
+        for hook in hooks:
+            try:
+                hook(params, status, body)
+            except Exception:
+                logger.exception("after-hook %s failed", getattr(hook, "__name__", hook))
+        start_response(captured["status"], captured["headers"])
+        return [body]
+
+
+class LocalAws:
+    """The gateway served on a free loopback port, in a background thread."""
+
+    def __init__(self, gateway: Gateway | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.gateway = gateway or Gateway()
+        self.server = make_server(host, port, self.gateway, threaded=True)
+        self.url = f"http://{host}:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="local-aws", daemon=True)
+
+    def start(self) -> "LocalAws":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "LocalAws":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def client(self, service: str, **kwargs: Any):
+        import boto3
+        from botocore.config import Config
+
+        options = {"config": Config(retries={"mode": "standard"}), **FAKE_CREDENTIALS, **kwargs}
+        return boto3.client(service, endpoint_url=self.url, region_name=self.gateway.region, **options)
+
+    def environment(self) -> dict[str, str]:
+        """What a child process (aws CLI, handler, job) needs to reach this stand-in."""
+        return {"AWS_ENDPOINT_URL": self.url, "AWS_DEFAULT_REGION": self.gateway.region,
+                "AWS_REGION": self.gateway.region, "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
