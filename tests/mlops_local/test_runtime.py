@@ -1,0 +1,52 @@
+"""Images run from source, and the change signal the pipeline engine waits on."""
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+
+from mlops_local.runtime import ROOT, Changes, ImageMap, python_command
+
+TRAINING = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-training:c0ffee"
+TEST_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-endpoint-test:c0ffee"
+
+
+def test_training_image_programs_come_from_its_dockerfile():
+    image = ImageMap().add(TRAINING, ROOT / "src/training/Dockerfile")
+    assert image.command("train") == [sys.executable, "-m", "training.train"]
+    assert image.command("serve") == [sys.executable, "-m", "training.serve"]
+    assert image.lambda_handler is None
+    with pytest.raises(KeyError, match="has no program 'evaluate'"):
+        image.command("evaluate")
+
+
+def test_lambda_image_handler_comes_from_its_cmd():
+    image = ImageMap().add(TEST_IMAGE, ROOT / "src/lambdas/Dockerfile")
+    assert image.lambda_handler == "lambdas.endpoint_test.handler" and image.programs == {}
+
+
+def test_resolve_by_repository_when_the_tag_differs():
+    images = ImageMap()
+    images.add(TRAINING, ROOT / "src/training/Dockerfile")
+    assert images.resolve(TRAINING.replace("c0ffee", "beef")).uri == TRAINING
+    with pytest.raises(KeyError, match="is not known here"):
+        images.resolve("123456789012.dkr.ecr.us-east-1.amazonaws.com/other:1")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["python3", "-m", "training.evaluate"], [sys.executable, "-m", "training.evaluate"]),
+    (["/usr/bin/python3.12", "x.py"], [sys.executable, "x.py"]),
+    (["bash", "-c", "true"], ["bash", "-c", "true"]),
+])
+def test_python_command(argv, expected):
+    assert python_command(argv) == expected
+
+
+def test_changes_wake_a_waiter():
+    changes = Changes()
+    start = changes.version
+    timer = threading.Timer(0.05, changes.notify)
+    timer.start()
+    assert changes.wait(start, timeout=5) == start + 1
+    assert changes.wait(start + 1, timeout=0.01) == start + 1  # nothing new: times out
