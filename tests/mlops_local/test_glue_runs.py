@@ -1,0 +1,228 @@
+"""Glue job runs through the stand-in: the ETL script runs under local Spark with S3 staged around it."""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import time
+import zipfile
+
+import pytest
+from botocore.exceptions import ClientError
+
+from lambdas import glue as glue_worker
+from lambdas.job import run_job
+from mlops_local.gateway import Gateway, LocalAws
+from mlops_local.glue_runs import GlueRuns
+from mlops_local.runtime import ROOT, Runtime
+
+from tests.conftest import load_event
+from tests.lambdas.pipeline_stubs import stubbed_codepipeline
+
+pytestmark = pytest.mark.spark
+
+BUCKET = "glue-data"
+JOB = "mlops-etl"
+ROWS = 2000
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED", "TIMEOUT", "ERROR"}
+
+
+def sample_csv_gz(rows: int) -> bytes:
+    """The first rows of the shipped data, gzipped as the raw object is."""
+    with gzip.open(ROOT / "data" / "diamonds.csv.gz", "rt", encoding="utf-8", newline="") as source:
+        reader = csv.reader(source)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        for i, row in enumerate(reader):
+            if i > rows:
+                break
+            writer.writerow(row)
+    return gzip.compress(out.getvalue().encode("utf-8"))
+
+
+def training_zip() -> bytes:
+    """What the build uploads as --extra-py-files: the training package."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted((ROOT / "src" / "training").glob("*.py")):
+            archive.write(path, f"training/{path.name}")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory):
+    with LocalAws(Gateway()) as aws:
+        runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("glue-runtime"))
+        glue_runs = GlueRuns(runtime).register()
+        s3, glue = aws.client("s3"), aws.client("glue")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="raw/diamonds.csv.gz", Body=sample_csv_gz(ROWS))
+        s3.put_object(Bucket=BUCKET, Key="config/diamonds.yaml",
+                      Body=(ROOT / "data" / "diamonds.yaml").read_bytes())
+        broken = (ROOT / "data" / "diamonds.yaml").read_text().replace(
+            "numeric: [carat,", "numeric: [weight_grams, carat,")
+        s3.put_object(Bucket=BUCKET, Key="config/broken.yaml", Body=broken.encode())
+        s3.put_object(Bucket=BUCKET, Key="code/glue/etl.py", Body=(ROOT / "src/glue_jobs/etl.py").read_bytes())
+        s3.put_object(Bucket=BUCKET, Key="code/glue/training.zip", Body=training_zip())
+        glue.create_job(
+            Name=JOB, Role="arn:aws:iam::123456789012:role/glue", GlueVersion="5.0",
+            Command={"Name": "glueetl", "PythonVersion": "3", "ScriptLocation": f"s3://{BUCKET}/code/glue/etl.py"},
+            ExecutionProperty={"MaxConcurrentRuns": 3},
+            DefaultArguments={"--job-bookmark-option": "job-bookmark-disable",
+                              "--extra-py-files": f"s3://{BUCKET}/code/glue/training.zip",
+                              "--TempDir": f"s3://{BUCKET}/tmp/glue/",
+                              "--endpoint-test-rows": "50"})
+        glue.create_job(Name="no-script", Role="arn:aws:iam::123456789012:role/glue",
+                        Command={"Name": "glueetl", "ScriptLocation": f"s3://{BUCKET}/code/missing.py"})
+        yield aws, runtime
+        glue_runs.close()  # runs a deselected test would have waited for
+
+
+def start(glue, execution: str, config: str = "diamonds.yaml", job: str = JOB) -> str:
+    return glue.start_job_run(JobName=job, Arguments={
+        "--input": f"s3://{BUCKET}/raw/diamonds.csv.gz",
+        "--dataset-config": f"s3://{BUCKET}/config/{config}",
+        "--output": f"s3://{BUCKET}/runs/{execution}/etl/",
+        "--execution-id": execution,
+    })["JobRunId"]
+
+
+def wait(runtime, glue, run_id: str, states=TERMINAL, job: str = JOB, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        version = runtime.changes.version
+        run = glue.get_job_run(JobName=job, RunId=run_id)["JobRun"]
+        if run["JobRunState"] in states:
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} still {run['JobRunState']}"
+        runtime.changes.wait(version, timeout=1.0)
+
+
+def invoke(work, user_parameters: dict, token=None) -> dict:
+    """One worker invocation as CodePipeline makes it, expected to succeed (or continue): the result
+    call is checked against CodePipeline's model; a failure result is a stub error (its message is logged)."""
+    codepipeline, stub = stubbed_codepipeline()
+    stub.add_response("put_job_success_result", {})
+    with stub:
+        return run_job(load_event(user_parameters=user_parameters, continuation_token=token), work,
+                       codepipeline=codepipeline)
+
+
+def worker_submit(glue, execution: str) -> dict:
+    return invoke(lambda job: glue_worker.submit(job, glue=glue), {
+        "execution_id": execution, "glue_job_name": JOB, "input_uri": f"s3://{BUCKET}/raw/diamonds.csv.gz",
+        "dataset_config_uri": f"s3://{BUCKET}/config/diamonds.yaml",
+        "output_uri": f"s3://{BUCKET}/runs/{execution}/etl/"})
+
+
+@pytest.fixture(scope="module")
+def runs(stand_in):
+    """The good run (started by the SubmitEtl worker, so with its exact request) and the broken run,
+    started together so that their Spark start-ups overlap."""
+    aws, runtime = stand_in
+    glue = aws.client("glue")
+    submitted = worker_submit(glue, "exec-good")
+    assert submitted["result"] == "success", submitted
+    return {"good": submitted["variables"]["JobRunId"], "broken": start(glue, "exec-broken", config="broken.yaml")}
+
+
+def test_the_job_workers_drive_a_run_through_the_stand_in(stand_in, runs):
+    aws, runtime = stand_in
+    glue, s3 = aws.client("glue"), aws.client("s3")
+    again = worker_submit(glue, "exec-good")  # a retried SubmitEtl finds the run instead of starting one
+    assert again["variables"]["JobRunId"] == runs["good"] and "already" in again["summary"]
+
+    monitor = {"glue_job_name": JOB, "job_run_id": runs["good"], "output_uri": f"s3://{BUCKET}/runs/exec-good/etl/"}
+    token, polls = None, 0
+    deadline = time.monotonic() + 120
+    while True:
+        version = runtime.changes.version
+        outcome = invoke(lambda job: glue_worker.monitor(job, glue=glue, s3=s3), monitor, token)
+        polls += 1
+        if outcome["result"] != "continue":
+            break
+        token = outcome["state"]
+        assert time.monotonic() < deadline, outcome
+        runtime.changes.wait(version, timeout=2.0)
+    assert outcome["result"] == "success", outcome
+    assert int(outcome["variables"]["RowsIn"]) == ROWS and polls > 1
+
+
+def test_a_run_stages_s3_runs_the_script_and_uploads_its_outputs(stand_in, runs):
+    aws, runtime = stand_in
+    glue, s3 = aws.client("glue"), aws.client("s3")
+    run = wait(runtime, glue, runs["good"])
+    assert run["JobRunState"] == "SUCCEEDED", run.get("ErrorMessage")
+    assert run["Id"].startswith("jr_") and run["Attempt"] == 0 and run["JobName"] == JOB
+    assert run["LogGroupName"] == "/aws-glue/jobs" and run["ExecutionTime"] >= 1
+    assert run["StartedOn"] <= run["CompletedOn"] and run["LastModifiedOn"] == run["CompletedOn"]
+    assert run["Arguments"]["--execution-id"] == "exec-good"  # the run's own arguments
+
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/exec-good/etl/")["Contents"]}
+    prefix = "runs/exec-good/etl/"
+    assert {prefix + "features.json", prefix + "data-quality.json"} <= keys
+    for split in ("train", "validation", "test", "endpoint-test", "quarantine"):
+        assert any(k.startswith(f"{prefix}{split}/part-") and k.endswith(".csv") for k in keys), split
+    assert not any(k.endswith(".crc") for k in keys)
+    quality = json.loads(s3.get_object(Bucket=BUCKET, Key=prefix + "data-quality.json")["Body"].read())
+    assert quality["rows_in"] == ROWS and quality["endpoint_test"] == 50
+
+    log = (runtime.workdir / "glue" / run["Id"] / "run.log").read_text()
+    assert "--extra-py-files" in log and "training.zip" in log and "s3://" not in log.split("\n")[0]
+
+
+def test_a_bad_dataset_config_fails_naming_the_column(stand_in, runs):
+    aws, runtime = stand_in
+    run = wait(runtime, aws.client("glue"), runs["broken"])
+    assert run["JobRunState"] == "FAILED"
+    assert "DatasetConfigError" in run["ErrorMessage"] and "'weight_grams'" in run["ErrorMessage"]
+    assert "CompletedOn" in run
+    listed = aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="runs/exec-broken/")
+    assert listed["KeyCount"] == 0  # a failed run uploads nothing
+
+
+def test_batch_stop_job_run_stops_a_running_job(stand_in, runs):
+    aws, runtime = stand_in
+    glue = aws.client("glue")
+    run_id = start(glue, "exec-stop")
+    wait(runtime, glue, run_id, states={"RUNNING"} | TERMINAL)
+    answer = glue.batch_stop_job_run(JobName=JOB, JobRunIds=[run_id, "jr_missing"])
+    assert answer["SuccessfulSubmissions"] == [{"JobName": JOB, "JobRunId": run_id}]
+    assert [e["ErrorDetail"]["ErrorCode"] for e in answer["Errors"]] == ["EntityNotFoundException"]
+    assert glue.get_job_run(JobName=JOB, RunId=run_id)["JobRun"]["JobRunState"] in ("STOPPING", "STOPPED")
+    run = wait(runtime, glue, run_id)
+    assert run["JobRunState"] == "STOPPED" and "CompletedOn" in run
+    again = glue.batch_stop_job_run(JobName=JOB, JobRunIds=[run_id])
+    assert again["Errors"][0]["ErrorDetail"]["ErrorCode"] == "InvalidInputException"
+
+
+def test_get_job_runs_lists_newest_first_and_pages(stand_in, runs):
+    aws, _ = stand_in
+    glue = aws.client("glue")
+    listed = [r for page in glue.get_paginator("get_job_runs").paginate(JobName=JOB, PaginationConfig={"PageSize": 1})
+              for r in page["JobRuns"]]
+    assert len(listed) >= 2 and {runs["good"], runs["broken"]} <= {r["Id"] for r in listed}
+    started = [r["StartedOn"] for r in listed]
+    assert started == sorted(started, reverse=True)
+
+
+def test_a_missing_script_fails_the_run(stand_in):
+    aws, runtime = stand_in
+    glue = aws.client("glue")
+    run_id = glue.start_job_run(JobName="no-script")["JobRunId"]
+    run = wait(runtime, glue, run_id, job="no-script", timeout=20)
+    assert run["JobRunState"] == "FAILED" and "code/missing.py does not exist" in run["ErrorMessage"]
+
+
+@pytest.mark.parametrize("call, code", [
+    (lambda g: g.start_job_run(JobName="nope"), "EntityNotFoundException"),
+    (lambda g: g.get_job_runs(JobName="nope"), "EntityNotFoundException"),
+    (lambda g: g.get_job_run(JobName=JOB, RunId="jr_unknown"), "EntityNotFoundException"),
+    (lambda g: g.get_job_run(JobName="nope", RunId="jr_unknown"), "EntityNotFoundException"),
+], ids=["start-unknown-job", "list-unknown-job", "unknown-run", "run-of-unknown-job"])
+def test_unknown_jobs_and_runs(stand_in, call, code):
+    aws, _ = stand_in
+    with pytest.raises(ClientError) as caught:
+        call(aws.client("glue"))
+    assert caught.value.response["Error"]["Code"] == code
