@@ -1,0 +1,521 @@
+"""The pipeline engine runs CodePipeline definitions stored in moto, observed through the public API.
+
+The `*_handler` functions below are Lambda handlers: the engine imports them by name in a child
+interpreter (as it imports `lambdas.*` handlers) and they report through the stand-in's job API.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import zipfile
+from dataclasses import dataclass
+
+import pytest
+from botocore.exceptions import ClientError
+
+from mlops_local.engine import PipelineEngine
+from mlops_local.gateway import LocalAws
+from mlops_local.runtime import ROOT, Runtime
+
+HERE = "tests.mlops_local.test_engine"
+REPO = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+LAMBDA = {"category": "Invoke", "owner": "AWS", "provider": "Lambda", "version": "1"}
+S3_SOURCE = {"category": "Source", "owner": "AWS", "provider": "S3", "version": "1"}
+
+
+# -- Lambda handlers (run in the engine's child process) ---------------------------------------
+def _codepipeline():
+    import boto3
+
+    return boto3.client("codepipeline")
+
+
+def _params(event) -> dict:
+    return json.loads(event["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]
+                      .get("UserParameters") or "{}")
+
+
+def submit_handler(event, context):
+    job = event["CodePipeline.job"]
+    params = _params(event)
+    details = _codepipeline().get_job_details(jobId=job["id"])["jobDetails"]
+    for output in job["data"]["outputArtifacts"]:
+        import boto3
+
+        location = output["location"]["s3Location"]
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("config.json", json.dumps({"job": params["execution_id"]}))
+        boto3.client("s3").put_object(Bucket=location["bucketName"], Key=location["objectKey"], Body=buffer.getvalue())
+    _codepipeline().put_job_success_result(
+        jobId=job["id"], executionDetails={"summary": "submitted", "externalExecutionId": "job-1"},
+        outputVariables={"JobName": f"job-{params['execution_id']}", "Threshold": params["threshold"],
+                         "Etag": params["etag"], "Greeting": os.environ.get("GREETING", "unset"),
+                         "Stage": details["data"]["pipelineContext"]["stage"]["name"],
+                         "Endpoint": os.environ["AWS_ENDPOINT_URL"], "JobId": job["id"]})
+
+
+def sleep_handler(event, context):
+    params = _params(event)
+    time.sleep(float(params.get("seconds", 0)))
+    _codepipeline().put_job_success_result(
+        jobId=event["CodePipeline.job"]["id"], executionDetails={"summary": f"slept for {params.get('seconds')}"},
+        outputVariables={"Value": params.get("value", ""), "Remaining": str(context.get_remaining_time_in_millis())})
+
+
+def monitor_handler(event, context):
+    """Done when the marker object exists; otherwise continue, counting invocations in the token."""
+    import boto3
+
+    job = event["CodePipeline.job"]
+    params = _params(event)
+    token = json.loads(job["data"].get("continuationToken") or '{"n": 0}')
+    count = token["n"] + 1
+    try:
+        boto3.client("s3").head_object(Bucket=params["bucket"], Key=params["marker"])
+    except Exception:
+        _codepipeline().put_job_success_result(
+            jobId=job["id"], continuationToken=json.dumps({"n": count}),
+            executionDetails={"summary": "waiting for the marker", "percentComplete": 50})
+        return
+    _codepipeline().put_job_success_result(jobId=job["id"], executionDetails={"summary": "marker found"},
+                                           outputVariables={"Invocations": str(count)})
+
+
+def reject_handler(event, context):
+    _codepipeline().put_job_failure_result(
+        jobId=event["CodePipeline.job"]["id"],
+        failureDetails={"type": "JobFailed", "message": "model REJECTED: rmse 700 > threshold 600"})
+
+
+def silent_handler(event, context):
+    return {"forgot": "to report"}
+
+
+def raising_handler(event, context):
+    raise RuntimeError("boom in the handler")
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+@dataclass
+class Stand:
+    aws: LocalAws
+    runtime: Runtime
+    engine: PipelineEngine
+    role: str
+    key: str
+    applied: list
+
+
+@pytest.fixture(scope="module")
+def stand(tmp_path_factory):
+    with LocalAws() as aws:
+        runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("engine"))
+        applied: list[str] = []
+        # Continuations re-run only on a change signal here (30 s fallback), which the tests drive.
+        engine = PipelineEngine(runtime, stack_applier=applied.append, poll_interval=(30.0, 30.0)).register()
+        iam = aws.client("iam")
+        trust = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "codepipeline.amazonaws.com"}, "Action": "sts:AssumeRole"},
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+        role = iam.create_role(RoleName="engine-role", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        key = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
+        s3 = aws.client("s3")
+        for bucket in ("engine-artifacts", "engine-data"):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket="engine-data", VersioningConfiguration={"Status": "Enabled"})
+        s3.put_object(Bucket="engine-data", Key="raw/data.csv", Body=b"a,b\n1,2\n")
+        yield Stand(aws, runtime, engine, role, key, applied)
+
+
+def create_function(stand: Stand, name: str, handler: str, env: dict | None = None, image: str | None = None):
+    lam = stand.aws.client("lambda")
+    if image:
+        lam.create_function(FunctionName=name, PackageType="Image", Role=stand.role, Code={"ImageUri": image},
+                            Timeout=60)
+        return
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("placeholder.py", "")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role=stand.role, Handler=handler, Timeout=60,
+                        Code={"ZipFile": buffer.getvalue()}, Environment={"Variables": env or {}})
+
+
+def data_source(namespace: str = "Data", key: str = "raw/data.csv") -> dict:
+    return {"name": "Source", "actions": [{
+        "name": "DataSource", "actionTypeId": S3_SOURCE, "namespace": namespace, "runOrder": 1,
+        "configuration": {"S3Bucket": "engine-data", "S3ObjectKey": key, "PollForSourceChanges": "false"},
+        "outputArtifacts": [{"name": "RawData"}]}]}
+
+
+def lambda_action(name: str, function: str, params: dict | str = "{}", run_order: int = 1, **extra) -> dict:
+    return {"name": name, "actionTypeId": LAMBDA, "runOrder": run_order,
+            "configuration": {"FunctionName": function,
+                              "UserParameters": params if isinstance(params, str) else json.dumps(params)},
+            **extra}
+
+
+def create_pipeline(stand: Stand, name: str, stages: list[dict], mode: str = "QUEUED", variables=None) -> None:
+    stand.aws.client("codepipeline").create_pipeline(pipeline={
+        "name": name, "roleArn": stand.role, "pipelineType": "V2", "executionMode": mode,
+        "artifactStore": {"type": "S3", "location": "engine-artifacts",
+                          "encryptionKey": {"id": stand.key, "type": "KMS"}},
+        "variables": variables or [], "stages": stages})
+
+
+def wait_done(stand: Stand, pipeline: str, execution_id: str, timeout: float = 90) -> dict:
+    cp = stand.aws.client("codepipeline")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        execution = cp.get_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=execution_id)
+        if execution["pipelineExecution"]["status"] not in ("InProgress", "Stopping"):
+            return execution["pipelineExecution"]
+        time.sleep(0.1)
+    raise AssertionError(f"execution {execution_id} did not end in {timeout} s")
+
+
+def actions_of(stand: Stand, pipeline: str, execution_id: str) -> dict[str, dict]:
+    details = stand.aws.client("codepipeline").list_action_executions(
+        pipelineName=pipeline, filter={"pipelineExecutionId": execution_id})["actionExecutionDetails"]
+    return {d["actionName"]: d for d in details}
+
+
+def wait_for(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- tests -------------------------------------------------------------------------------------
+def test_variables_namespaces_artifacts_and_parallel_actions(stand, tmp_path):
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(f'FROM public.ecr.aws/lambda/python:3.11\nCMD ["{HERE}.sleep_handler"]\n')
+    image = f"{REPO}/engine-test:abc"
+    stand.runtime.images.add(image, dockerfile)
+    create_function(stand, "flow-submit", f"{HERE}.submit_handler", env={"GREETING": "hello"})
+    create_function(stand, "flow-sleep", f"{HERE}.sleep_handler")
+    create_function(stand, "flow-image", "", image=image)
+    work = [
+        lambda_action("Submit", "flow-submit", namespace="Job", inputArtifacts=[{"name": "RawData"}],
+                      outputArtifacts=[{"name": "JobConfig"}],
+                      params='{"execution_id": "#{codepipeline.PipelineExecutionId}", '
+                             '"threshold": "#{variables.Threshold}", "etag": "#{Data.ETag}"}'),
+        lambda_action("Check", "flow-sleep", run_order=2, namespace="Check", inputArtifacts=[{"name": "JobConfig"}],
+                      params='{"value": "#{Job.JobName}", "seconds": 1.5}'),
+        lambda_action("ImageCheck", "flow-image", run_order=2, namespace="ImageCheck",
+                      params='{"value": "#{Job.Greeting}", "seconds": 1.5}')]
+    create_pipeline(stand, "flow", [data_source(), {"name": "Work", "actions": work}],
+                    variables=[{"name": "Threshold", "defaultValue": "600"}])
+    cp = stand.aws.client("codepipeline")
+
+    execution_id = cp.start_pipeline_execution(
+        name="flow", variables=[{"name": "Threshold", "value": "450"}])["pipelineExecutionId"]
+    execution = wait_done(stand, "flow", execution_id)
+
+    assert execution["status"] == "Succeeded", execution.get("statusSummary")
+    assert execution["variables"] == [{"name": "Threshold", "resolvedValue": "450"}]
+    assert execution["artifactRevisions"][0]["name"] == "RawData"
+    actions = actions_of(stand, "flow", execution_id)
+    source = actions["DataSource"]["output"]
+    etag = source["outputVariables"]["ETag"]
+    assert source["outputVariables"]["VersionId"] not in ("", "null")
+    submit = actions["Submit"]
+    assert json.loads(submit["input"]["resolvedConfiguration"]["UserParameters"]) == {
+        "execution_id": execution_id, "threshold": "450", "etag": etag}
+    assert "#{variables.Threshold}" in submit["input"]["configuration"]["UserParameters"]
+    job_id = submit["output"]["outputVariables"].pop("JobId")
+    assert submit["output"]["outputVariables"] == {
+        "JobName": f"job-{execution_id}", "Threshold": "450", "Etag": etag, "Greeting": "hello", "Stage": "Work",
+        "Endpoint": stand.aws.url}
+    details = cp.get_job_details(jobId=job_id)["jobDetails"]
+    assert details["data"]["pipelineContext"]["pipelineExecutionId"] == execution_id
+    assert details["data"]["encryptionKey"] == {"id": stand.key, "type": "KMS"}
+    with pytest.raises(ClientError) as caught:  # a job reports once
+        cp.put_job_success_result(jobId=job_id)
+    assert caught.value.response["Error"]["Code"] == "InvalidJobStateException"
+    assert submit["output"]["executionResult"]["externalExecutionId"] == "job-1"
+    assert json.loads(actions["Check"]["input"]["resolvedConfiguration"]["UserParameters"])["value"] == \
+        f"job-{execution_id}"
+    assert actions["Check"]["output"]["outputVariables"]["Value"] == f"job-{execution_id}"
+    assert actions["ImageCheck"]["output"]["outputVariables"]["Value"] == "hello"  # handler from the image CMD
+    assert 50_000 < int(actions["Check"]["output"]["outputVariables"]["Remaining"]) <= 60_000
+
+    # The source artifact wraps the object; the Lambda's output artifact is where the job said.
+    s3 = stand.aws.client("s3")
+    raw = source["outputArtifacts"][0]["s3location"]
+    assert raw["key"].startswith("flow/RawData/")
+    body = s3.get_object(Bucket=raw["bucket"], Key=raw["key"])["Body"].read()
+    assert zipfile.ZipFile(io.BytesIO(body)).read("data.csv") == b"a,b\n1,2\n"
+    config = submit["output"]["outputArtifacts"][0]["s3location"]
+    written = s3.get_object(Bucket=config["bucket"], Key=config["key"])["Body"].read()
+    assert json.loads(zipfile.ZipFile(io.BytesIO(written)).read("config.json")) == {"job": execution_id}
+
+    # Same runOrder runs in parallel.
+    check, image_check = actions["Check"], actions["ImageCheck"]
+    assert check["startTime"] < image_check["lastUpdateTime"] and image_check["startTime"] < check["lastUpdateTime"]
+
+    state = cp.get_pipeline_state(name="flow")
+    work = next(s for s in state["stageStates"] if s["stageName"] == "Work")
+    assert work["latestExecution"] == {"pipelineExecutionId": execution_id, "status": "Succeeded",
+                                       "type": "STANDARD"}
+    assert {a["actionName"]: a["latestExecution"]["status"] for a in work["actionStates"]} == {
+        "Submit": "Succeeded", "Check": "Succeeded", "ImageCheck": "Succeeded"}
+    assert state["stageStates"][0]["actionStates"][0]["currentRevision"]["revisionId"] == \
+        source["outputVariables"]["VersionId"]
+    summaries = cp.list_pipeline_executions(pipelineName="flow")["pipelineExecutionSummaries"]
+    assert summaries[0]["pipelineExecutionId"] == execution_id and summaries[0]["sourceRevisions"][0][
+        "actionName"] == "DataSource"
+
+
+def test_continuation_reinvokes_on_a_change_signal(stand):
+    create_function(stand, "monitor", f"{HERE}.monitor_handler")
+    create_pipeline(stand, "monitoring", [data_source(), {"name": "Watch", "actions": [
+        lambda_action("Monitor", "monitor", namespace="Monitor",
+                      params={"bucket": "engine-data", "marker": "markers/monitoring"})]}])
+    cp = stand.aws.client("codepipeline")
+    execution_id = cp.start_pipeline_execution(name="monitoring")["pipelineExecutionId"]
+
+    def monitor_state():
+        stage = cp.get_pipeline_state(name="monitoring")["stageStates"][1]
+        latest = stage["actionStates"][0].get("latestExecution", {})
+        return latest if latest.get("summary") == "waiting for the marker" else None
+
+    latest = wait_for(monitor_state, what="the first in-progress report")
+    assert latest["status"] == "InProgress" and latest["percentComplete"] == 50
+    time.sleep(0.5)  # no change: no re-invocation (the fallback is 30 s here)
+    stand.aws.client("s3").put_object(Bucket="engine-data", Key="markers/monitoring", Body=b"")
+    signalled = time.monotonic()
+    stand.runtime.changes.notify()
+    execution = wait_done(stand, "monitoring", execution_id, timeout=20)
+    assert time.monotonic() - signalled < 10
+    assert execution["status"] == "Succeeded"
+    assert actions_of(stand, "monitoring", execution_id)["Monitor"]["output"]["outputVariables"] == {
+        "Invocations": "2"}
+
+
+@pytest.mark.parametrize("handler, params, message", [
+    ("reject_handler", "{}", "model REJECTED: rmse 700 > threshold 600"),
+    ("silent_handler", "{}", "the function ended without PutJobSuccessResult/PutJobFailureResult"),
+    ("raising_handler", "{}", "RuntimeError: boom in the handler"),
+    ("sleep_handler", '{"value": "#{Missing.Value}"}', "cannot resolve #{Missing.Value}"),
+    ("sleep_handler", '{"value": "#{Data.Nope}"}', "namespace 'Data' has no variable 'Nope'"),
+], ids=["reports-failure", "never-reports", "raises", "unknown-namespace", "unknown-variable"])
+def test_a_failed_action_fails_the_execution_and_stops_it(stand, request, handler, params, message):
+    name = f"failing-{request.node.callspec.id}"
+    create_function(stand, name, f"{HERE}.{handler}")
+    create_function(stand, f"{name}-after", f"{HERE}.sleep_handler")
+    create_pipeline(stand, name, [data_source(), {"name": "Judge", "actions": [
+        lambda_action("Evaluate", name, params=params)]},
+        {"name": "After", "actions": [lambda_action("Never", f"{name}-after")]}])
+    cp = stand.aws.client("codepipeline")
+    execution_id = cp.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    execution = wait_done(stand, name, execution_id)
+
+    assert execution["status"] == "Failed"
+    assert message in execution["statusSummary"]
+    actions = actions_of(stand, name, execution_id)
+    assert set(actions) == {"DataSource", "Evaluate"}  # the later stage never ran
+    error = actions["Evaluate"]["output"]["executionResult"]["errorDetails"]
+    assert message in error["message"] and actions["Evaluate"]["status"] == "Failed"
+    state = cp.get_pipeline_state(name=name)
+    judge = state["stageStates"][1]
+    assert judge["latestExecution"]["status"] == "Failed"
+    assert message in judge["actionStates"][0]["latestExecution"]["errorDetails"]["message"]
+    assert "latestExecution" not in state["stageStates"][2]
+
+
+def test_cloudformation_deploys_from_artifacts_with_configuration_and_overrides(stand):
+    template = {"Parameters": {"Name": {"Type": "String"}, "Stage": {"Type": "String"},
+                               "Threshold": {"Type": "String"}},
+                "Resources": {"Bucket": {"Type": "AWS::S3::Bucket",
+                                         "Properties": {"BucketName": {"Fn::Sub": "${Name}-${Stage}"}}}},
+                "Outputs": {"BucketName": {"Value": {"Ref": "Bucket"}},
+                            "Threshold": {"Value": {"Ref": "Threshold"}}}}
+    config = {"Parameters": {"Name": "deployed", "Stage": "config", "Threshold": "1"}, "Tags": {"Project": "engine"}}
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("templates/stack.json", json.dumps(template))
+        archive.writestr("stack-config.json", json.dumps(config))
+    stand.aws.client("s3").put_object(Bucket="engine-data", Key="bundles/stack.zip", Body=bundle.getvalue())
+    deploy = {
+        "name": "DeployStack", "namespace": "Stack", "runOrder": 1,
+        "actionTypeId": {"category": "Deploy", "owner": "AWS", "provider": "CloudFormation", "version": "1"},
+        "inputArtifacts": [{"name": "RawData"}],
+        "configuration": {"ActionMode": "CREATE_UPDATE", "StackName": "engine-deployed",
+                          "TemplatePath": "RawData::templates/stack.json",
+                          "TemplateConfiguration": "RawData::stack-config.json",
+                          "Capabilities": "CAPABILITY_IAM,CAPABILITY_NAMED_IAM",
+                          "ParameterOverrides": '{"Stage": "override", "Threshold": "#{variables.Threshold}"}'}}
+    create_pipeline(stand, "deploying", [data_source("Bundle", "bundles/stack.zip"),
+                                         {"name": "Deploy", "actions": [deploy]}],
+                    variables=[{"name": "Threshold", "defaultValue": "600"}])
+    cp = stand.aws.client("codepipeline")
+    for attempt in ("create", "update"):
+        execution_id = cp.start_pipeline_execution(name="deploying")["pipelineExecutionId"]
+        execution = wait_done(stand, "deploying", execution_id)
+        assert execution["status"] == "Succeeded", (attempt, execution)
+
+    stack = stand.aws.client("cloudformation").describe_stacks(StackName="engine-deployed")["Stacks"][0]
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]} == {
+        "Name": "deployed", "Stage": "override", "Threshold": "600"}
+    assert {t["Key"]: t["Value"] for t in stack.get("Tags", [])} == {"Project": "engine"}
+    deploy = actions_of(stand, "deploying", execution_id)["DeployStack"]
+    assert deploy["output"]["outputVariables"] == {"BucketName": "deployed-override", "Threshold": "600"}
+    assert deploy["output"]["executionResult"]["externalExecutionSummary"].startswith("Stack engine-deployed ")
+    assert stand.applied == ["engine-deployed", "engine-deployed"]
+
+
+@pytest.mark.parametrize("buildspec, repository, env, exported, image_check", [
+    ("buildspecs/training-image.yml", "engine-training",
+     {"TF_VERSION": "2.21", "TF_PY_VERSION": "py312", "GLUE_CODE_URI": "s3://engine-data/code/glue/"},
+     {"IMAGE_URI", "IMAGE_TAG"}, lambda image: "train" in image.programs and "serve" in image.programs),
+    ("buildspecs/test-image.yml", "engine-endpoint-test", {}, {"IMAGE_URI", "IMAGE_TAG"},
+     lambda image: image.lambda_handler == "lambdas.endpoint_test.handler"),
+], ids=["training-image", "test-image"])
+def test_codebuild_is_skipped_honestly_and_exports_the_image(stand, buildspec, repository, env, exported,
+                                                             image_check):
+    project = f"{repository}-image"
+    variables = [{"name": "IMAGE_REPO_URI", "value": f"{REPO}/{repository}"}] + [
+        {"name": k, "value": v} for k, v in env.items()]
+    stand.aws.client("codebuild").create_project(
+        name=project, source={"type": "CODEPIPELINE", "buildspec": buildspec, "location": "codepipeline"},
+        artifacts={"type": "CODEPIPELINE", "location": "codepipeline"}, serviceRole=stand.role,
+        environment={"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0",
+                     "computeType": "BUILD_GENERAL1_SMALL", "environmentVariables": variables})
+    codecommit = {"category": "Source", "owner": "AWS", "provider": "CodeCommit", "version": "1"}
+    create_pipeline(stand, project, [{"name": "Source", "actions": [
+        {"name": f"{kind}Source", "actionTypeId": codecommit, "namespace": f"{kind}Source",
+         "configuration": {"RepositoryName": "mlops", "BranchName": kind.lower()},
+         "outputArtifacts": [{"name": f"{kind}Code"}]} for kind in ("Model", "Etl")]},
+        {"name": "Build", "actions": [{
+            "name": "BuildImage", "namespace": "Build",
+            "actionTypeId": {"category": "Build", "owner": "AWS", "provider": "CodeBuild", "version": "1"},
+            "configuration": {"ProjectName": project, "PrimarySource": "ModelCode"},
+            "inputArtifacts": [{"name": "ModelCode"}, {"name": "EtlCode"}]}]}])
+    cp = stand.aws.client("codepipeline")
+    execution_id = cp.start_pipeline_execution(name=project)["pipelineExecutionId"]
+    execution = wait_done(stand, project, execution_id)
+
+    assert execution["status"] == "Succeeded", execution.get("statusSummary")
+    actions = actions_of(stand, project, execution_id)
+    commit = actions["ModelSource"]["output"]["outputVariables"]["CommitId"]
+    assert len(commit) == 40 and actions["ModelSource"]["output"]["outputVariables"]["BranchName"] == "model"
+    build = actions["BuildImage"]
+    uri = f"{REPO}/{repository}:{commit}"
+    assert set(build["output"]["outputVariables"]) == exported
+    assert build["output"]["outputVariables"]["IMAGE_URI"] == uri
+    dockerfile = "src/training/Dockerfile" if "training" in buildspec else "src/lambdas/Dockerfile"
+    summary = f"SKIPPED: no container engine here; image {uri} runs from source {dockerfile}"
+    assert build["output"]["executionResult"]["externalExecutionSummary"] == summary
+    state = cp.get_pipeline_state(name=project)
+    assert state["stageStates"][1]["actionStates"][0]["latestExecution"]["summary"] == summary
+    assert image_check(stand.runtime.images.resolve(uri))
+    if "training" in buildspec:  # the Glue code the next stage runs is published, as the build would
+        s3 = stand.aws.client("s3")
+        etl = s3.get_object(Bucket="engine-data", Key="code/glue/etl.py")["Body"].read()
+        assert etl == (ROOT / "src/glue_jobs/etl.py").read_bytes()
+        package = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket="engine-data",
+                                                           Key="code/glue/training.zip")["Body"].read()))
+        names = package.namelist()
+        assert "training/features.py" in names and not any("__pycache__" in n or "/bin/" in n for n in names)
+
+
+def test_queued_executions_run_one_after_the_other_with_their_own_variables(stand):
+    create_function(stand, "queued-sleep", f"{HERE}.sleep_handler")
+    sleep = lambda_action("Sleep", "queued-sleep", namespace="Work",
+                          params='{"value": "#{variables.Tag}-#{codepipeline.PipelineExecutionId}", "seconds": 1}')
+    create_pipeline(stand, "queued", [data_source(), {"name": "Work", "actions": [sleep]}],
+                    variables=[{"name": "Tag", "defaultValue": "none"}])
+    cp = stand.aws.client("codepipeline")
+    first = cp.start_pipeline_execution(name="queued", variables=[{"name": "Tag", "value": "a"}])["pipelineExecutionId"]
+    second = cp.start_pipeline_execution(name="queued", variables=[{"name": "Tag", "value": "b"}])[
+        "pipelineExecutionId"]
+
+    def second_waits():
+        work = cp.get_pipeline_state(name="queued")["stageStates"][1]
+        return [e["pipelineExecutionId"] for e in work.get("inboundExecutions", [])] == [second]
+
+    wait_for(second_waits, what="the second execution to wait for the Work stage")
+    assert wait_done(stand, "queued", first)["status"] == "Succeeded"
+    assert wait_done(stand, "queued", second)["status"] == "Succeeded"
+    one, two = actions_of(stand, "queued", first)["Sleep"], actions_of(stand, "queued", second)["Sleep"]
+    assert one["lastUpdateTime"] <= two["startTime"]
+    assert one["output"]["outputVariables"]["Value"] == f"a-{first}"
+    assert two["output"]["outputVariables"]["Value"] == f"b-{second}"
+    assert [s["pipelineExecutionId"] for s in cp.list_pipeline_executions(
+        pipelineName="queued")["pipelineExecutionSummaries"]] == [second, first]
+
+
+def test_stop_with_abandon_ends_the_execution_stopped(stand):
+    create_function(stand, "stopping-monitor", f"{HERE}.monitor_handler")
+    create_pipeline(stand, "stopping", [data_source(), {"name": "Watch", "actions": [
+        lambda_action("Monitor", "stopping-monitor", params={"bucket": "engine-data", "marker": "markers/never"})]},
+        {"name": "After", "actions": [lambda_action("Never", "stopping-monitor")]}])
+    cp = stand.aws.client("codepipeline")
+    execution_id = cp.start_pipeline_execution(name="stopping")["pipelineExecutionId"]
+    wait_for(lambda: cp.get_pipeline_state(name="stopping")["stageStates"][1]["actionStates"][0]
+             .get("latestExecution", {}).get("percentComplete") == 50, what="the monitor to be in progress")
+
+    cp.stop_pipeline_execution(pipelineName="stopping", pipelineExecutionId=execution_id, abandon=True,
+                               reason="operator stop")
+    execution = wait_done(stand, "stopping", execution_id, timeout=10)
+    assert execution["status"] == "Stopped"
+    assert actions_of(stand, "stopping", execution_id)["Monitor"]["status"] == "Abandoned"
+    summary = cp.list_pipeline_executions(pipelineName="stopping")["pipelineExecutionSummaries"][0]
+    assert summary["stopTrigger"] == {"reason": "operator stop"}
+    with pytest.raises(ClientError) as caught:
+        cp.stop_pipeline_execution(pipelineName="stopping", pipelineExecutionId=execution_id)
+    assert caught.value.response["Error"]["Code"] == "PipelineExecutionNotStoppableException"
+
+
+@pytest.mark.parametrize("call, code", [
+    (lambda cp: cp.get_pipeline_execution(pipelineName="flow", pipelineExecutionId="00000000-0000-0000-0000-"
+                                          "000000000000"), "PipelineExecutionNotFoundException"),
+    (lambda cp: cp.get_pipeline_state(name="no-such-pipeline"), "PipelineNotFoundException"),
+    (lambda cp: cp.start_pipeline_execution(name="no-such-pipeline"), "PipelineNotFoundException"),
+    (lambda cp: cp.start_pipeline_execution(name="flow", variables=[{"name": "Undeclared", "value": "1"}]),
+     "ValidationException"),
+    (lambda cp: cp.put_job_success_result(jobId="00000000-0000-0000-0000-000000000000"), "JobNotFoundException"),
+    (lambda cp: cp.put_job_failure_result(jobId="00000000-0000-0000-0000-000000000000",
+                                          failureDetails={"type": "JobFailed", "message": "x"}),
+     "JobNotFoundException"),
+    (lambda cp: cp.get_job_details(jobId="00000000-0000-0000-0000-000000000000"), "JobNotFoundException"),
+], ids=["unknown-execution", "unknown-pipeline-state", "unknown-pipeline-start", "undeclared-variable",
+        "success-unknown-job", "failure-unknown-job", "details-unknown-job"])
+def test_errors_in_aws_terms(stand, call, code):
+    if "flow" not in {p["name"] for p in stand.aws.client("codepipeline").list_pipelines()["pipelines"]}:
+        create_pipeline(stand, "flow", [data_source(), {"name": "Work", "actions": [lambda_action("Noop", "none")]}])
+    with pytest.raises(ClientError) as caught:
+        call(stand.aws.client("codepipeline"))
+    assert caught.value.response["Error"]["Code"] == code
+
+
+def test_stop_and_wait_lets_the_running_action_finish(stand):
+    create_function(stand, "waiting-monitor", f"{HERE}.monitor_handler")
+    create_pipeline(stand, "waiting", [data_source(), {"name": "Watch", "actions": [
+        lambda_action("Monitor", "waiting-monitor", params={"bucket": "engine-data", "marker": "markers/waiting"})]},
+        {"name": "After", "actions": [lambda_action("Never", "waiting-monitor")]}])
+    cp = stand.aws.client("codepipeline")
+    execution_id = cp.start_pipeline_execution(name="waiting")["pipelineExecutionId"]
+    wait_for(lambda: cp.get_pipeline_state(name="waiting")["stageStates"][1]["actionStates"][0]
+             .get("latestExecution", {}).get("percentComplete") == 50, what="the monitor to be in progress")
+
+    cp.stop_pipeline_execution(pipelineName="waiting", pipelineExecutionId=execution_id)
+    assert cp.get_pipeline_execution(pipelineName="waiting", pipelineExecutionId=execution_id)[
+        "pipelineExecution"]["status"] == "Stopping"
+    with pytest.raises(ClientError) as caught:
+        cp.stop_pipeline_execution(pipelineName="waiting", pipelineExecutionId=execution_id)
+    assert caught.value.response["Error"]["Code"] == "DuplicatedStopRequestException"
+    stand.aws.client("s3").put_object(Bucket="engine-data", Key="markers/waiting", Body=b"")
+    stand.runtime.changes.notify()
+    execution = wait_done(stand, "waiting", execution_id, timeout=20)
+
+    assert execution["status"] == "Stopped"
+    actions = actions_of(stand, "waiting", execution_id)
+    assert set(actions) == {"DataSource", "Monitor"} and actions["Monitor"]["status"] == "Succeeded"
