@@ -773,11 +773,12 @@ def invoke_lambda(ctx: ActionContext) -> ActionResult:
 
 def _handler(ctx: ActionContext, function: Mapping[str, Any]) -> str:
     config = function["Configuration"]
-    if config.get("PackageType") != "Image":
+    uri = (function.get("Code") or {}).get("ImageUri", "")
+    # moto's CloudFormation creates image functions with PackageType Zip; the image URI tells.
+    if config.get("PackageType") != "Image" and not uri:
         if not config.get("Handler"):
             raise ActionFailed(f"Lambda {config['FunctionName']} has no Handler", "ConfigurationError")
         return config["Handler"]
-    uri = (function.get("Code") or {}).get("ImageUri", "")
     try:
         image = ctx.runtime.images.resolve(uri)
     except KeyError as exc:

@@ -69,6 +69,17 @@ def error_response(error: AwsError) -> Response:
     return response
 
 
+LOOPBACK_TEMPLATE_URL = re.compile(rb"(TemplateURL=)http%3A%2F%2F(?:127\.0\.0\.1|localhost)%3A\d+%2F")
+
+
+def loopback_template_urls(body: bytes) -> bytes:
+    """`aws cloudformation deploy --s3-bucket` passes TemplateURL=http://127.0.0.1:PORT/bucket/key.
+    moto reads a bucket from the path only for S3's own host names, so name that host instead."""
+    if b"TemplateURL=" not in body:
+        return body
+    return LOOPBACK_TEMPLATE_URL.sub(rb"\1https%3A%2F%2Fs3.amazonaws.com%2F", body)
+
+
 @dataclass
 class Gateway:
     """WSGI app: registered handlers first, moto for the rest."""
@@ -99,7 +110,7 @@ class Gateway:
     # -- WSGI -----------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
         request = Request(environ)
-        body = request.get_data(cache=True)
+        body = loopback_template_urls(request.get_data(cache=True))
         environ["wsgi.input"] = io.BytesIO(body)  # moto reads the body again
         environ["CONTENT_LENGTH"] = str(len(body))
         target = request.headers.get("X-Amz-Target", "")
@@ -163,6 +174,7 @@ class LocalAws:
 
     def __init__(self, gateway: Gateway | None = None, host: str = "127.0.0.1", port: int = 0):
         self.gateway = gateway or Gateway()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self.server = make_server(host, port, self.gateway, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="local-aws", daemon=True)

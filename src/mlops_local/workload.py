@@ -235,12 +235,19 @@ def render_report(summary: dict) -> str:
     if quality:
         lines.append(f"- data: {quality['rows_in']} rows in, {quality['rows_out']} out, "
                      f"{quality['quarantined']} quarantined, {quality['duplicates']} duplicates")
+    if summary.get("model_package_arn"):
+        lines.append(f"- model package: {summary['model_package_arn']}")
+    if summary.get("endpoint"):
+        lines.append(f"- endpoint: {summary['endpoint']['name']} ({summary['endpoint']['status']})")
     test = summary.get("endpoint_test")
     if test:
         lines.append(f"- endpoint test: passed={test['passed']} on {test['rows']} records, "
-                     f"RMSE {test['rmse']:.2f}, p50 {test['p50_ms']:.2f} ms, p99 {test['p99_ms']:.2f} ms")
+                     f"RMSE {_num(test['rmse'])}, p50 {_num(test['p50_ms'])} ms, p99 {_num(test['p99_ms'])} ms")
+    if summary.get("status_summary"):
+        lines.append(f"- execution: {summary['status_summary']}")
     timings = summary["timings"]
-    lines += [f"- wall {timings['wall_seconds']:.1f} s (jobs {timings['job_seconds']:.1f} s)", "",
+    lines += [f"- wall {timings['wall_seconds']:.1f} s (jobs {timings['job_seconds']:.1f} s, orchestration "
+              f"{timings['orchestration_seconds']:.1f} s)", "",
               "| stage | action | status | seconds | message |", "|---|---|---|---|---|"]
     for stage in summary["stages"]:
         for action in stage["actions"]:
@@ -248,3 +255,7 @@ def render_report(summary: dict) -> str:
             lines.append(f"| {stage['name']} | {action['name']} | {action['status']} | "
                          f"{action['seconds']:.1f} | {message} |")
     return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

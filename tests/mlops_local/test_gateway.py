@@ -8,7 +8,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from werkzeug.wrappers import Response
 
-from mlops_local.gateway import AwsError, Gateway, LocalAws
+from mlops_local.gateway import AwsError, Gateway, LocalAws, loopback_template_urls
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +79,14 @@ def test_after_hook_sees_a_passed_through_operation(aws):
 def test_environment_points_children_here(aws):
     env = aws.environment()
     assert env["AWS_ENDPOINT_URL"] == aws.url and aws.url.startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize("body, expected", [
+    (b"Action=CreateStack&TemplateURL=http%3A%2F%2F127.0.0.1%3A5123%2Fbucket%2Fkey.template",
+     b"Action=CreateStack&TemplateURL=https%3A%2F%2Fs3.amazonaws.com%2Fbucket%2Fkey.template"),
+    (b"TemplateURL=http%3A%2F%2Flocalhost%3A80%2Fb%2Fk", b"TemplateURL=https%3A%2F%2Fs3.amazonaws.com%2Fb%2Fk"),
+    (b"TemplateURL=https%3A%2F%2Fs3.amazonaws.com%2Fb%2Fk", b"TemplateURL=https%3A%2F%2Fs3.amazonaws.com%2Fb%2Fk"),
+    (b'{"Bucket": "x"}', b'{"Bucket": "x"}'),
+], ids=["loopback-ip", "localhost", "already-s3", "not-cloudformation"])
+def test_loopback_template_urls(body, expected):
+    assert loopback_template_urls(body) == expected

@@ -31,7 +31,7 @@ def sample(tmp_path_factory):
 
 
 def run(tmp_path, *args):
-    code = main(["run", "--runs-dir", str(tmp_path), "--json", *FAST, *args])
+    code = main(["workload", "--runs-dir", str(tmp_path), "--json", *FAST, *args])
     summaries = list(tmp_path.glob("*/summary.json"))
     assert len(summaries) == 1
     return code, json.loads(summaries[0].read_text()), summaries[0].parent
@@ -72,7 +72,7 @@ def test_config_naming_a_missing_column_fails_at_etl(tmp_path, sample):
     config.write_text(DATASET_CONFIG.read_text().replace("numeric: [carat,", "numeric: [weight, carat,"))
     runs = tmp_path / "runs"
     runs.mkdir()
-    code = main(["run", "--runs-dir", str(runs), "--data", str(sample), "--dataset-config", str(config)])
+    code = main(["workload", "--runs-dir", str(runs), "--data", str(sample), "--dataset-config", str(config)])
     assert code == 1
     summary = json.loads(next(runs.glob("*/summary.json")).read_text())
     etl = summary["stages"][0]
@@ -85,7 +85,7 @@ def test_config_naming_a_missing_column_fails_at_etl(tmp_path, sample):
     (["-H", "epochs"], "--hyperparameter expects KEY=VALUE"),
 ])
 def test_bad_arguments_exit_1_with_a_message(tmp_path, capsys, args, message):
-    assert main(["run", "--runs-dir", str(tmp_path), *args]) == 1
+    assert main(["workload", "--runs-dir", str(tmp_path), *args]) == 1
     assert message in capsys.readouterr().err
 
 
@@ -111,7 +111,7 @@ def test_another_data_set_with_its_own_config(tmp_path):
         "ordinal: {condition: [poor, fair, good]}\ndrop: [listing]\n"
         "split: {train: 0.7, validation: 0.15, test: 0.15, seed: 1}\nquality_threshold: 400\n")
     runs = tmp_path / "runs"
-    code = main(["run", "--runs-dir", str(runs), "--json", "--data", str(data),
+    code = main(["workload", "--runs-dir", str(runs), "--json", "--data", str(data),
                  "--dataset-config", str(config), "-H", "epochs=40"])
     summary = json.loads(next(runs.glob("*/summary.json")).read_text())
     assert code == 0, summary

@@ -1,0 +1,208 @@
+"""`mlops-local run`: the real pipeline through the real templates, on the local stand-in for AWS.
+
+Starts the stand-in (moto behind the gateway, plus the local runtime for Glue, SageMaker jobs,
+endpoints, dropped stack resources and CodePipeline), deploys the pipeline stack with
+scripts/deploy.sh through the `aws` CLI, uploads the data with scripts/upload_data.sh, starts an
+execution, follows it, and writes runs/<execution-id>/summary.json and report.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from mlops_local.endpoints import Endpoints
+from mlops_local.engine import PipelineEngine
+from mlops_local.gateway import LocalAws
+from mlops_local.glue_runs import GlueRuns
+from mlops_local.runtime import ROOT, Runtime
+from mlops_local.sagemaker_jobs import ProcessingJobs, TrainingJobs
+from mlops_local.stacks import Stacks
+from mlops_local.summary import build_summary, collect
+from mlops_local.workload import render_report
+
+PROJECT = "mlops"
+STACK = f"{PROJECT}-pipeline"
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
+
+
+@dataclass
+class PipelineOptions:
+    data: Path
+    dataset_config: Path
+    runs_dir: Path
+    quality_threshold: float
+    keep_running: bool = False
+    timeout: float = 3600.0
+
+
+class LocalPipeline:
+    """The stand-in with every runtime component, for one `run`."""
+
+    def __init__(self, workdir: Path):
+        self.aws = LocalAws().start()
+        self.runtime = Runtime(self.aws, workdir)
+        self.glue, self.training = GlueRuns(self.runtime), TrainingJobs(self.runtime)
+        self.processing, self.endpoints = ProcessingJobs(self.runtime), Endpoints(self.runtime)
+        self.stacks = Stacks(self.runtime)
+        for component in (self.glue, self.training, self.processing, self.endpoints, self.stacks):
+            component.register()
+        self.engine = PipelineEngine(self.runtime, stack_applier=self.stacks.apply)
+        self.engine.register()
+
+    def environment(self) -> dict[str, str]:
+        """For the deploy scripts: the stand-in's endpoint, and this venv's `aws` first on PATH."""
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, **self.aws.environment(), "PATH": path}
+
+    def script(self, name: str, *args: str, log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            code = subprocess.call(["bash", str(ROOT / "scripts" / name), *args], stdout=out,
+                                   stderr=subprocess.STDOUT, env=self.environment())
+        if code != 0:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"scripts/{name} failed (exit {code}): {' / '.join(tail)} [log: {log}]")
+
+    def close(self) -> None:
+        for component in (self.endpoints, self.glue, self.training, self.processing):
+            stop = getattr(component, "stop_all", None) or getattr(component, "close", None)
+            if stop:
+                stop()
+        self.aws.stop()
+
+
+def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print) -> tuple[int, dict]:
+    started = time.perf_counter()
+    workdir = (options.runs_dir / f".stand-in-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "deploy.log"
+    local = LocalPipeline(workdir)
+    summary: dict[str, Any] = {}
+    try:
+        say(f"local AWS stand-in on {local.aws.url} (work dir {workdir})")
+        local.script("deploy.sh", "--project-name", PROJECT, f"DataObjectKey=raw/{options.data.name}",
+                     f"QualityThreshold={options.quality_threshold:g}", log=log)
+        say(f"deployed stack {STACK} with scripts/deploy.sh")
+        local.script("upload_data.sh", "--stack-name", STACK, "--data", str(options.data),
+                     "--dataset-config", str(options.dataset_config), log=log)
+        say(f"uploaded {options.data.name} and {options.dataset_config.name} with scripts/upload_data.sh")
+        pipeline = stack_output(local.aws.client("cloudformation"), STACK, "PipelineName")
+        codepipeline = local.aws.client("codepipeline")
+        execution_started = time.perf_counter()
+        execution_id = codepipeline.start_pipeline_execution(
+            name=pipeline, variables=[{"name": "QualityThreshold",
+                                       "value": f"{options.quality_threshold:g}"}])["pipelineExecutionId"]
+        say(f"started execution {execution_id} of {pipeline}")
+        follow(local, pipeline, execution_id, say, options.timeout)
+        execution_seconds = time.perf_counter() - execution_started
+        summary = build_summary(
+            collect(codepipeline, pipeline, execution_id), s3=local.aws.client("s3"),
+            sagemaker=local.aws.client("sagemaker"), glue=local.aws.client("glue"),
+            threshold=options.quality_threshold, wall_seconds=execution_seconds,
+            job_seconds=lambda found: job_seconds(local, found),
+            extra_timings={"setup_seconds": execution_started - started,
+                           "total_seconds": time.perf_counter() - started})
+        run_dir = options.runs_dir / execution_id
+        write_outputs(run_dir, summary, workdir)
+        code = exit_code(summary)
+        if code == EXIT_OK and options.keep_running:
+            keep_serving(local, summary, say)
+        return code, summary
+    finally:
+        local.close()
+
+
+def stack_output(cloudformation, stack: str, key: str) -> str:
+    outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+    for output in outputs:
+        if output["OutputKey"] == key:
+            return output["OutputValue"]
+    raise RuntimeError(f"stack {stack} has no output {key}")
+
+
+def follow(local: LocalPipeline, pipeline: str, execution_id: str, say: Callable[[str], None],
+           timeout: float) -> str:
+    """Print each action's status changes until the execution ends."""
+    codepipeline = local.aws.client("codepipeline")
+    seen: dict[tuple[str, str], str] = {}
+    deadline = time.monotonic() + timeout
+    version = local.runtime.changes.version
+    while True:
+        details = codepipeline.list_action_executions(
+            pipelineName=pipeline, filter={"pipelineExecutionId": execution_id})["actionExecutionDetails"]
+        for detail in sorted(details, key=lambda d: d["startTime"]):
+            key = (detail["stageName"], detail["actionName"])
+            if seen.get(key) != detail["status"]:
+                seen[key] = detail["status"]
+                seconds = (detail["lastUpdateTime"] - detail["startTime"]).total_seconds()
+                result = (detail.get("output") or {}).get("executionResult") or {}
+                message = (result.get("errorDetails") or {}).get("message") \
+                    or result.get("externalExecutionSummary") or ""
+                suffix = f" - {message[:160]}" if message and detail["status"] != "InProgress" else ""
+                say(f"  {key[0]}/{key[1]}: {detail['status']} ({seconds:.1f} s){suffix}")
+        status = codepipeline.get_pipeline_execution(
+            pipelineName=pipeline, pipelineExecutionId=execution_id)["pipelineExecution"]["status"]
+        if status not in ("InProgress", "Stopping"):
+            return status
+        if time.monotonic() > deadline:
+            codepipeline.stop_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=execution_id,
+                                                 abandon=True, reason="mlops-local run timed out")
+            raise RuntimeError(f"execution {execution_id} did not finish within {timeout:.0f} s")
+        version = local.runtime.changes.wait(version, timeout=0.5)
+
+
+def job_seconds(local: LocalPipeline, found: Mapping[str, Mapping[str, str]]) -> float:
+    """The jobs' own run time, as the services report it: Glue run, training, processing."""
+    total = 0.0
+    etl = found.get("EtlJob", {})
+    if etl.get("JobRunId"):
+        run = local.aws.client("glue").get_job_run(JobName=etl["GlueJobName"], RunId=etl["JobRunId"])["JobRun"]
+        total += float(run.get("ExecutionTime") or 0)
+    sagemaker = local.aws.client("sagemaker")
+    name = found.get("TrainingJob", {}).get("TrainingJobName")
+    if name:
+        job = sagemaker.describe_training_job(TrainingJobName=name)
+        if job.get("TrainingStartTime") and job.get("TrainingEndTime"):
+            total += (job["TrainingEndTime"] - job["TrainingStartTime"]).total_seconds()
+    name = found.get("EvaluationJob", {}).get("ProcessingJobName")
+    if name:
+        job = sagemaker.describe_processing_job(ProcessingJobName=name)
+        if job.get("ProcessingStartTime") and job.get("ProcessingEndTime"):
+            total += (job["ProcessingEndTime"] - job["ProcessingStartTime"]).total_seconds()
+    return total
+
+
+def exit_code(summary: Mapping[str, Any]) -> int:
+    if summary.get("decision") == "REJECTED":
+        return EXIT_REJECTED
+    test = summary.get("endpoint_test") or {}
+    if summary.get("status") == "Succeeded" and summary.get("decision") == "APPROVED" and test.get("passed"):
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+def write_outputs(run_dir: Path, summary: Mapping[str, Any], workdir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (run_dir / "report.md").write_text(render_report(dict(summary)))
+    plot = next(workdir.glob("sagemaker/processing/*/processing/evaluation/evaluation.png"), None)
+    if plot:
+        shutil.copy(plot, run_dir / "evaluation.png")
+
+
+def keep_serving(local: LocalPipeline, summary: Mapping[str, Any], say: Callable[[str], None]) -> None:
+    endpoint = (summary.get("endpoint") or {}).get("name")
+    say(f"AWS_ENDPOINT_URL={local.aws.url} (region {local.aws.gateway.region}); endpoint {endpoint}")
+    say("the stand-in and the endpoint stay up until Ctrl-C")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass

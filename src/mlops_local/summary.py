@@ -1,0 +1,162 @@
+"""summary.json from what the AWS APIs say about a pipeline execution (docs/ARCHITECTURE.md §4).
+
+Everything here is read through the public APIs (CodePipeline, S3, SageMaker, Glue) of whatever
+endpoint the clients point at, so the same code summarises a run on AWS and one on the stand-in.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping
+
+REJECTED_PREFIX = "Model REJECTED"
+
+
+def _seconds(start: Any, end: Any) -> float:
+    return max((end - start).total_seconds(), 0.0) if start and end else 0.0
+
+
+def action_message(detail: Mapping[str, Any]) -> str:
+    result = (detail.get("output") or {}).get("executionResult") or {}
+    error = result.get("errorDetails") or {}
+    return error.get("message") or result.get("externalExecutionSummary") or ""
+
+
+def collect(codepipeline, pipeline: str, execution_id: str) -> dict[str, Any]:
+    """Execution, its action executions (oldest first) and the pipeline's stage order."""
+    execution = codepipeline.get_pipeline_execution(pipelineName=pipeline,
+                                                    pipelineExecutionId=execution_id)["pipelineExecution"]
+    details: list[dict] = []
+    kwargs: dict[str, Any] = {"pipelineName": pipeline, "filter": {"pipelineExecutionId": execution_id}}
+    while True:
+        page = codepipeline.list_action_executions(**kwargs)
+        details += page["actionExecutionDetails"]
+        if not page.get("nextToken"):
+            break
+        kwargs["nextToken"] = page["nextToken"]
+    details.sort(key=lambda d: d["startTime"])
+    definition = codepipeline.get_pipeline(name=pipeline)["pipeline"]
+    return {"execution": execution, "actions": details,
+            "stages": [(s["name"], [a["name"] for a in s["actions"]]) for s in definition["stages"]]}
+
+
+def variables(actions: list[dict]) -> dict[str, dict[str, str]]:
+    """Output variables by namespace, from the latest execution of each action."""
+    found: dict[str, dict[str, str]] = {}
+    for detail in actions:
+        namespace = (detail.get("input") or {}).get("namespace")
+        if namespace:
+            found[namespace] = dict((detail.get("output") or {}).get("outputVariables") or {})
+    return found
+
+
+def stages(collected: Mapping[str, Any]) -> list[dict[str, Any]]:
+    latest = {(d["stageName"], d["actionName"]): d for d in collected["actions"]}
+    result = []
+    for stage, names in collected["stages"]:
+        actions = []
+        for name in names:
+            detail = latest.get((stage, name))
+            if detail is None:
+                continue
+            actions.append({"name": name, "status": detail["status"],
+                            "seconds": round(_seconds(detail.get("startTime"), detail.get("lastUpdateTime")), 3),
+                            "message": action_message(detail)})
+        details = [latest[(stage, n)] for n in names if (stage, n) in latest]
+        if not details:
+            result.append({"name": stage, "status": "Skipped", "seconds": 0.0, "actions": []})
+            continue
+        statuses = {a["status"] for a in actions}
+        status = next((s for s in ("Failed", "Stopped", "InProgress") if s in statuses), "Succeeded")
+        seconds = _seconds(min(d["startTime"] for d in details), max(d["lastUpdateTime"] for d in details))
+        result.append({"name": stage, "status": status, "seconds": round(seconds, 3), "actions": actions})
+    return result
+
+
+def read_json(s3, uri: str | None) -> dict | None:
+    if not uri or not uri.startswith("s3://"):
+        return None
+    bucket, _, key = uri[5:].partition("/")
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception:  # a missing report is shown as null, the run's status says why
+        return None
+
+
+def build_summary(collected: Mapping[str, Any], *, s3, sagemaker, glue,
+                  threshold: float, wall_seconds: float,
+                  job_seconds: Callable[[Mapping[str, Mapping[str, str]]], float] | None = None,
+                  extra_timings: Mapping[str, float] | None = None) -> dict:
+    """wall_seconds: the execution's own wall time; extra_timings: e.g. the deploy before it."""
+    execution = collected["execution"]
+    found = variables(collected["actions"])
+    stage_list = stages(collected)
+    evaluation_stage = next((s for s in stage_list if s["name"] == "Evaluation"), None)
+    decision = found.get("Evaluation", {}).get("Decision")
+    if decision is None and evaluation_stage:
+        if any(a["message"].startswith(REJECTED_PREFIX) for a in evaluation_stage["actions"]):
+            decision = "REJECTED"
+
+    evaluation = read_json(s3, found.get("EvaluationJob", {}).get("EvaluationUri"))
+    metrics = None
+    if evaluation:
+        regression = evaluation.get("regression_metrics", {})
+        metrics = {k: (regression.get(k) or {}).get("value") for k in ("rmse", "mae", "r2")}
+
+    etl = found.get("Etl", {})
+    quality = None
+    if etl:
+        quality = {"rows_in": _int(etl.get("RowsIn")), "rows_out": _int(etl.get("RowsOut")),
+                   "quarantined": _int(etl.get("Quarantined")), "duplicates": _int(etl.get("Duplicates"))}
+
+    endpoint = None
+    name = found.get("Endpoint", {}).get("EndpointName") or found.get("DeployConfig", {}).get("EndpointName")
+    if name and "Endpoint" in found:
+        try:
+            status = sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"]
+        except Exception:
+            status = "NotFound"
+        endpoint = {"name": name, "status": status}
+
+    test = found.get("EndpointTest")
+    deployment = next((s for s in stage_list if s["name"] == "Deployment"), {"actions": []})
+    test_action = next((a for a in deployment["actions"] if a["name"] == "TestEndpoint"), None)
+    endpoint_test = None
+    if test_action:
+        endpoint_test = {"passed": test_action["status"] == "Succeeded",
+                         "rows": _int((test or {}).get("Rows")), "rmse": _float((test or {}).get("SampleRmse")),
+                         "p50_ms": _float((test or {}).get("P50Ms")), "p99_ms": _float((test or {}).get("P99Ms")),
+                         "message": test_action["message"]}
+
+    jobs = job_seconds(found) if job_seconds else 0.0
+    status = execution["status"]
+    return {
+        "pipeline_execution_id": execution["pipelineExecutionId"],
+        "mode": "pipeline",
+        "status": "Succeeded" if status == "Succeeded" else "Failed",
+        "decision": decision,
+        "threshold": threshold,
+        "metrics": metrics,
+        "stages": stage_list,
+        "model_package_arn": found.get("Registry", {}).get("ModelPackageArn"),
+        "endpoint": endpoint,
+        "endpoint_test": endpoint_test,
+        "data_quality": quality,
+        "timings": {"wall_seconds": round(wall_seconds, 3), "job_seconds": round(jobs, 3),
+                    "orchestration_seconds": round(max(wall_seconds - jobs, 0.0), 3),
+                    **{k: round(v, 3) for k, v in (extra_timings or {}).items()}},
+        "status_summary": execution.get("statusSummary"),
+    }
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
