@@ -28,8 +28,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     workload = commands.add_parser(
         "workload", help="run only the jobs (ETL, training, evaluation, server, test), without the pipeline")
     add_run_options(workload, keep="keep the model server up until Ctrl-C")
-    workload.add_argument("--hyperparameter", "-H", action="append", default=[], metavar="KEY=VALUE",
-                          help="training hyperparameter (repeatable)")
 
     synthetic = commands.add_parser("synthetic", help="write synthetic rows shaped like a data set")
     synthetic.add_argument("--rows", type=int, required=True)
@@ -47,6 +45,8 @@ def add_run_options(parser: argparse.ArgumentParser, keep: str) -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<id>/ is written")
     parser.add_argument("--keep-running", action="store_true", help=keep)
     parser.add_argument("--json", action="store_true", help="print summary.json instead of the report")
+    parser.add_argument("--hyperparameter", "-H", action="append", default=[], metavar="KEY=VALUE",
+                        help="training hyperparameter (repeatable)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
     try:
         config = load_config(args.dataset_config)
-    except DatasetConfigError as exc:
+        hyperparameters = dict(_key_value(item) for item in args.hyperparameter)
+    except (DatasetConfigError, ValueError) as exc:
         print(f"mlops-local: {exc}", file=sys.stderr)
         return 1
     threshold = args.quality_threshold if args.quality_threshold is not None else config.quality_threshold
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         (lambda line: print(line, flush=True))
     options = PipelineOptions(data=args.data.resolve(), dataset_config=args.dataset_config.resolve(),
                               runs_dir=args.runs_dir.resolve(), quality_threshold=threshold,
-                              keep_running=args.keep_running)
+                              keep_running=args.keep_running, hyperparameters=hyperparameters)
     try:
         code, summary = run_pipeline(options, say)
     except Exception as exc:  # the stand-in could not deploy or run: say what and where

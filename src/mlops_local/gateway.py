@@ -181,7 +181,16 @@ class LocalAws:
 
     def start(self) -> "LocalAws":
         self.thread.start()
+        self.reset()
         return self
+
+    def reset(self) -> None:
+        """Empty moto's state: its backends live per process, and every stand-in starts clean."""
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
 
     def stop(self) -> None:
         self.server.shutdown()

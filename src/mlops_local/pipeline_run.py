@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -39,6 +39,7 @@ class PipelineOptions:
     runs_dir: Path
     quality_threshold: float
     keep_running: bool = False
+    hyperparameters: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 3600.0
 
 
@@ -78,17 +79,21 @@ class LocalPipeline:
         self.aws.stop()
 
 
-def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print) -> tuple[int, dict]:
+def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
+                 before_close: Callable[[LocalPipeline, dict], None] | None = None) -> tuple[int, dict]:
+    """Deploy, upload, execute, summarise. `before_close` sees the stand-in while it is still up."""
     started = time.perf_counter()
     workdir = (options.runs_dir / f".stand-in-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "deploy.log"
     local = LocalPipeline(workdir)
     summary: dict[str, Any] = {}
+    run_dir: Path | None = None
     try:
         say(f"local AWS stand-in on {local.aws.url} (work dir {workdir})")
         local.script("deploy.sh", "--project-name", PROJECT, f"DataObjectKey=raw/{options.data.name}",
-                     f"QualityThreshold={options.quality_threshold:g}", log=log)
+                     f"QualityThreshold={options.quality_threshold:g}",
+                     f"TrainingHyperparameters={json.dumps(dict(options.hyperparameters))}", log=log)
         say(f"deployed stack {STACK} with scripts/deploy.sh")
         local.script("upload_data.sh", "--stack-name", STACK, "--data", str(options.data),
                      "--dataset-config", str(options.dataset_config), log=log)
@@ -112,11 +117,15 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print) -
         run_dir = options.runs_dir / execution_id
         write_outputs(run_dir, summary, workdir)
         code = exit_code(summary)
+        if before_close:
+            before_close(local, summary)
         if code == EXIT_OK and options.keep_running:
             keep_serving(local, summary, say)
         return code, summary
     finally:
         local.close()
+        if run_dir is not None:  # the stand-in's logs and job folders stay with the run
+            workdir.rename(run_dir / "stand-in")
 
 
 def stack_output(cloudformation, stack: str, key: str) -> str:

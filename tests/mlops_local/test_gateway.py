@@ -90,3 +90,10 @@ def test_environment_points_children_here(aws):
 ], ids=["loopback-ip", "localhost", "already-s3", "not-cloudformation"])
 def test_loopback_template_urls(body, expected):
     assert loopback_template_urls(body) == expected
+
+
+def test_a_new_stand_in_starts_empty():
+    with LocalAws(Gateway()) as first:
+        first.client("s3").create_bucket(Bucket="left-over")
+    with LocalAws(Gateway()) as second:
+        assert second.client("s3").list_buckets()["Buckets"] == []

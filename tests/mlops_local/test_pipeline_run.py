@@ -1,0 +1,119 @@
+"""`mlops-local run` end to end: the real templates, scripts, handlers and jobs on the stand-in.
+
+Small samples and few epochs keep each run to tens of seconds; the full data set is `make run`.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import subprocess
+
+import pytest
+
+from mlops_local.cli import main
+from mlops_local.pipeline_run import PipelineOptions, run_pipeline
+
+from tests.conftest import DATA, DATASET_CONFIG
+
+pytestmark = pytest.mark.spark
+FAST = {"epochs": "15", "patience": "5"}
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """Every 20th row of the shipped data (~2,700 rows), the zero-size rows kept."""
+    path = tmp_path_factory.mktemp("data") / "sample.csv"
+    with gzip.open(DATA, "rt", newline="") as src, path.open("w", newline="") as out:
+        reader, writer = csv.reader(src), csv.writer(out)
+        writer.writerow(next(reader))
+        for i, row in enumerate(reader):
+            if i % 20 == 0 or "0.0" in (row[7], row[8], row[9]):
+                writer.writerow(row)
+    return path
+
+
+def aws_cli(local, *args):
+    done = subprocess.run(["aws", *args, "--output", "json"], env=local.environment(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def test_approved_registered_deployed_and_tested(tmp_path, sample):
+    seen = {}
+
+    def inspect(local, summary):
+        pipeline = "mlops-pipeline"
+        state = aws_cli(local, "codepipeline", "get-pipeline-state", "--name", pipeline)
+        seen["stages"] = {s["stageName"]: s["latestExecution"]["status"] for s in state["stageStates"]}
+        packages = aws_cli(local, "sagemaker", "list-model-packages", "--model-package-group-name", "mlops-models")
+        seen["packages"] = [(p["ModelPackageArn"], p["ModelApprovalStatus"])
+                            for p in packages["ModelPackageSummaryList"]]
+        listing = subprocess.run(["aws", "s3", "ls", "--recursive",
+                                  f"s3://mlops-data-123456789012-us-east-1/runs/{summary['pipeline_execution_id']}/"],
+                                 env=local.environment(), capture_output=True, text=True, timeout=60)
+        seen["keys"] = listing.stdout
+
+    options = PipelineOptions(data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
+                              quality_threshold=5000, hyperparameters=FAST)
+    code, summary = run_pipeline(options, say=lambda line: None, before_close=inspect)
+    assert code == 0, json.dumps(summary, indent=2)
+    assert summary["status"] == "Succeeded" and summary["decision"] == "APPROVED"
+    assert summary["model_package_arn"] and summary["endpoint"]["status"] == "InService"
+    test = summary["endpoint_test"]
+    assert test["passed"] and test["rows"] > 0 and test["p50_ms"] > 0
+    quality = summary["data_quality"]
+    assert quality["rows_in"] == quality["rows_out"] + quality["quarantined"] + quality["duplicates"]
+    assert [s["name"] for s in summary["stages"]] == [
+        "Source", "Build", "DataAndFeatureEngineering", "Training", "Evaluation", "Deployment"]
+    build = next(s for s in summary["stages"] if s["name"] == "Build")
+    assert all(a["message"].startswith("SKIPPED: no container engine")
+               for a in build["actions"] if a["name"].startswith("Build"))
+    timings = summary["timings"]
+    assert timings["wall_seconds"] >= timings["job_seconds"] > 0
+    # What the aws CLI says about the stand-in matches the run.
+    assert set(seen["stages"].values()) == {"Succeeded"} and len(seen["stages"]) == 6
+    assert seen["packages"] == [(summary["model_package_arn"], "Approved")]
+    for key in ("etl/features.json", "etl/data-quality.json", "evaluation/evaluation.json", "model.tar.gz"):
+        assert key in seen["keys"]
+    run_dir = tmp_path / summary["pipeline_execution_id"]
+    assert json.loads((run_dir / "summary.json").read_text())["decision"] == "APPROVED"
+    assert (run_dir / "report.md").exists() and (run_dir / "stand-in").is_dir()
+
+
+def test_rejected_model_stops_at_evaluation_and_is_recorded(tmp_path, sample):
+    seen = {}
+
+    def inspect(local, summary):
+        packages = local.aws.client("sagemaker").list_model_packages(ModelPackageGroupName="mlops-models")
+        seen["statuses"] = [p["ModelApprovalStatus"] for p in packages["ModelPackageSummaryList"]]
+        seen["endpoints"] = local.aws.client("sagemaker").list_endpoints()["Endpoints"]
+
+    options = PipelineOptions(data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
+                              quality_threshold=1, hyperparameters=FAST)
+    code, summary = run_pipeline(options, say=lambda line: None, before_close=inspect)
+    assert code == 3
+    assert summary["decision"] == "REJECTED" and summary["status"] == "Failed"
+    assert summary["endpoint"] is None and summary["model_package_arn"] is None
+    assert next(s for s in summary["stages"] if s["name"] == "Deployment")["status"] == "Skipped"
+    assert summary["status_summary"].startswith("Model REJECTED: RMSE")
+    assert seen == {"statuses": ["Rejected"], "endpoints": []}
+
+
+def test_config_naming_a_missing_column_fails_at_the_etl(tmp_path, sample):
+    config = tmp_path / "bad.yaml"
+    config.write_text(DATASET_CONFIG.read_text().replace("numeric: [carat,", "numeric: [weight, carat,"))
+    code = main(["run", "--runs-dir", str(tmp_path), "--json", "--data", str(sample),
+                 "--dataset-config", str(config)])
+    assert code == 1
+    summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
+    etl = next(s for s in summary["stages"] if s["name"] == "DataAndFeatureEngineering")
+    assert etl["status"] == "Failed" and "'weight'" in etl["actions"][-1]["message"]
+    later = [s for s in summary["stages"] if s["name"] in ("Training", "Evaluation", "Deployment")]
+    assert all(s["status"] == "Skipped" for s in later)
+
+
+def test_bad_arguments_exit_1(tmp_path, capsys):
+    assert main(["run", "--runs-dir", str(tmp_path), "--data", "/nonexistent.csv"]) == 1
+    assert "--data /nonexistent.csv does not exist" in capsys.readouterr().err
