@@ -15,6 +15,7 @@ from mlops_local.cli import main
 from mlops_local.pipeline_run import PipelineOptions, run_pipeline
 
 from tests.conftest import DATA, DATASET_CONFIG
+from tests.mlops_local.datasets import write_houses
 
 pytestmark = pytest.mark.spark
 FAST = {"epochs": "15", "patience": "5"}
@@ -117,3 +118,52 @@ def test_config_naming_a_missing_column_fails_at_the_etl(tmp_path, sample):
 def test_bad_arguments_exit_1(tmp_path, capsys):
     assert main(["run", "--runs-dir", str(tmp_path), "--data", "/nonexistent.csv"]) == 1
     assert "--data /nonexistent.csv does not exist" in capsys.readouterr().err
+
+
+def test_another_data_set_runs_through_the_pipeline(tmp_path):
+    data, config = write_houses(tmp_path)
+    code = main(["run", "--runs-dir", str(tmp_path / "runs"), "--json", "--data", str(data),
+                 "--dataset-config", str(config), "-H", "epochs=40"])
+    summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
+    assert code == 0, json.dumps(summary, indent=2)
+    assert summary["data_quality"]["quarantined"] == 1 and summary["endpoint_test"]["passed"]
+    assert summary["metrics"]["rmse"] < 400
+
+
+def test_two_executions_started_together_keep_their_data_apart(tmp_path, sample):
+    seen = {}
+
+    def inspect(local, summary):
+        codepipeline, s3 = local.aws.client("codepipeline"), local.aws.client("s3")
+        ids = [codepipeline.start_pipeline_execution(
+            name="mlops-pipeline", variables=[{"name": "QualityThreshold", "value": threshold}])
+            ["pipelineExecutionId"] for threshold in ("5000", "4000")]
+        statuses = [local.engine.wait("mlops-pipeline", i, timeout=600) for i in ids]
+        seen["statuses"] = statuses
+        bucket = "mlops-data-123456789012-us-east-1"
+        for execution_id in ids:
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"runs/{execution_id}/")
+                    .get("Contents", [])]
+            details = codepipeline.list_action_executions(
+                pipelineName="mlops-pipeline", filter={"pipelineExecutionId": execution_id})
+            training = next(d for d in details["actionExecutionDetails"] if d["actionName"] == "SubmitTraining")
+            evaluation = next(d for d in details["actionExecutionDetails"]
+                              if d["actionName"] == "MonitorEvaluation")
+            seen[execution_id] = {
+                "etl": f"runs/{execution_id}/etl/features.json" in keys,
+                "evaluation": f"runs/{execution_id}/evaluation/evaluation.json" in keys,
+                "job": training["output"]["outputVariables"]["TrainingJobName"],
+                "threshold": json.loads(evaluation["input"]["resolvedConfiguration"]["UserParameters"])
+                ["threshold"],
+            }
+        seen["ids"] = ids
+
+    options = PipelineOptions(data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
+                              quality_threshold=5000, hyperparameters=FAST)
+    code, _ = run_pipeline(options, say=lambda line: None, before_close=inspect)
+    assert code == 0
+    first, second = (seen[i] for i in seen["ids"])
+    assert seen["statuses"] == ["Succeeded", "Succeeded"]
+    assert first["etl"] and first["evaluation"] and second["etl"] and second["evaluation"]
+    assert first["job"] != second["job"] and seen["ids"][0] in first["job"] and seen["ids"][1] in second["job"]
+    assert (first["threshold"], second["threshold"]) == ("5000", "4000")

@@ -87,35 +87,3 @@ def test_config_naming_a_missing_column_fails_at_etl(tmp_path, sample):
 def test_bad_arguments_exit_1_with_a_message(tmp_path, capsys, args, message):
     assert main(["workload", "--runs-dir", str(tmp_path), *args]) == 1
     assert message in capsys.readouterr().err
-
-
-def test_another_data_set_with_its_own_config(tmp_path):
-    """Nothing outside a config names columns: a different CSV with one-hot columns runs through."""
-    import random
-
-    rng = random.Random(5)
-    data = tmp_path / "houses.csv"
-    with data.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["listing", "area_m2", "city", "condition", "rooms", "rent"])
-        for i in range(1500):
-            area, rooms = rng.uniform(20, 200), rng.randint(1, 6)
-            city, condition = rng.choice("abc"), rng.choice(["poor", "fair", "good"])
-            rent = 10 * area + 50 * rooms + {"a": 0, "b": 300, "c": 600}[city] \
-                + {"poor": 0, "fair": 100, "good": 250}[condition] + rng.gauss(0, 40)
-            writer.writerow([f"L{i}", f"{area:.1f}", city, condition, rooms, f"{rent:.0f}"])
-        writer.writerow(["L-bad", "n/a", "a", "good", 2, "900"])  # quarantined, not lost
-    config = tmp_path / "houses.yaml"
-    config.write_text(
-        "target: rent\nnumeric: [area_m2, rooms]\ncategorical: [city]\n"
-        "ordinal: {condition: [poor, fair, good]}\ndrop: [listing]\n"
-        "split: {train: 0.7, validation: 0.15, test: 0.15, seed: 1}\nquality_threshold: 400\n")
-    runs = tmp_path / "runs"
-    code = main(["workload", "--runs-dir", str(runs), "--json", "--data", str(data),
-                 "--dataset-config", str(config), "-H", "epochs=40"])
-    summary = json.loads(next(runs.glob("*/summary.json")).read_text())
-    assert code == 0, summary
-    assert summary["data_quality"]["quarantined"] == 1
-    assert summary["metrics"]["rmse"] < 400 and summary["endpoint_test"]["passed"]
-    features = json.loads(next(runs.glob("*/etl/features.json")).read_text())
-    assert "city=a" in features["feature_names"] and "listing" in features["input_columns"]
