@@ -140,7 +140,7 @@ def follow(local: LocalPipeline, pipeline: str, execution_id: str, say: Callable
            timeout: float) -> str:
     """Print each action's status changes until the execution ends."""
     codepipeline = local.aws.client("codepipeline")
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
     deadline = time.monotonic() + timeout
     version = local.runtime.changes.version
     while True:
@@ -148,13 +148,13 @@ def follow(local: LocalPipeline, pipeline: str, execution_id: str, say: Callable
             pipelineName=pipeline, filter={"pipelineExecutionId": execution_id})["actionExecutionDetails"]
         for detail in sorted(details, key=lambda d: d["startTime"]):
             key = (detail["stageName"], detail["actionName"])
-            if seen.get(key) != detail["status"]:
-                seen[key] = detail["status"]
+            result = (detail.get("output") or {}).get("executionResult") or {}
+            message = (result.get("errorDetails") or {}).get("message") \
+                or result.get("externalExecutionSummary") or ""
+            if seen.get(key) != (detail["status"], message):  # a new status, or a job's new state
+                seen[key] = (detail["status"], message)
                 seconds = (detail["lastUpdateTime"] - detail["startTime"]).total_seconds()
-                result = (detail.get("output") or {}).get("executionResult") or {}
-                message = (result.get("errorDetails") or {}).get("message") \
-                    or result.get("externalExecutionSummary") or ""
-                suffix = f" - {message[:160]}" if message and detail["status"] != "InProgress" else ""
+                suffix = f" - {message[:160]}" if message else ""
                 say(f"  {key[0]}/{key[1]}: {detail['status']} ({seconds:.1f} s){suffix}")
         status = codepipeline.get_pipeline_execution(
             pipelineName=pipeline, pipelineExecutionId=execution_id)["pipelineExecution"]["status"]
@@ -200,10 +200,12 @@ def exit_code(summary: Mapping[str, Any]) -> int:
 def write_outputs(run_dir: Path, summary: Mapping[str, Any], workdir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (run_dir / "report.md").write_text(render_report(dict(summary)))
+    report = render_report(dict(summary))
     plot = next(workdir.glob("sagemaker/processing/*/processing/evaluation/evaluation.png"), None)
     if plot:
         shutil.copy(plot, run_dir / "evaluation.png")
+        report += "\n![Predicted versus actual on the test split](evaluation.png)\n"
+    (run_dir / "report.md").write_text(report)
 
 
 def keep_serving(local: LocalPipeline, summary: Mapping[str, Any], say: Callable[[str], None]) -> None:
