@@ -4,8 +4,6 @@ Small samples and few epochs keep each run to tens of seconds; the full data set
 """
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 import subprocess
 
@@ -14,8 +12,8 @@ import pytest
 from mlops_local.cli import main
 from mlops_local.pipeline_run import PipelineOptions, run_pipeline
 
-from tests.conftest import DATA, DATASET_CONFIG
-from tests.mlops_local.datasets import write_houses
+from tests.conftest import DATASET_CONFIG
+from tests.mlops_local.datasets import write_diamonds_sample, write_houses
 
 pytestmark = pytest.mark.spark
 FAST = {"epochs": "15", "patience": "5"}
@@ -24,14 +22,7 @@ FAST = {"epochs": "15", "patience": "5"}
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     """Every 20th row of the shipped data (~2,700 rows), the zero-size rows kept."""
-    path = tmp_path_factory.mktemp("data") / "sample.csv"
-    with gzip.open(DATA, "rt", newline="") as src, path.open("w", newline="") as out:
-        reader, writer = csv.reader(src), csv.writer(out)
-        writer.writerow(next(reader))
-        for i, row in enumerate(reader):
-            if i % 20 == 0 or "0.0" in (row[7], row[8], row[9]):
-                writer.writerow(row)
-    return path
+    return write_diamonds_sample(tmp_path_factory.mktemp("data") / "sample.csv", 20)
 
 
 def aws_cli(local, *args):

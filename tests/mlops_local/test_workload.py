@@ -1,15 +1,14 @@
 """The workload end to end on a small sample: real Spark ETL, Keras training, evaluation, server."""
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 
 import pytest
 
 from mlops_local.cli import main
 
-from tests.conftest import DATA, DATASET_CONFIG
+from tests.conftest import DATASET_CONFIG
+from tests.mlops_local.datasets import write_diamonds_sample
 
 pytestmark = pytest.mark.spark
 FAST = ["-H", "epochs=8", "-H", "patience=3"]
@@ -18,16 +17,7 @@ FAST = ["-H", "epochs=8", "-H", "patience=3"]
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     """Every 12th row of the shipped data (~4,500 rows), the zero-size rows and a few duplicates kept."""
-    path = tmp_path_factory.mktemp("data") / "sample.csv"
-    with gzip.open(DATA, "rt", newline="") as src, path.open("w", newline="") as out:
-        reader, writer = csv.reader(src), csv.writer(out)
-        writer.writerow(next(reader))
-        for i, row in enumerate(reader):
-            if i % 12 == 0 or "0.0" in (row[7], row[8], row[9]):
-                writer.writerow(row)
-                if i % 1200 == 0:
-                    writer.writerow(row)
-    return path
+    return write_diamonds_sample(tmp_path_factory.mktemp("data") / "sample.csv", 12, duplicate_every=1200)
 
 
 def run(tmp_path, *args):
