@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := .venv-checkov/.installed
 
-.PHONY: run test lint checkov clean
+.PHONY: run test bench lint checkov clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: $(STAMP)
 test: $(STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/flake8 src tests
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks are not tests: medians of repeated runs, written to bench/results and bench/RESULTS.md.
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench.run_all $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/flake8 src tests

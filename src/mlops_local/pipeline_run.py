@@ -156,9 +156,12 @@ def follow(local: LocalPipeline, pipeline: str, execution_id: str, say: Callable
                 seconds = (detail["lastUpdateTime"] - detail["startTime"]).total_seconds()
                 suffix = f" - {message[:160]}" if message else ""
                 say(f"  {key[0]}/{key[1]}: {detail['status']} ({seconds:.1f} s){suffix}")
-        status = codepipeline.get_pipeline_execution(
-            pipelineName=pipeline, pipelineExecutionId=execution_id)["pipelineExecution"]["status"]
+        execution = codepipeline.get_pipeline_execution(
+            pipelineName=pipeline, pipelineExecutionId=execution_id)["pipelineExecution"]
+        status = execution["status"]
         if status not in ("InProgress", "Stopping"):
+            say(f"execution {execution_id}: {status}" + (f" - {execution['statusSummary']}"
+                                                         if execution.get("statusSummary") else ""))
             return status
         if time.monotonic() > deadline:
             codepipeline.stop_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=execution_id,
