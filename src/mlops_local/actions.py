@@ -16,12 +16,14 @@ that reach the stand-in) and returns an `ActionResult` or raises `ActionFailed`.
   and listed in the action's build log.
 - Deploy/CloudFormation: CREATE_UPDATE, REPLACE_ON_FAILURE, DELETE_ONLY through the stand-in's
   CloudFormation, then the engine's stack applier (resources moto's CloudFormation drops).
-- Invoke/Lambda: the function's handler runs in a child process of this interpreter, with the
-  function's environment and the stand-in's endpoint, once per job; the job ends when the handler
-  reports PutJobSuccessResult/PutJobFailureResult. See `invoke_lambda`.
+- Invoke/Lambda: the function's handler runs in a warm worker, a child process of this interpreter
+  kept per (function, environment), with the function's environment and the stand-in's endpoint,
+  once per job; the job ends when the handler reports PutJobSuccessResult/PutJobFailureResult.
+  See `invoke_lambda` and `LambdaWorkers`.
 """
 from __future__ import annotations
 
+import atexit
 import fnmatch
 import hashlib
 import io
@@ -694,17 +696,21 @@ def _failure_reason(cfn, stack: str) -> str:
 
 
 # -- Invoke (Lambda) ----------------------------------------------------------------------------
-MIN_FUNCTION_SECONDS = 30.0  # a child interpreter starts slower than a warm Lambda; never below this
-LAMBDA_CHILD = "from mlops_local.actions import lambda_child; lambda_child()"
+MIN_FUNCTION_SECONDS = 30.0  # a cold worker starts slower than a warm Lambda; never below this
+IDLE_SECONDS = 600.0  # a worker unused this long is ended, as Lambda reclaims idle environments
+MAX_IDLE_WORKERS = 24  # beyond this many idle workers the longest idle ones end (each holds ~60 MB)
+LAMBDA_WORKER = "from mlops_local.actions import lambda_worker; lambda_worker()"
 
 
 def invoke_lambda(ctx: ActionContext) -> ActionResult:
     """Run the function once per job until it reports success without a continuation token.
 
-    Each invocation is a child process of this interpreter: the function's own environment (and
-    nothing of another function's), killed at the function's timeout or on abandon, so parallel
-    actions run truly in parallel and a hung or crashing handler cannot take the engine with it.
-    Costs ~0.2 s of interpreter and boto3 start per invocation.
+    Each invocation goes to a warm worker (`LambdaWorkers`): a child interpreter of this one that
+    serves only this function with this environment, as Lambda reuses a warm execution environment.
+    The function's own environment (and nothing of another function's), killed at the function's
+    timeout or on abandon, so parallel actions run truly in parallel and a hung or crashing handler
+    cannot take the engine with it. The first invocation pays ~0.4 s of interpreter and boto3 start;
+    later ones (continuations, the next execution) reuse the worker and its imports.
     """
     from botocore.exceptions import ClientError
 
@@ -793,10 +799,9 @@ def _handler(ctx: ActionContext, function: Mapping[str, Any]) -> str:
 
 def _run_child(ctx: ActionContext, handler: str, event: dict, config: Mapping[str, Any], env: dict[str, str],
                log: Path, seconds: float) -> str | None:
-    """Run the handler in a child interpreter; return why it failed, or None when it returned."""
-    result_file = log.with_suffix(".result.json")
+    """Run the handler in a warm worker; return why it failed, or None when it returned."""
     deadline = min(time.monotonic() + seconds, ctx.deadline)
-    payload = {"handler": handler, "event": event, "result_file": str(result_file),
+    payload = {"handler": handler, "event": event, "log": str(log), "cwd": str(ctx.workdir),
                "context": {"function_name": config["FunctionName"],
                            "function_version": config.get("Version", "$LATEST"),
                            "invoked_function_arn": config.get("FunctionArn", ""),
@@ -805,35 +810,179 @@ def _run_child(ctx: ActionContext, handler: str, event: dict, config: Mapping[st
                            "log_group_name": env["AWS_LAMBDA_LOG_GROUP_NAME"],
                            "log_stream_name": str(log), "deadline_epoch": time.time() + (deadline - time.monotonic())}}
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-c", LAMBDA_CHILD], stdin=subprocess.PIPE, stdout=out,
-                                   stderr=subprocess.STDOUT, env=env, cwd=str(ctx.workdir))
-        try:
-            process.stdin.write(json.dumps(payload).encode())
-            process.stdin.close()
-        except BrokenPipeError:
-            pass
-        while process.poll() is None:
+    log.write_bytes(b"")  # this invocation's own log; the worker appends to it while it serves the invocation
+    key = (config["FunctionName"], hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest())
+    worker_log = ctx.runtime.workdir / "lambda-workers" / f"{config['FunctionName']}.log"
+    worker = WORKERS.acquire(key, env, ctx.workdir, worker_log)
+    if not worker.send(payload) and worker.invocations > 1:
+        worker.kill()  # it died while idle: a fresh one takes the invocation, as Lambda would
+        worker = WORKERS.acquire(key, env, ctx.workdir, worker_log, reuse=False)
+        worker.send(payload)
+    answered = False
+    try:
+        while True:
             if ctx.abandoned():
-                _kill(process)
                 raise ActionAbandoned()
             if time.monotonic() > deadline:
-                _kill(process)
                 return f"the function timed out after {seconds:.0f} s"
             try:
-                process.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
+                outcome = worker.receive(timeout=0.05)
+            except EOFError:
+                return f"the function's process exited with code {worker.exit_code()} before returning"
+            if outcome is not None:
+                answered = True
+                return outcome.get("error")
+    finally:
+        if answered:
+            WORKERS.release(key, worker)
+        else:  # timed out, abandoned or crashed: this environment is not reused
+            worker.kill()
+
+
+class _Worker:
+    """One warm execution environment: a child interpreter that serves one function's invocations.
+
+    Requests go in on its stdin and answers come back on a pipe of their own, one JSON line each;
+    its stdout and stderr are the current invocation's log (`lambda_worker`).
+    """
+
+    def __init__(self, env: dict[str, str], cwd: Path, log: Path):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        try:
+            with open(log, "ab") as out:  # what the worker prints between invocations
+                self.process = subprocess.Popen(
+                    [sys.executable, "-c", LAMBDA_WORKER, str(write_fd)], stdin=subprocess.PIPE, stdout=out,
+                    stderr=subprocess.STDOUT, env=env, cwd=str(cwd), pass_fds=(write_fd,))
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self._answers = read_fd
+        self._buffer = b""
+        self.invocations = 0
+        self.idle_since = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, payload: Mapping[str, Any]) -> bool:
+        """False when the worker is gone."""
+        self.invocations += 1
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps(payload).encode() + b"\n")
+            self.process.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+
+    def receive(self, timeout: float) -> dict[str, Any] | None:
+        """The answer, None if there is none yet; EOFError when the worker ended without one."""
+        import select
+
+        if self._answers < 0:
+            raise EOFError
+        if b"\n" not in self._buffer:
+            readable, _, _ = select.select([self._answers], [], [], timeout)
+            if not readable:
+                return None
+            chunk = os.read(self._answers, 65536)
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+            if b"\n" not in self._buffer:
+                return None
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)
+
+    def exit_code(self) -> int | None:
+        try:
+            return self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stdin is not None:
+            try:
+                self.process.stdin.close()
+            except OSError:
                 pass
-    try:
-        outcome = json.loads(result_file.read_text())
-    except (OSError, ValueError):
-        return f"the function's process exited with code {process.returncode} before returning"
-    return outcome.get("error")
+        if self._answers >= 0:
+            os.close(self._answers)
+            self._answers = -1
 
 
-def _kill(process: subprocess.Popen) -> None:
-    process.kill()
-    process.wait()
+class LambdaWorkers:
+    """Idle warm workers by (function name, hash of its environment).
+
+    A worker serves one invocation at a time: concurrent invocations of a function get workers of
+    their own (as Lambda scales out). One that timed out, was abandoned or crashed is killed and
+    never reused, so the next invocation starts a fresh one. Idle workers end after `idle_seconds`,
+    beyond `max_idle` (longest idle first), when this interpreter exits (`close`, registered with
+    atexit) or when their stdin closes (this interpreter died).
+    """
+
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, max_idle: int = MAX_IDLE_WORKERS):
+        import threading
+
+        self.idle_seconds = idle_seconds
+        self.max_idle = max_idle
+        self._idle: dict[tuple[str, str], list[_Worker]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: tuple[str, str], env: dict[str, str], cwd: Path, log: Path,
+                reuse: bool = True) -> _Worker:
+        stale: list[_Worker] = []
+        found = None
+        with self._lock:
+            now = time.monotonic()
+            for other, workers in list(self._idle.items()):
+                keep = [w for w in workers if w.alive() and now - w.idle_since <= self.idle_seconds]
+                stale += [w for w in workers if w not in keep]
+                if keep:
+                    self._idle[other] = keep
+                else:
+                    del self._idle[other]
+            if reuse and self._idle.get(key):
+                found = self._idle[key].pop()
+        for worker in stale:
+            worker.kill()
+        if found is not None:
+            return found
+        return _Worker(env, cwd, log)
+
+    def release(self, key: tuple[str, str], worker: _Worker) -> None:
+        if not worker.alive():
+            worker.kill()
+            return
+        worker.idle_since = time.monotonic()
+        with self._lock:
+            self._idle.setdefault(key, []).append(worker)
+            idle = sorted(((w.idle_since, k, w) for k, ws in self._idle.items() for w in ws), key=lambda i: i[0])
+            evicted = [(k, w) for _, k, w in idle[:max(0, len(idle) - self.max_idle)]]
+            for k, w in evicted:
+                self._idle[k].remove(w)
+                if not self._idle[k]:
+                    del self._idle[k]
+        for _, w in evicted:
+            w.kill()
+
+    def close(self) -> None:
+        with self._lock:
+            workers = [w for idle in self._idle.values() for w in idle]
+            self._idle.clear()
+        for worker in workers:
+            worker.kill()
+
+
+WORKERS = LambdaWorkers()
+atexit.register(WORKERS.close)
 
 
 class _LambdaContext:
@@ -845,23 +994,54 @@ class _LambdaContext:
         return max(0, int((self._deadline - time.time()) * 1000))
 
 
-def lambda_child() -> None:
-    """The child side: import the handler, call it with the event, write how it ended."""
+def lambda_worker() -> None:
+    """The worker side: serve invocations from stdin until it closes, answering on the fd in argv[1]."""
+    answers = os.fdopen(int(sys.argv[1]), "wb", buffering=0)
+    requests = os.fdopen(os.dup(0), "rb")
+    nothing = os.open(os.devnull, os.O_RDONLY)  # a handler reading stdin must not read the requests
+    os.dup2(nothing, 0)
+    os.close(nothing)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="[%(levelname)s] %(asctime)s %(name)s %(message)s")
+    handlers: dict[str, Callable[..., Any]] = {}
+    try:
+        for line in requests:
+            answers.write(json.dumps(_serve(json.loads(line), handlers)).encode() + b"\n")
+    except KeyboardInterrupt:  # Ctrl-C of the whole process group while idle
+        pass
+
+
+def _serve(payload: Mapping[str, Any], handlers: dict[str, Callable[..., Any]]) -> dict[str, Any]:
+    """One invocation, its output in its own log: import the handler (once), call it, say how it ended."""
     import importlib
     import traceback
 
-    payload = json.loads(sys.stdin.read())
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="[%(levelname)s] %(asctime)s %(name)s %(message)s")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(payload["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
     outcome: dict[str, Any] = {}
     try:
-        module, _, function = payload["handler"].rpartition(".")
-        handler = getattr(importlib.import_module(module), function)
-        handler(payload["event"], _LambdaContext(**payload["context"]))
+        os.chdir(payload["cwd"])
+        name = payload["handler"]
+        if name not in handlers:  # a failed import is retried by the next invocation, as Lambda's init
+            module, _, function = name.rpartition(".")
+            handlers[name] = getattr(importlib.import_module(module), function)
+        handlers[name](payload["event"], _LambdaContext(**payload["context"]))
     except BaseException as exc:  # the runtime reports any error of the handler, as Lambda does
         traceback.print_exc()
         outcome["error"] = f"the function raised {type(exc).__name__}: {exc}"
-    Path(payload["result_file"]).write_text(json.dumps(outcome))
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+    return outcome
 
 
 PROVIDERS: dict[tuple[str, str, str], Callable[[ActionContext], ActionResult]] = {

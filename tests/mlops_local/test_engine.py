@@ -11,6 +11,7 @@ import os
 import time
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -96,6 +97,21 @@ def silent_handler(event, context):
 
 def raising_handler(event, context):
     raise RuntimeError("boom in the handler")
+
+
+CALLS = {"count": 0}  # module state: survives between invocations only in a warm worker
+
+
+def pid_handler(event, context):
+    """Reports which process served it and how many invocations that process has served."""
+    CALLS["count"] += 1
+    print(f"pid handler call {CALLS['count']} in {os.getpid()}", flush=True)
+    if "exit" in _params(event):  # dies without an answer, as a segfault or os._exit in a handler would
+        os._exit(int(_params(event)["exit"]))
+    _codepipeline().put_job_success_result(
+        jobId=event["CodePipeline.job"]["id"], executionDetails={"summary": "pid"},
+        outputVariables={"Pid": str(os.getpid()), "Calls": str(CALLS["count"]),
+                         "Greeting": os.environ.get("GREETING", "unset"), "Cwd": os.getcwd()})
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -519,3 +535,49 @@ def test_stop_and_wait_lets_the_running_action_finish(stand):
     assert execution["status"] == "Stopped"
     actions = actions_of(stand, "waiting", execution_id)
     assert set(actions) == {"DataSource", "Monitor"} and actions["Monitor"]["status"] == "Succeeded"
+
+
+def test_a_warm_worker_serves_every_invocation_of_its_function(stand):
+    create_function(stand, "warm-pid", f"{HERE}.pid_handler", env={"GREETING": "one"})
+    create_function(stand, "warm-other", f"{HERE}.pid_handler", env={"GREETING": "two"})
+    create_pipeline(stand, "warm", [data_source(), {"name": "Work", "actions": [
+        lambda_action("First", "warm-pid", namespace="First"),
+        lambda_action("Other", "warm-other", namespace="Other"),
+        lambda_action("Second", "warm-pid", run_order=2, namespace="Second")]}])
+    cp = stand.aws.client("codepipeline")
+    execution_id = cp.start_pipeline_execution(name="warm")["pipelineExecutionId"]
+    assert wait_done(stand, "warm", execution_id)["status"] == "Succeeded"
+
+    actions = actions_of(stand, "warm", execution_id)
+    first, second, other = (actions[a]["output"]["outputVariables"] for a in ("First", "Second", "Other"))
+    assert first["Pid"] == second["Pid"] != str(os.getpid())  # one process served both, not the engine
+    assert (first["Calls"], second["Calls"]) == ("1", "2")  # the handler module was imported once
+    assert other["Pid"] != first["Pid"] and other["Calls"] == "1"  # another function: its own worker
+    assert (first["Greeting"], second["Greeting"], other["Greeting"]) == ("one", "one", "two")
+    assert first["Cwd"] != second["Cwd"]  # each invocation runs in its own action's folder
+    # Each invocation's output goes to its own log, not to the worker's earlier or later ones.
+    logs = {a: actions[a]["output"]["executionResult"]["externalExecutionUrl"] for a in ("First", "Second")}
+    assert all(url.startswith("file://") for url in logs.values())
+    first_log, second_log = (Path(logs[a][len("file://"):]).read_text() for a in ("First", "Second"))
+    assert f"pid handler call 1 in {first['Pid']}" in first_log and "call 2" not in first_log
+    assert f"pid handler call 2 in {first['Pid']}" in second_log and "call 1" not in second_log
+
+
+def test_a_crashed_worker_is_replaced(stand):
+    create_function(stand, "crashy", f"{HERE}.pid_handler")
+    create_pipeline(stand, "crashing", [data_source(), {"name": "Work", "actions": [
+        lambda_action("Pid", "crashy", namespace="Pid"),
+        lambda_action("Crash", "crashy", params={"exit": 3}, run_order=2)]}])
+    create_pipeline(stand, "recovering", [data_source(), {"name": "Work", "actions": [
+        lambda_action("Pid", "crashy", namespace="Pid")]}])
+    cp = stand.aws.client("codepipeline")
+    crashing = cp.start_pipeline_execution(name="crashing")["pipelineExecutionId"]
+    execution = wait_done(stand, "crashing", crashing)
+    assert execution["status"] == "Failed"
+    assert "Lambda crashy: the function's process exited with code 3 before returning" in execution["statusSummary"]
+    crashed = actions_of(stand, "crashing", crashing)["Pid"]["output"]["outputVariables"]
+
+    recovering = cp.start_pipeline_execution(name="recovering")["pipelineExecutionId"]
+    assert wait_done(stand, "recovering", recovering)["status"] == "Succeeded"
+    fresh = actions_of(stand, "recovering", recovering)["Pid"]["output"]["outputVariables"]
+    assert fresh["Pid"] != crashed["Pid"] and fresh["Calls"] == "1"  # a new worker, a fresh import
