@@ -42,11 +42,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
+# One request is a small matrix product: waking BLAS threads costs more than it saves, ~10x on a
+# 100-row request on 2 cores (bench/bench_server.py). Set before numpy loads; a caller may override.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from training.features import RecordError
-from training.predictor import Predictor
-from training.serving_errors import (BadRequest, LengthRequired, MethodNotAllowed, NotAcceptable,
+import numpy as np  # noqa: E402 - after the thread setting above
+
+from training.features import RecordError  # noqa: E402
+from training.predictor import Predictor  # noqa: E402
+from training.serving_errors import (BadRequest,  # noqa: E402 LengthRequired, MethodNotAllowed, NotAcceptable,
                                      NotFound, PayloadTooLarge, PredictionFailed, ServingError,
                                      UnsupportedMediaType)
 
