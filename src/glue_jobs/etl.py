@@ -110,7 +110,7 @@ def parse_args(argv: Sequence[str]) -> JobArgs:
                    endpoint_test_rows=rows)
 
 
-def build_spark(app_name: str, driver_memory: str = "2g") -> SparkSession:
+def build_spark(app_name: str, driver_memory: str = "4g") -> SparkSession:
     """A local session sized for one machine (Glue builds its own through GlueContext)."""
     spark = (
         SparkSession.builder.master("local[*]")
@@ -303,16 +303,24 @@ def parse(raw: DataFrame, config: DatasetConfig) -> DataFrame:
 
 
 def check_rows(raw: DataFrame, config: DatasetConfig) -> DataFrame:
-    """The raw columns, quarantine_reason, and for valid rows the row hash and split.
+    """The raw columns, the parsed ones (_p_<column>), quarantine_reason, and for valid rows the
+    row hash and split.
 
     Separate projections on purpose: Spark does not inline a costly expression into a consumer that
-    reads it twice, so each value is parsed once and the reason and the hash computed once per row.
-    The parsed columns are dropped: this frame is cached, and caching strings plus their parsed
-    twins measured twice as slow as parsing again where the values are needed (deduplicate)."""
+    reads it twice, so each value is parsed once and the reason and the hash computed once per row."""
     checked = parse(raw, config).withColumn(REASON, quarantine_reason(config))
     checked = checked.withColumn(HASH, F.when(F.col(REASON).isNull(), row_hash(config)))
     checked = checked.withColumn(SPLIT, split_of(F.col(HASH), config))
-    return checked.select(*raw.columns, REASON, HASH, SPLIT)
+    return checked.select(*raw.columns, *key_columns(config), REASON, HASH, SPLIT)
+
+
+def slim(checked: DataFrame, header: Sequence[str]) -> DataFrame:
+    """The checked rows as the job caches them: raw strings only where an output reads them (the
+    quarantine, and test rows for endpoint-test), null elsewhere, so the cache holds mostly doubles
+    and de-duplication reads parsed values instead of casting and trimming every string again."""
+    keep = F.col(REASON).isNotNull() | (F.col(SPLIT) == "test")
+    raw = [F.when(keep, F.col(c)).alias(c) for c in header]
+    return checked.select(*raw, *[c for c in checked.columns if c not in set(header)])
 
 
 def quarantined(checked: DataFrame, header: Sequence[str]) -> DataFrame:
@@ -323,7 +331,7 @@ def quarantined(checked: DataFrame, header: Sequence[str]) -> DataFrame:
 def deduplicate(checked: DataFrame, config: DatasetConfig) -> DataFrame:
     """Valid rows, typed, one per distinct record (the hash and split follow from the values)."""
     valid = checked.where(F.col(REASON).isNull())
-    return valid.select(*parsed_columns(config), HASH, SPLIT).distinct()
+    return valid.select(*key_columns(config), HASH, SPLIT).distinct()
 
 
 # -- the feature transform ------------------------------------------------------------------------
@@ -396,8 +404,7 @@ def endpoint_test_rows(checked: DataFrame, deduped: DataFrame, config: DatasetCo
               .orderBy(HASH, *keys).limit(rows)
               .select(*[F.col(c).alias("_chosen" + c) for c in (HASH, *keys)]))
     raw_columns = list(spec.input_columns) + [spec.target]
-    candidates = (checked.where(F.col(SPLIT) == "test")
-                  .select(HASH, *raw_columns, *parsed_columns(config)))
+    candidates = checked.where(F.col(SPLIT) == "test").select(HASH, *raw_columns, *keys)
     on = [F.col(HASH) == F.col("_chosen" + HASH)]
     on += [F.col(k).eqNullSafe(F.col("_chosen" + k)) for k in keys]
     joined = candidates.join(F.broadcast(chosen), on=on, how="left_semi")
@@ -420,12 +427,16 @@ def run_etl(spark: SparkSession, config: DatasetConfig, input_uri: str, output_u
     # is never JIT-compiled and runs interpreted (3-5x slower). At this limit Spark falls back to
     # per-expression code, which it splits into small methods.
     spark.conf.set("spark.sql.codegen.hugeMethodLimit", str(HUGE_METHOD_LIMIT))
+    # The two caches below are read a few times each, so encoding them costs more than it saves:
+    # uncompressed, building and reading them took ~25% less CPU at 500k rows (more memory instead,
+    # hence the 4g driver in build_spark).
+    spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
     header = read_header(spark, input_uri)
     config.check_header(header)
     logger.info("reading %s (%d columns) with %s", input_uri, len(header), config.source)
-    # Cached once: every output below reads it, and Spark refuses queries on _corrupt_record of an
-    # uncached CSV scan.
-    checked = check_rows(read_raw(spark, input_uri, header), config).cache()
+    # Cached once, slim (see slim): every output below reads it, and Spark refuses queries on
+    # _corrupt_record of an uncached CSV scan.
+    checked = slim(check_rows(read_raw(spark, input_uri, header), config), header).cache()
     deduped = None
     try:
         by_reason = {r[REASON]: r["count"] for r in checked.groupBy(REASON).count().collect()}
@@ -436,13 +447,14 @@ def run_etl(spark: SparkSession, config: DatasetConfig, input_uri: str, output_u
         rows_out = sum(splits.values())
 
         write_csv(quarantined(checked, header), join_uri(output_uri, "quarantine"))
-        for name in SPLITS:
-            write_csv(transform(deduped.where(F.col(SPLIT) == name), spec),
-                      join_uri(output_uri, name))
         endpoint = endpoint_test_rows(checked, deduped, config, spec, endpoint_rows)
         write_csv(endpoint, join_uri(output_uri, "endpoint-test"))
         # the endpoint rows are the first test rows by hash, so their number is known without a pass
         endpoint_count = min(endpoint_rows, splits["test"])
+        checked.unpersist()  # the splits only read the de-duplicated rows: free the memory first
+        for name in SPLITS:
+            write_csv(transform(deduped.where(F.col(SPLIT) == name), spec),
+                      join_uri(output_uri, name))
     finally:
         if deduped is not None:
             deduped.unpersist()
@@ -495,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(sys.argv if argv is None else argv)
     logger.info("job %s: %s + %s -> %s", args.job_name, args.input, args.dataset_config, args.output)
     spark, finish = start(args)
+    logger.info("job %s: Spark session ready", args.job_name)  # bench/bench_etl.py times start-up by it
     quality = run_job(spark, args)
     finish()
     print(summary_line(args.job_name, quality, args.output), flush=True)

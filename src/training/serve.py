@@ -50,9 +50,9 @@ import numpy as np  # noqa: E402 - after the thread setting above
 
 from training.features import RecordError  # noqa: E402
 from training.predictor import Predictor  # noqa: E402
-from training.serving_errors import (BadRequest,  # noqa: E402 LengthRequired, MethodNotAllowed, NotAcceptable,
-                                     NotFound, PayloadTooLarge, PredictionFailed, ServingError,
-                                     UnsupportedMediaType)
+from training.serving_errors import (  # noqa: E402
+    BadRequest, LengthRequired, MethodNotAllowed, NotAcceptable,
+    NotFound, PayloadTooLarge, PredictionFailed, ServingError, UnsupportedMediaType)
 
 logger = logging.getLogger(__name__)
 
