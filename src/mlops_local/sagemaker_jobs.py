@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
@@ -83,7 +84,7 @@ class Job:
         return self.base / ("train.log" if self.kind == "training" else "processing.log")
 
 
-class SageMakerJobs:
+class SageMakerJobs(ABC):
     """Records, operations and the background run common to training and processing jobs."""
     kind = ""
     noun = ""          # "TrainingJob" / "ProcessingJob": the API's names
@@ -189,25 +190,31 @@ class SageMakerJobs:
         return all(checks)
 
     # -- what each kind defines -------------------------------------------------------------------
+    @abstractmethod
     def validate(self, params: dict[str, Any]) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def prepare(self, job: Job) -> tuple[list[str], dict[str, str]]:
         """Stage the inputs; return the command and its extra environment."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def succeed(self, job: Job) -> None:
         """Upload the results of a successful run."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def failure_reason(self, job: Job, code: int) -> str:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def describe_job(self, job: Job) -> dict[str, Any]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def summary(self, job: Job) -> dict[str, Any]:
-        raise NotImplementedError
+        ...
 
     # -- the run ----------------------------------------------------------------------------------
     def _execute(self, job: Job) -> None:

@@ -43,6 +43,7 @@ import copy
 import json
 import logging
 import threading
+from abc import ABC, abstractmethod
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def backend(service: str, account_id: str, region_name: str) -> Any:
     return get_backend(service)[account_id][key]  # type: ignore[index]
 
 
-class Provided:
+class Provided(ABC):
     """What the models share; each subclass says how to create, update and delete its type.
 
     `create` returns the resource's attributes (GetAtt names, plus what Ref returns under `REF`).
@@ -239,8 +240,9 @@ class Provided:
 
     # what each type implements
     @classmethod
+    @abstractmethod
     def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
-        raise NotImplementedError
+        ...
 
     @classmethod
     def update(cls, original: "Provided", props: dict[str, Any], account_id: str,
@@ -250,12 +252,14 @@ class Provided:
         return cls.create(original.name, props, account_id, region_name)
 
     @classmethod
+    @abstractmethod
     def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
-        raise NotImplementedError
+        ...
 
     @classmethod
+    @abstractmethod
     def exists(cls, name: str, account_id: str, region_name: str) -> bool:
-        raise NotImplementedError
+        ...
 
 
 def arn(service: str, account_id: str, region_name: str, resource: str) -> str:
