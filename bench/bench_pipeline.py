@@ -49,7 +49,9 @@ def run(size: str) -> dict:
         {"metric": "jobs' own run time (Glue, training, processing)", "value": jobs, "unit": "s"},
         {"metric": "orchestration", "value": orchestration, "unit": "s"},
         {"metric": "orchestration share", "value": share * 100, "unit": "%", "target": f"<= {TARGET_SHARE:.0%}",
-         "met": share <= TARGET_SHARE},
+         "met": share <= TARGET_SHARE,
+         "note": "" if share <= TARGET_SHARE else f"{share / TARGET_SHARE:.1f}x the target; each Lambda's first "
+                 "invocation cold-starts a child interpreter on the critical path"},
         {"metric": "whole `mlops-local run` (stand-in start, deploy.sh, upload, execution)",
          "value": total, "unit": "s"},
     ]
