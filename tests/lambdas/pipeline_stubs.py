@@ -29,3 +29,16 @@ def record_requests(client) -> list[tuple[str, dict]]:
     client.meta.events.register(f"before-parameter-build.{service}.*",
                                 lambda params, model, **_: sent.append((model.name, dict(params))))
     return sent
+
+
+def invoke_worker(work, user_parameters: dict, token=None) -> dict:
+    """One worker invocation as CodePipeline makes it, expected to succeed (or continue): the result
+    call is checked against CodePipeline's model; a failure result is a stub error (its message is logged)."""
+    from lambdas.job import run_job
+    from tests.conftest import load_event
+
+    codepipeline, stub = stubbed_codepipeline()
+    stub.add_response("put_job_success_result", {})
+    with stub:
+        return run_job(load_event(user_parameters=user_parameters, continuation_token=token), work,
+                       codepipeline=codepipeline)

@@ -12,13 +12,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from lambdas import glue as glue_worker
-from lambdas.job import run_job
 from mlops_local.gateway import Gateway, LocalAws
 from mlops_local.glue_runs import GlueRuns
 from mlops_local.runtime import ROOT, Runtime
 
-from tests.conftest import load_event
-from tests.lambdas.pipeline_stubs import stubbed_codepipeline
+from tests.lambdas.pipeline_stubs import invoke_worker as invoke
 
 pytestmark = pytest.mark.spark
 
@@ -97,16 +95,6 @@ def wait(runtime, glue, run_id: str, states=TERMINAL, job: str = JOB, timeout: f
             return run
         assert time.monotonic() < deadline, f"run {run_id} still {run['JobRunState']}"
         runtime.changes.wait(version, timeout=1.0)
-
-
-def invoke(work, user_parameters: dict, token=None) -> dict:
-    """One worker invocation as CodePipeline makes it, expected to succeed (or continue): the result
-    call is checked against CodePipeline's model; a failure result is a stub error (its message is logged)."""
-    codepipeline, stub = stubbed_codepipeline()
-    stub.add_response("put_job_success_result", {})
-    with stub:
-        return run_job(load_event(user_parameters=user_parameters, continuation_token=token), work,
-                       codepipeline=codepipeline)
 
 
 def worker_submit(glue, execution: str) -> dict:

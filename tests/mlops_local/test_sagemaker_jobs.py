@@ -12,14 +12,12 @@ from botocore.exceptions import ClientError
 
 from lambdas import evaluation as evaluation_worker
 from lambdas import training as training_worker
-from lambdas.job import run_job
 from mlops_local.gateway import Gateway, LocalAws
 from mlops_local.runtime import ROOT, Runtime
 from mlops_local.sagemaker_jobs import ProcessingJobs, TrainingJobs
 from training.features import FeatureSpec
 
-from tests.conftest import load_event
-from tests.lambdas.pipeline_stubs import stubbed_codepipeline
+from tests.lambdas.pipeline_stubs import invoke_worker as invoke
 
 BUCKET = "sm-data"
 EXECUTION = "exec-1"
@@ -88,16 +86,6 @@ def wait(runtime, describe, status_key: str, until=DONE, timeout: float = 120, *
             return described
         assert time.monotonic() < deadline, f"{name} still {described[status_key]}"
         runtime.changes.wait(version, timeout=1.0)
-
-
-def invoke(work, user_parameters: dict, token=None) -> dict:
-    """One worker invocation as CodePipeline makes it, expected to succeed (or continue): the result
-    call is checked against CodePipeline's model; a failure result is a stub error (its message is logged)."""
-    codepipeline, stub = stubbed_codepipeline()
-    stub.add_response("put_job_success_result", {})
-    with stub:
-        return run_job(load_event(user_parameters=user_parameters, continuation_token=token), work,
-                       codepipeline=codepipeline)
 
 
 def drive(runtime, work, user_parameters: dict, timeout: float = 120) -> dict:
