@@ -26,152 +26,27 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
-import re
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from mlops_local.gateway import AwsError
-from mlops_local.jobs import unpack_model
+from mlops_local.jobs import LocalServer, StartFailed, stop_process, unpack_model
 from mlops_local.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 CREATING, IN_SERVICE, UPDATING, FAILED = "Creating", "InService", "Updating", "Failed"
-SERVING_LINE = re.compile(rb"serving on http://127\.0\.0\.1:(\d+)")
 INVOKE_PATH = r"^/endpoints/(?P<name>[^/]+)/invocations$"
 STACK_OPERATIONS = ("CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteStack")
 PROXIED_HEADERS = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
-
-
-class StartFailed(Exception):
-    """A server could not be started; the message is the endpoint's FailureReason."""
-
-
-# -- one local model server -------------------------------------------------------------------
-@dataclass
-class LocalServer:
-    """A model-server process on 127.0.0.1, with a small pool of keep-alive connections."""
-    process: subprocess.Popen
-    port: int
-    log: Path
-    model_dir: Path
-    _idle: list[http.client.HTTPConnection] = field(default_factory=list, repr=False)
-    _busy: int = field(default=0, repr=False)
-    _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
-
-    @classmethod
-    def start(cls, argv: list[str], model_dir: Path, log: Path, env: dict[str, str], variant: str,
-              timeout: float, spawned: Callable[[subprocess.Popen], None] = lambda process: None
-              ) -> "LocalServer":
-        """Run `argv --host 127.0.0.1 --port 0`, wait for its `serving on` line, then /ping."""
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [*argv, "--host", "127.0.0.1", "--port", "0"], stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, **env, "SM_MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1"})
-        spawned(process)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = SERVING_LINE.search(log.read_bytes())
-            if match:
-                server = cls(process, int(match.group(1)), log, model_dir)
-                break
-            if process.poll() is not None:
-                raise StartFailed(f"The primary container for production variant {variant} exited with "
-                                  f"status {process.returncode} before it answered /ping: "
-                                  f"{last_error(log)} [log: {log}]")
-            if time.monotonic() > deadline:
-                stop_process(process)
-                raise StartFailed(f"The primary container for production variant {variant} did not start "
-                                  f"serving within {timeout:.0f} s [log: {log}]")
-            time.sleep(0.02)
-        problem = server.ping()
-        if problem:
-            server.stop()
-            raise StartFailed(f"The primary container for production variant {variant} did not pass the "
-                              f"ping health check: {problem} [log: {log}]")
-        return server
-
-    def ping(self) -> str | None:
-        """None when GET /ping answers 200, else what went wrong."""
-        try:
-            status, _, _ = self.request("GET", "/ping", b"", {})
-        except (OSError, http.client.HTTPException) as exc:
-            return f"GET /ping failed: {exc}"
-        return None if status == 200 else f"GET /ping answered HTTP {status}"
-
-    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]
-                ) -> tuple[int, bytes, dict[str, str]]:
-        """One request over a pooled connection; a stale keep-alive connection is retried once."""
-        with self._lock:
-            self._busy += 1
-        try:
-            return self._request(method, path, body, headers)
-        finally:
-            with self._lock:
-                self._busy -= 1
-                self._lock.notify_all()
-
-    def _request(self, method: str, path: str, body: bytes, headers: dict[str, str]
-                 ) -> tuple[int, bytes, dict[str, str]]:
-        for attempt in (1, 2):
-            with self._lock:
-                connection = self._idle.pop() if self._idle else None
-            fresh = connection is None
-            if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-            try:
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                payload = response.read()
-            except (ConnectionError, http.client.HTTPException, OSError):
-                connection.close()
-                if fresh or attempt == 2:
-                    raise
-                continue
-            if response.will_close:
-                connection.close()
-            else:
-                with self._lock:
-                    self._idle.append(connection)
-            return response.status, payload, {k.lower(): v for k, v in response.getheaders()}
-        raise AssertionError("unreachable")
-
-    def stop(self, drain: float = 5.0) -> None:
-        """Let requests in flight finish (up to `drain` seconds), then stop the process."""
-        with self._lock:
-            self._lock.wait_for(lambda: self._busy == 0, timeout=drain)
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
-        stop_process(self.process)
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def last_error(log: Path) -> str:
-    lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
-             if line.strip()]
-    for line in reversed(lines):
-        if "error" in line.lower():
-            return line[:500]
-    return lines[-1][:500] if lines else "no output"
 
 
 # -- what moto records, and what we serve -----------------------------------------------------

@@ -12,13 +12,15 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 import time
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from lambdas.endpoint_test import EndpointRejected
+from mlops_local import s3_staging
 
 
 class JobFailed(RuntimeError):
@@ -47,17 +49,9 @@ def run_job(name: str, argv: list[str], log: Path, env: dict[str, str] | None = 
         if failure_file is not None and failure_file.exists():
             reason = failure_file.read_text(encoding="utf-8", errors="replace")[:1024].strip()
         if not reason:
-            reason = _last_error(log)
+            reason = s3_staging.last_error(log, 500)
         raise JobFailed(f"{name} failed (exit {code}): {reason} [log: {log}]")
     return seconds
-
-
-def _last_error(log: Path) -> str:
-    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "error" in line:
-            return line.strip()[:500]
-    return lines[-1].strip()[:500] if lines else "no output"
 
 
 def pack_model(model_dir: Path, tarball: Path) -> Path:
@@ -76,58 +70,133 @@ def unpack_model(tarball: Path, model_dir: Path) -> Path:
     return model_dir
 
 
+SERVING_LINE = re.compile(rb"serving on http://127\.0\.0\.1:(\d+)")
+
+
+class StartFailed(Exception):
+    """A server could not be started; the message is the endpoint's FailureReason."""
+
+
+# -- one local model server -------------------------------------------------------------------
 @dataclass
-class ModelServer:
-    """A local model server process, as an endpoint's container runs it."""
+class LocalServer:
+    """A model-server process on 127.0.0.1, with a small pool of keep-alive connections."""
     process: subprocess.Popen
     port: int
     log: Path
+    model_dir: Path
+    _idle: list[http.client.HTTPConnection] = field(default_factory=list, repr=False)
+    _busy: int = field(default=0, repr=False)
+    _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     @classmethod
-    def start(cls, model_dir: Path, log: Path, timeout: float = 60.0) -> "ModelServer":
-        log.parent.mkdir(parents=True, exist_ok=True)
-        out = log.open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "training.serve", "--host", "127.0.0.1", "--port", "0"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "SM_MODEL_DIR": str(model_dir)},
-        )
-        out.close()
+    def start(cls, argv: list[str], model_dir: Path, log: Path, env: dict[str, str], variant: str,
+              timeout: float, spawned: Callable[[subprocess.Popen], None] = lambda process: None
+              ) -> "LocalServer":
+        """Run `argv --host 127.0.0.1 --port 0`, wait for its `serving on` line, then /ping."""
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*argv, "--host", "127.0.0.1", "--port", "0"], stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, **env, "SM_MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1"})
+        spawned(process)
         deadline = time.monotonic() + timeout
-        pattern = re.compile(rb"serving on http://127\.0\.0\.1:(\d+)")
-        while time.monotonic() < deadline:
-            match = pattern.search(log.read_bytes())
+        while True:
+            match = SERVING_LINE.search(log.read_bytes())
             if match:
-                return cls(process, int(match.group(1)), log)
+                server = cls(process, int(match.group(1)), log, model_dir)
+                break
             if process.poll() is not None:
-                raise JobFailed(f"model server exited with {process.returncode}: {_last_error(log)} "
-                                f"[log: {log}]")
-            time.sleep(0.05)
-        process.kill()
-        raise JobFailed(f"model server did not start within {timeout:.0f} s [log: {log}]")
+                raise StartFailed(f"The primary container for production variant {variant} exited with "
+                                  f"status {process.returncode} before it answered /ping: "
+                                  f"{s3_staging.last_error(log, 500)} [log: {log}]")
+            if time.monotonic() > deadline:
+                stop_process(process)
+                raise StartFailed(f"The primary container for production variant {variant} did not start "
+                                  f"serving within {timeout:.0f} s [log: {log}]")
+            time.sleep(0.02)
+        problem = server.ping()
+        if problem:
+            server.stop()
+            raise StartFailed(f"The primary container for production variant {variant} did not pass the "
+                              f"ping health check: {problem} [log: {log}]")
+        return server
 
-    def invoker(self):
-        """An `invoke(body, content_type)` over one keep-alive connection."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+    def ping(self) -> str | None:
+        """None when GET /ping answers 200, else what went wrong."""
+        try:
+            status, _, _ = self.request("GET", "/ping", b"", {})
+        except (OSError, http.client.HTTPException) as exc:
+            return f"GET /ping failed: {exc}"
+        return None if status == 200 else f"GET /ping answered HTTP {status}"
 
-        def invoke(body: bytes, content_type: str) -> bytes:
-            connection.request("POST", "/invocations", body=body,
-                               headers={"Content-Type": content_type, "Accept": "text/csv"})
-            response = connection.getresponse()
-            payload = response.read()
-            if 400 <= response.status < 500:
-                raise EndpointRejected(f"HTTP {response.status}: {_error_text(payload)}")
-            if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status}: {_error_text(payload)}")
-            return payload
-        return invoke
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]
+                ) -> tuple[int, bytes, dict[str, str]]:
+        """One request over a pooled connection; a stale keep-alive connection is retried once."""
+        with self._lock:
+            self._busy += 1
+        try:
+            return self._request(method, path, body, headers)
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._lock.notify_all()
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+    def _request(self, method: str, path: str, body: bytes, headers: dict[str, str]
+                 ) -> tuple[int, bytes, dict[str, str]]:
+        for attempt in (1, 2):
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            fresh = connection is None
+            if connection is None:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
             try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+            except (ConnectionError, http.client.HTTPException, OSError):
+                connection.close()
+                if fresh or attempt == 2:
+                    raise
+                continue
+            if response.will_close:
+                connection.close()
+            else:
+                with self._lock:
+                    self._idle.append(connection)
+            return response.status, payload, {k.lower(): v for k, v in response.getheaders()}
+        raise AssertionError("unreachable")
+
+    def stop(self, drain: float = 5.0) -> None:
+        """Let requests in flight finish (up to `drain` seconds), then stop the process."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._busy == 0, timeout=drain)
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def http_invoker(server: "LocalServer"):
+    """An `invoke(body, content_type)` for the endpoint test, over the server's pooled connections."""
+    def invoke(body: bytes, content_type: str) -> bytes:
+        status, payload, _ = server.request("POST", "/invocations", body,
+                                            {"Content-Type": content_type, "Accept": "text/csv"})
+        if 400 <= status < 500:
+            raise EndpointRejected(f"HTTP {status}: {_error_text(payload)}")
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {_error_text(payload)}")
+        return payload
+    return invoke
 
 
 def _error_text(payload: bytes) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lambdas.endpoint_test import read_records, run_endpoint_test
-from mlops_local.jobs import JobFailed, ModelServer, module_path, pack_model, run_job, unpack_model
+from mlops_local.jobs import (
+    JobFailed, LocalServer, http_invoker, module_path, pack_model, run_job, unpack_model)
 from training.dataset import load_config
 
 APPROVED, REJECTED = "APPROVED", "REJECTED"
@@ -63,7 +64,7 @@ class Workload:
         self.stages = [Stage("DataAndFeatureEngineering"), Stage("Training"),
                        Stage("Evaluation"), Stage("Deployment")]
         self.summary: dict[str, Any] = {}
-        self.server: ModelServer | None = None
+        self.server: LocalServer | None = None
 
     # -- steps ----------------------------------------------------------------------------
     def etl(self) -> dict:
@@ -105,15 +106,16 @@ class Workload:
                 self.dir / "logs" / "evaluation.log", env={"SM_PROCESSING_BASE": str(base)})
         return json.loads((base / "evaluation" / "evaluation.json").read_text())
 
-    def deploy(self, model_tarball: Path) -> ModelServer:
+    def deploy(self, model_tarball: Path) -> LocalServer:
         model_dir = unpack_model(model_tarball, self.dir / "endpoint" / "model")
-        return ModelServer.start(model_dir, self.dir / "logs" / "endpoint.log")
+        return LocalServer.start([sys.executable, "-m", "training.serve"], model_dir,
+                                 self.dir / "logs" / "endpoint.log", env={}, variant="local", timeout=60)
 
-    def test_endpoint(self, server: ModelServer) -> dict:
+    def test_endpoint(self, server: LocalServer) -> dict:
         target = load_config(self.options.dataset_config).target
         sample = next((self.dir / "etl" / "endpoint-test").glob("*.csv"))
         _, rows, truth = read_records(sample.read_text(encoding="utf-8"), target)
-        return run_endpoint_test(rows, truth, server.invoker()).as_dict()
+        return run_endpoint_test(rows, truth, http_invoker(server)).as_dict()
 
     # -- orchestration --------------------------------------------------------------------
     def run(self) -> int:
