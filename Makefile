@@ -19,6 +19,7 @@ run: $(STAMP)
 
 test: $(STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/flake8 src tests
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks are not tests: medians of repeated runs, written to bench/results and bench/RESULTS.md.
@@ -27,6 +28,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/flake8 src tests
+	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint
 	$(VENV)/bin/shellcheck -x scripts/*.sh
 

@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from mlops_local.runtime import ROOT, Runtime
+from mlops_local.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +69,6 @@ class ActionFailed(Exception):
 
 class ActionAbandoned(Exception):
     """StopPipelineExecution with abandon=True reached this action while it ran."""
-
-
-def default_source_provider(repository: str, branch: str) -> Path:
-    """Every branch is this working tree (the model, ETL and test code all live in it)."""
-    return ROOT
 
 
 @dataclass(frozen=True)
@@ -542,7 +537,8 @@ def build_codebuild(ctx: ActionContext) -> ActionResult:
     for uri, dockerfile in images:
         in_source = (primary_dir / dockerfile).resolve()
         # The image's programs run from this interpreter's source tree, so name that Dockerfile.
-        local = ROOT / dockerfile if (ROOT / dockerfile).is_file() else in_source
+        root = ctx.runtime.source_root
+        local = root / dockerfile if (root / dockerfile).is_file() else in_source
         if not local.is_file():
             raise ActionFailed(f"the buildspec builds {uri} from {dockerfile}, which is not in the source")
         ctx.runtime.images.add(uri, local)
@@ -723,9 +719,10 @@ def invoke_lambda(ctx: ActionContext) -> ActionResult:
     config = function["Configuration"]
     handler = _handler(ctx, function)
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")}
-    path = [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")]  # the zip's lambdas/ and tests' handlers
+    root = ctx.runtime.source_root
+    path = [str(root / "src"), str(root), os.environ.get("PYTHONPATH")]  # the zip's lambdas/ and tests' handlers
     env.update({"PYTHONPATH": os.pathsep.join(filter(None, path)),
-                "PYTHONUNBUFFERED": "1", "LAMBDA_TASK_ROOT": str(ROOT / "src"), "_HANDLER": handler,
+                "PYTHONUNBUFFERED": "1", "LAMBDA_TASK_ROOT": str(root / "src"), "_HANDLER": handler,
                 "AWS_LAMBDA_FUNCTION_NAME": config["FunctionName"],
                 "AWS_LAMBDA_FUNCTION_VERSION": config.get("Version", "$LATEST"),
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.get("MemorySize", 128)),

@@ -1,7 +1,7 @@
 """`mlops-local`: run the project on this machine.
 
-    mlops-local run [--data CSV] [--dataset-config YAML] [--quality-threshold X] [--keep-running] [--json]
-    mlops-local workload [same options] [-H KEY=VALUE ...]   (the jobs alone, no pipeline)
+    mlops-local run [--source-root DIR] [--data CSV] [--dataset-config YAML] [--quality-threshold X]
+                    [--keep-running] [--json] [-H KEY=VALUE ...]
     mlops-local synthetic --rows N --out CSV [--seed S]
 
 Exit codes of `run`: 0 approved, deployed and tested; 3 model REJECTED; 1 any other failure.
@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = ROOT / "data" / "diamonds.csv.gz"
-DEFAULT_CONFIG = ROOT / "data" / "diamonds.yaml"
+DEFAULT_DATA = Path("data") / "diamonds.csv.gz"      # relative to --source-root
+DEFAULT_CONFIG = Path("data") / "diamonds.yaml"
+PROJECT_FILES = ("templates/pipeline.yaml", "scripts/deploy.sh", "src/training/Dockerfile")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,22 +24,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     run = commands.add_parser("run", help="deploy and run the real pipeline on the local stand-in for AWS")
     add_run_options(run, keep="keep the stand-in and the endpoint up until Ctrl-C")
-    workload = commands.add_parser(
-        "workload", help="run only the jobs (ETL, training, evaluation, server, test), without the pipeline")
-    add_run_options(workload, keep="keep the model server up until Ctrl-C")
 
     synthetic = commands.add_parser("synthetic", help="write synthetic rows shaped like a data set")
     synthetic.add_argument("--rows", type=int, required=True)
     synthetic.add_argument("--out", type=Path, required=True)
-    synthetic.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    synthetic.add_argument("--dataset-config", type=Path, default=DEFAULT_CONFIG)
+    synthetic.add_argument("--data", type=Path)
+    synthetic.add_argument("--dataset-config", type=Path)
+    synthetic.add_argument("--source-root", type=Path, default=Path.cwd(),
+                           help="project checkout the default --data and --dataset-config are in (default: .)")
     synthetic.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.data = args.data or args.source_root / DEFAULT_DATA
+    args.dataset_config = args.dataset_config or args.source_root / DEFAULT_CONFIG
+    return args
 
 
 def add_run_options(parser: argparse.ArgumentParser, keep: str) -> None:
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="raw CSV (default: shipped diamonds)")
-    parser.add_argument("--dataset-config", type=Path, default=DEFAULT_CONFIG, help="dataset config YAML")
+    parser.add_argument("--source-root", type=Path, default=Path.cwd(),
+                        help="project checkout whose templates, scripts and code run (default: .)")
+    parser.add_argument("--data", type=Path, help=f"raw CSV (default: <source root>/{DEFAULT_DATA})")
+    parser.add_argument("--dataset-config", type=Path,
+                        help=f"dataset config YAML (default: <source root>/{DEFAULT_CONFIG})")
     parser.add_argument("--quality-threshold", type=float, help="approve when test RMSE <= this")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<id>/ is written")
     parser.add_argument("--keep-running", action="store_true", help=keep)
@@ -57,17 +61,20 @@ def main(argv: list[str] | None = None) -> int:
         write_synthetic(args.data, args.dataset_config, args.out, args.rows, seed=args.seed)
         print(f"wrote {args.rows} synthetic rows to {args.out}")
         return 0
-    if args.command == "workload":
-        return workload(args)
     return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
     """The pipeline on the stand-in: deploy, upload, execute, summarise."""
     from mlops_local.pipeline_run import PipelineOptions, run_pipeline
-    from mlops_local.workload import render_report
+    from mlops_local.summary import render_report
     from training.dataset import DatasetConfigError, load_config
 
+    missing = [name for name in PROJECT_FILES if not (args.source_root / name).is_file()]
+    if missing:
+        print(f"mlops-local: {args.source_root.resolve()} is not the project's checkout (no {', '.join(missing)}); "
+              "run from the checkout or pass --source-root", file=sys.stderr)
+        return 1
     for path, what in ((args.data, "--data"), (args.dataset_config, "--dataset-config")):
         if not path.is_file():
             print(f"mlops-local: {what} {path} does not exist", file=sys.stderr)
@@ -85,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else \
         (lambda line: print(line, flush=True))
-    options = PipelineOptions(data=args.data.resolve(), dataset_config=args.dataset_config.resolve(),
+    options = PipelineOptions(source_root=args.source_root.resolve(), data=args.data.resolve(),
+                              dataset_config=args.dataset_config.resolve(),
                               runs_dir=args.runs_dir.resolve(), quality_threshold=threshold,
                               keep_running=args.keep_running, hyperparameters=hyperparameters)
     try:
@@ -94,44 +102,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"mlops-local: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str) if args.json else render_report(summary))
-    return code
-
-
-def workload(args: argparse.Namespace) -> int:
-    from mlops_local.workload import Workload, WorkloadOptions, render_report
-    from training.dataset import DatasetConfigError, load_config
-
-    for path, what in ((args.data, "--data"), (args.dataset_config, "--dataset-config")):
-        if not path.is_file():
-            print(f"mlops-local: {what} {path} does not exist", file=sys.stderr)
-            return 1
-    try:
-        load_config(args.dataset_config)
-        hyperparameters = dict(_key_value(item) for item in args.hyperparameter)
-    except (DatasetConfigError, ValueError) as exc:
-        print(f"mlops-local: {exc}", file=sys.stderr)
-        return 1
-
-    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
-    workload = Workload(WorkloadOptions(
-        data=args.data, dataset_config=args.dataset_config, runs_dir=args.runs_dir,
-        quality_threshold=args.quality_threshold, hyperparameters=hyperparameters,
-        keep_running=args.keep_running), report=say)
-    say(f"run {workload.run_id} -> {workload.dir}")
-    code = workload.run()
-    if args.json:
-        print(json.dumps(workload.summary, indent=2))
-    else:
-        print(render_report(workload.summary))
-    if code == 0 and args.keep_running and workload.server:
-        say(f"model server on http://127.0.0.1:{workload.server.port} (Ctrl-C to stop)")
-        try:
-            while workload.server.process.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            workload.server.stop()
     return code
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mlops_local.actions import (FAKE_ARTIFACT_CREDENTIALS, MAX_MESSAGE, MAX_SUMMARY, PROVIDERS, ActionAbandoned,
-                                 ActionContext, ActionFailed, ArtifactRef, SourceProvider, default_source_provider,
+                                 ActionContext, ActionFailed, ArtifactRef, SourceProvider,
                                  new_artifact_key)
 from mlops_local.gateway import AwsError
 from mlops_local.runtime import Runtime
@@ -219,7 +219,7 @@ class PipelineEngine:
                  action_timeout: float = DEFAULT_ACTION_TIMEOUT,
                  poll_interval: tuple[float, float] = DEFAULT_POLL_INTERVAL):
         self.runtime = runtime
-        self.sources = sources or default_source_provider
+        self.sources = sources or (lambda repository, branch: runtime.source_root)  # every branch: the checkout
         self.stack_applier = stack_applier
         self.action_timeout = action_timeout
         self.poll_interval = poll_interval

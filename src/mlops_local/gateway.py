@@ -48,6 +48,29 @@ class AwsError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
+def now() -> dt.datetime:
+    """The time every service of the stand-in stamps records with (UTC, aware)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def paginate(records: list[Any], params: dict[str, Any], *, token: str = "NextToken", size: str = "MaxResults",
+             default_size: int = 100) -> tuple[list[Any], str | None]:
+    """One page of a list operation and the token of the next (None at the end).
+
+    Tokens are offsets, opaque to callers; a token that is not one is rejected as AWS rejects a
+    forged one. `token`/`size` name the request's fields (CodePipeline spells them nextToken/maxResults)."""
+    try:
+        start = int(params.get(token) or 0)
+        limit = int(params.get(size) or default_size)
+    except (TypeError, ValueError):
+        raise AwsError("InvalidNextTokenException" if token == "nextToken" else "ValidationException",
+                       f"the {token} is not valid") from None
+    if start < 0 or limit < 1:
+        raise AwsError("ValidationException", f"the {token} or {size} is not valid")
+    end = start + limit
+    return records[start:end], (str(end) if end < len(records) else None)
+
+
 def to_json(value: Any) -> Any:
     """JSON protocol encoding: timestamps as epoch seconds, as botocore parses them."""
     if isinstance(value, dt.datetime):
@@ -201,6 +224,13 @@ class LocalAws:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    @property
+    def account_id(self) -> str:
+        """The account every resource of the stand-in lives in: moto's default, as its ARNs say."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+
+        return str(DEFAULT_ACCOUNT_ID)
 
     def client(self, service: str, **kwargs: Any):
         import boto3

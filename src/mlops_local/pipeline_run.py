@@ -21,11 +21,10 @@ from mlops_local.endpoints import Endpoints
 from mlops_local.engine import PipelineEngine
 from mlops_local.gateway import LocalAws
 from mlops_local.glue_runs import GlueRuns
-from mlops_local.runtime import ROOT, Runtime
+from mlops_local.runtime import Runtime
 from mlops_local.sagemaker_jobs import ProcessingJobs, TrainingJobs
 from mlops_local.stacks import Stacks
-from mlops_local.summary import build_summary, collect
-from mlops_local.workload import render_report
+from mlops_local.summary import build_summary, collect, render_report
 
 PROJECT = "mlops"
 STACK = f"{PROJECT}-pipeline"
@@ -34,6 +33,7 @@ EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
 
 @dataclass
 class PipelineOptions:
+    source_root: Path                      # the project checkout: templates/, scripts/, src/
     data: Path
     dataset_config: Path
     runs_dir: Path
@@ -46,9 +46,9 @@ class PipelineOptions:
 class LocalPipeline:
     """The stand-in with every runtime component, for one `run`."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, source_root: Path):
         self.aws = LocalAws().start()
-        self.runtime = Runtime(self.aws, workdir)
+        self.runtime = Runtime(self.aws, workdir, source_root)
         self.glue, self.training = GlueRuns(self.runtime), TrainingJobs(self.runtime)
         self.processing, self.endpoints = ProcessingJobs(self.runtime), Endpoints(self.runtime)
         self.stacks = Stacks(self.runtime)
@@ -65,7 +65,7 @@ class LocalPipeline:
     def script(self, name: str, *args: str, log: Path) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            code = subprocess.call(["bash", str(ROOT / "scripts" / name), *args], stdout=out,
+            code = subprocess.call(["bash", str(self.runtime.source_root / "scripts" / name), *args], stdout=out,
                                    stderr=subprocess.STDOUT, env=self.environment())
         if code != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
@@ -86,7 +86,7 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
     workdir = (options.runs_dir / f".stand-in-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "deploy.log"
-    local = LocalPipeline(workdir)
+    local = LocalPipeline(workdir, options.source_root)
     summary: dict[str, Any] = {}
     run_dir: Path | None = None
     try:

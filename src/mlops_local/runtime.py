@@ -14,8 +14,6 @@ from pathlib import Path
 
 from mlops_local.gateway import LocalAws
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 class Changes:
     """A counter that components bump when any job or endpoint changes state.
@@ -65,12 +63,14 @@ def python_command(argv: list[str]) -> list[str]:
     return argv
 
 
-def image_from_dockerfile(uri: str, dockerfile: Path) -> LocalImage:
-    """Read what an image would run from its Dockerfile: bin/ programs on PATH, or a Lambda CMD."""
+def image_from_dockerfile(uri: str, dockerfile: Path, source_root: Path) -> LocalImage:
+    """Read what an image would run from its Dockerfile: bin/ programs on PATH, or a Lambda CMD.
+
+    COPY sources are relative to `source_root`, the build context of every Dockerfile here."""
     text = dockerfile.read_text(encoding="utf-8")
     programs: dict[str, list[str]] = {}
     for source in re.findall(r"^COPY\s+(\S+/bin/?)\s+\S+\s*$", text, flags=re.M):
-        for script in sorted((ROOT / source).glob("*")):
+        for script in sorted((source_root / source).glob("*")):
             match = re.search(r"^exec\s+(.+?)\s+\"\$@\"\s*$", script.read_text(encoding="utf-8"), flags=re.M)
             if match:
                 programs[script.name] = python_command(shlex.split(match.group(1)))
@@ -82,10 +82,11 @@ def image_from_dockerfile(uri: str, dockerfile: Path) -> LocalImage:
 @dataclass
 class ImageMap:
     """Image URI -> local image. The Build stage (skipped here) records what it would have built."""
+    source_root: Path
     images: dict[str, LocalImage] = field(default_factory=dict)
 
     def add(self, uri: str, dockerfile: Path) -> LocalImage:
-        image = image_from_dockerfile(uri, dockerfile)
+        image = image_from_dockerfile(uri, dockerfile, self.source_root)
         self.images[uri] = image
         return image
 
@@ -103,7 +104,14 @@ class ImageMap:
 
 @dataclass
 class Runtime:
+    """`source_root` is the project checkout whose code the local runtime runs (templates, Dockerfiles,
+    src/): passed in by the CLI or a test, never derived from where this package is installed."""
     aws: LocalAws
     workdir: Path
-    images: ImageMap = field(default_factory=ImageMap)
+    source_root: Path
+    images: ImageMap = field(init=False)
     changes: Changes = field(default_factory=Changes)
+
+    def __post_init__(self) -> None:
+        self.source_root = self.source_root.resolve()
+        self.images = ImageMap(self.source_root)

@@ -160,3 +160,41 @@ def _float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def render_report(summary: dict) -> str:
+    lines = [f"# Run {summary['pipeline_execution_id']}", "",
+             f"- status: **{summary['status']}**, decision: **{summary['decision']}** "
+             f"(threshold RMSE <= {summary['threshold']:g})"]
+    metrics = summary.get("metrics")
+    if metrics:
+        lines.append(f"- test split: RMSE {metrics['rmse']:.2f}, MAE {metrics['mae']:.2f}, "
+                     f"R2 {metrics['r2']:.4f}")
+    quality = summary.get("data_quality")
+    if quality:
+        lines.append(f"- data: {quality['rows_in']} rows in, {quality['rows_out']} out, "
+                     f"{quality['quarantined']} quarantined, {quality['duplicates']} duplicates")
+    if summary.get("model_package_arn"):
+        lines.append(f"- model package: {summary['model_package_arn']}")
+    if summary.get("endpoint"):
+        lines.append(f"- endpoint: {summary['endpoint']['name']} ({summary['endpoint']['status']})")
+    test = summary.get("endpoint_test")
+    if test:
+        lines.append(f"- endpoint test: passed={test['passed']} on {test['rows']} records, "
+                     f"RMSE {_num(test['rmse'])}, p50 {_num(test['p50_ms'])} ms, p99 {_num(test['p99_ms'])} ms")
+    if summary.get("status_summary"):
+        lines.append(f"- execution: {summary['status_summary']}")
+    timings = summary["timings"]
+    lines += [f"- wall {timings['wall_seconds']:.1f} s (jobs {timings['job_seconds']:.1f} s, orchestration "
+              f"{timings['orchestration_seconds']:.1f} s)", "",
+              "| stage | action | status | seconds | message |", "|---|---|---|---|---|"]
+    for stage in summary["stages"]:
+        for action in stage["actions"]:
+            message = action["message"].replace("|", "\\|").replace("\n", " ")[:200]
+            lines.append(f"| {stage['name']} | {action['name']} | {action['status']} | "
+                         f"{action['seconds']:.1f} | {message} |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

@@ -19,10 +19,10 @@ from lambdas.job import run_job
 from mlops_local.endpoints import Endpoints
 from mlops_local.gateway import LocalAws
 from mlops_local.jobs import pack_model
-from mlops_local.runtime import ROOT, Runtime
+from mlops_local.runtime import Runtime
 from training.predictor import Predictor
 
-from tests.conftest import load_event
+from tests.conftest import ROOT, load_event
 from tests.lambdas.pipeline_stubs import expect_success, stubbed_codepipeline
 from tests.training.test_serve import BY_HAND, RECORDS, SPEC, write_model_dir
 
@@ -52,7 +52,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 def local(tmp_path_factory, models):
     """(LocalAws, Runtime, Endpoints), with the model tarballs in S3; every server stops at the end."""
     with LocalAws() as aws:
-        runtime = Runtime(aws, tmp_path_factory.mktemp("runtime"))
+        runtime = Runtime(aws, tmp_path_factory.mktemp("runtime"), source_root=ROOT)
         runtime.images.add(IMAGE, ROOT / "src" / "training" / "Dockerfile")
         endpoints = Endpoints(runtime)
         endpoints.register()

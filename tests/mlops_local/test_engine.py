@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 
 from mlops_local.engine import PipelineEngine
 from mlops_local.gateway import LocalAws
-from mlops_local.runtime import ROOT, Runtime
+from tests.conftest import ROOT
+from mlops_local.runtime import Runtime
 
 HERE = "tests.mlops_local.test_engine"
 REPO = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -128,7 +129,7 @@ class Stand:
 @pytest.fixture(scope="module")
 def stand(tmp_path_factory):
     with LocalAws() as aws:
-        runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("engine"))
+        runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("engine"), source_root=ROOT)
         applied: list[str] = []
         # Continuations re-run only on a change signal here (30 s fallback), which the tests drive.
         engine = PipelineEngine(runtime, stack_applier=applied.append, poll_interval=(30.0, 30.0)).register()

@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 from lambdas import glue as glue_worker
 from mlops_local.gateway import Gateway, LocalAws
 from mlops_local.glue_runs import GlueRuns
-from mlops_local.runtime import ROOT, Runtime
+from tests.conftest import ROOT
+from mlops_local.runtime import Runtime
 
 from tests.lambdas.pipeline_stubs import invoke_worker as invoke
 
@@ -51,7 +52,7 @@ def training_zip() -> bytes:
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory):
     with LocalAws(Gateway()) as aws:
-        runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("glue-runtime"))
+        runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("glue-runtime"), source_root=ROOT)
         glue_runs = GlueRuns(runtime).register()
         s3, glue = aws.client("s3"), aws.client("glue")
         s3.create_bucket(Bucket=BUCKET)

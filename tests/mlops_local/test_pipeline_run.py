@@ -12,7 +12,7 @@ import pytest
 from mlops_local.cli import main
 from mlops_local.pipeline_run import PipelineOptions, run_pipeline
 
-from tests.conftest import DATASET_CONFIG
+from tests.conftest import DATASET_CONFIG, ROOT
 from tests.mlops_local.datasets import write_diamonds_sample, write_houses
 
 pytestmark = pytest.mark.spark
@@ -47,7 +47,7 @@ def test_approved_registered_deployed_and_tested(tmp_path, sample):
                                  env=local.environment(), capture_output=True, text=True, timeout=60)
         seen["keys"] = listing.stdout
 
-    options = PipelineOptions(data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
+    options = PipelineOptions(source_root=ROOT, data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
                               quality_threshold=5000, hyperparameters=FAST)
     code, summary = run_pipeline(options, say=lambda line: None, before_close=inspect)
     assert code == 0, json.dumps(summary, indent=2)
@@ -82,7 +82,7 @@ def test_rejected_model_stops_at_evaluation_and_is_recorded(tmp_path, sample):
         seen["statuses"] = [p["ModelApprovalStatus"] for p in packages["ModelPackageSummaryList"]]
         seen["endpoints"] = local.aws.client("sagemaker").list_endpoints()["Endpoints"]
 
-    options = PipelineOptions(data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
+    options = PipelineOptions(source_root=ROOT, data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
                               quality_threshold=1, hyperparameters=FAST)
     code, summary = run_pipeline(options, say=lambda line: None, before_close=inspect)
     assert code == 3
@@ -149,7 +149,7 @@ def test_two_executions_started_together_keep_their_data_apart(tmp_path, sample)
             }
         seen["ids"] = ids
 
-    options = PipelineOptions(data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
+    options = PipelineOptions(source_root=ROOT, data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
                               quality_threshold=5000, hyperparameters=FAST)
     code, _ = run_pipeline(options, say=lambda line: None, before_close=inspect)
     assert code == 0

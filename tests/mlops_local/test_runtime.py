@@ -6,14 +6,15 @@ import threading
 
 import pytest
 
-from mlops_local.runtime import ROOT, Changes, ImageMap, python_command
+from tests.conftest import ROOT
+from mlops_local.runtime import Changes, ImageMap, python_command
 
 TRAINING = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-training:c0ffee"
 TEST_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-endpoint-test:c0ffee"
 
 
 def test_training_image_programs_come_from_its_dockerfile():
-    image = ImageMap().add(TRAINING, ROOT / "src/training/Dockerfile")
+    image = ImageMap(ROOT).add(TRAINING, ROOT / "src/training/Dockerfile")
     assert image.command("train") == [sys.executable, "-m", "training.train"]
     assert image.command("serve") == [sys.executable, "-m", "training.serve"]
     assert image.lambda_handler is None
@@ -22,12 +23,12 @@ def test_training_image_programs_come_from_its_dockerfile():
 
 
 def test_lambda_image_handler_comes_from_its_cmd():
-    image = ImageMap().add(TEST_IMAGE, ROOT / "src/lambdas/Dockerfile")
+    image = ImageMap(ROOT).add(TEST_IMAGE, ROOT / "src/lambdas/Dockerfile")
     assert image.lambda_handler == "lambdas.endpoint_test.handler" and image.programs == {}
 
 
 def test_resolve_by_repository_when_the_tag_differs():
-    images = ImageMap()
+    images = ImageMap(ROOT)
     images.add(TRAINING, ROOT / "src/training/Dockerfile")
     assert images.resolve(TRAINING.replace("c0ffee", "beef")).uri == TRAINING
     with pytest.raises(KeyError, match="is not known here"):

@@ -13,7 +13,8 @@ from botocore.exceptions import ClientError
 from lambdas import evaluation as evaluation_worker
 from lambdas import training as training_worker
 from mlops_local.gateway import Gateway, LocalAws
-from mlops_local.runtime import ROOT, Runtime
+from tests.conftest import ROOT
+from mlops_local.runtime import Runtime
 from mlops_local.sagemaker_jobs import ProcessingJobs, TrainingJobs
 from training.features import FeatureSpec
 
@@ -47,7 +48,7 @@ def splits() -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory):
     with LocalAws(Gateway()) as aws:
-        runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("sagemaker-runtime"))
+        runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("sagemaker-runtime"), source_root=ROOT)
         runtime.images.add(IMAGE, ROOT / "src/training/Dockerfile")
         training, processing = TrainingJobs(runtime).register(), ProcessingJobs(runtime).register()
         s3 = aws.client("s3")

@@ -12,7 +12,8 @@ import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
 from mlops_local.gateway import LocalAws
-from mlops_local.runtime import ROOT, Runtime
+from tests.conftest import ROOT
+from mlops_local.runtime import Runtime
 from mlops_local.stacks import (Stacks, camel, conform, install_models, pipeline_request,
                                 project_request, security_configuration_request)
 
@@ -36,7 +37,7 @@ ACTIONS = {
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory):
     with LocalAws() as local:
-        Stacks(Runtime(aws=local, workdir=tmp_path_factory.mktemp("stacks"))).register()
+        Stacks(Runtime(aws=local, workdir=tmp_path_factory.mktemp("stacks"), source_root=ROOT)).register()
         s3 = local.client("s3")
         s3.create_bucket(Bucket=CODE_BUCKET)
         archive = io.BytesIO()
@@ -48,7 +49,7 @@ def aws(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stacks(aws, tmp_path_factory):
-    return Stacks(Runtime(aws=aws, workdir=tmp_path_factory.mktemp("render")))
+    return Stacks(Runtime(aws=aws, workdir=tmp_path_factory.mktemp("render"), source_root=ROOT))
 
 
 def parameters(**values: str) -> list[dict]:
