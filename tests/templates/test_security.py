@@ -47,60 +47,83 @@ def as_list(value):
 
 
 STATEMENTS = list(statements())
-IDS = [f"{t}:{r}:{s.get('Sid', '?')}" for t, r, _, s in STATEMENTS]
+
+
+def cases(selected):
+    """Parametrize cases with readable ids, for the statements a check applies to."""
+    return [pytest.param(*item, id=f"{item[0]}:{item[1]}:{item[3].get('Sid', '?')}") for item in selected]
+
+
+def is_allow(statement) -> bool:
+    return statement["Effect"] == "Allow"
+
+
+def star_resources(kind, statement):
+    """The statement's resources as text when it grants on "*" (else None). Trust and resource
+    policies have no Resource; in a key policy "*" means the key itself."""
+    if not is_allow(statement) or "Resource" not in statement or kind == "AWS::KMS::Key":
+        return None
+    texts = [r if isinstance(r, str) else sub_text(r) if "Fn::Sub" in r else None
+             for r in as_list(statement["Resource"])]
+    return texts if "*" in texts else None
+
+
+def wildcard_arns(kind, statement):
+    """The Sub ARNs of a role's Allow statement that end in a wildcard."""
+    if not is_allow(statement) or kind != "AWS::IAM::Role":
+        return []
+    texts = [sub_text(r) for r in as_list(statement.get("Resource", [])) if isinstance(r, dict) and "Fn::Sub" in r]
+    return [t for t in texts if t.startswith("arn:") and t.endswith("*")]
+
+
+# Each check is generated only for the statements it applies to, so every case asserts something.
+ALLOW = [s for s in STATEMENTS if is_allow(s[3])]
+STAR = [s for s in STATEMENTS if star_resources(s[2], s[3]) is not None]
+PASS_ROLE = [s for s in STATEMENTS if "iam:PassRole" in as_list(s[3].get("Action", []))]
+WILDCARD_ARNS = [s for s in STATEMENTS if wildcard_arns(s[2], s[3])]
 
 
 def test_there_are_policies_to_check():
     assert len(STATEMENTS) > 60
+    # a selection that went empty would silently turn its check off
+    assert len(ALLOW) > 60 and len(STAR) >= 10 and len(PASS_ROLE) >= 3 and len(WILDCARD_ARNS) >= 10
 
 
-@pytest.mark.parametrize("template, resource, kind, statement", STATEMENTS, ids=IDS)
+@pytest.mark.parametrize("template, resource, kind, statement", cases(STATEMENTS))
 def test_statement_has_a_sid(template, resource, kind, statement):
     assert re.fullmatch(r"[A-Za-z0-9]+", statement.get("Sid", "")), statement
 
 
-@pytest.mark.parametrize("template, resource, kind, statement", STATEMENTS, ids=IDS)
+def test_no_statement_uses_not_action():
+    assert [(t, r, s.get("Sid")) for t, r, _, s in STATEMENTS if "NotAction" in s] == []
+
+
+@pytest.mark.parametrize("template, resource, kind, statement", cases(ALLOW))
 def test_no_wildcard_actions(template, resource, kind, statement):
-    assert "NotAction" not in statement
-    if statement["Effect"] != "Allow":
-        return
     for action in as_list(statement["Action"]):
         assert action != "*" and not action.endswith(":*"), f"{resource}: {action}"
 
 
-@pytest.mark.parametrize("template, resource, kind, statement", STATEMENTS, ids=IDS)
+@pytest.mark.parametrize("template, resource, kind, statement", cases(STAR))
 def test_star_resource_only_for_actions_without_resource_level_permissions(template, resource, kind, statement):
-    if statement["Effect"] != "Allow" or "Resource" not in statement:
-        return  # trust policies and resource policies (their resource is the resource itself)
-    if kind == "AWS::KMS::Key":
-        return  # in a key policy "*" means this key
-    resources_ = [r if isinstance(r, str) else sub_text(r) if "Fn::Sub" in r else None
-                  for r in as_list(statement["Resource"])]
-    if "*" in resources_:
-        assert resources_ == ["*"], "a '*' statement holds nothing else"
-        extra = set(as_list(statement["Action"])) - STAR_RESOURCE_ACTIONS
-        assert not extra, f"{resource} {statement['Sid']}: {sorted(extra)} on '*'"
+    assert star_resources(kind, statement) == ["*"], "a '*' statement holds nothing else"
+    extra = set(as_list(statement["Action"])) - STAR_RESOURCE_ACTIONS
+    assert not extra, f"{resource} {statement['Sid']}: {sorted(extra)} on '*'"
 
 
-@pytest.mark.parametrize("template, resource, kind, statement", STATEMENTS, ids=IDS)
+@pytest.mark.parametrize("template, resource, kind, statement", cases(PASS_ROLE))
 def test_pass_role_has_a_passed_to_service_condition(template, resource, kind, statement):
-    if "iam:PassRole" in as_list(statement.get("Action", [])):
-        assert statement["Condition"]["StringEquals"]["iam:PassedToService"], statement
-        assert statement["Resource"] != "*"
+    assert statement["Condition"]["StringEquals"]["iam:PassedToService"], statement
+    assert statement["Resource"] != "*"
 
 
-@pytest.mark.parametrize("template, resource, kind, statement", STATEMENTS, ids=IDS)
+@pytest.mark.parametrize("template, resource, kind, statement", cases(WILDCARD_ARNS))
 def test_scoped_resources_name_the_project(template, resource, kind, statement):
     """A Sub ARN that ends in a wildcard is scoped by the project prefix (or a bucket/key of the stack)."""
-    if statement["Effect"] != "Allow" or kind != "AWS::IAM::Role":
-        return
-    for item in as_list(statement.get("Resource", [])):
-        if isinstance(item, dict) and "Fn::Sub" in item:
-            text = sub_text(item)
-            if text.startswith("arn:") and text.endswith("*"):
-                assert "${ProjectName}" in text or "Bucket" in text or text.endswith(
-                    ("/aws-glue/*", "/aws/sagemaker/TrainingJobs:*", "/aws/sagemaker/ProcessingJobs:*",
-                     "repository/tensorflow-training", "scalable-target/*")), f"{resource}: {text}"
+    for text in wildcard_arns(kind, statement):
+        assert "${ProjectName}" in text or "Bucket" in text or text.endswith(
+            ("/aws-glue/*", "/aws/sagemaker/TrainingJobs:*", "/aws/sagemaker/ProcessingJobs:*",
+             "repository/tensorflow-training", "scalable-target/*")), f"{resource}: {text}"
 
 
 def test_no_full_access_managed_policies():
