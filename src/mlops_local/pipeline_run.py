@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from mlops_local.codepipeline import PipelineEngine
 from mlops_local.endpoints import Endpoints
-from mlops_local.engine import PipelineEngine
 from mlops_local.gateway import LocalAws
 from mlops_local.glue_runs import GlueRuns
 from mlops_local.runtime import Runtime
-from mlops_local.sagemaker_jobs import ProcessingJobs, TrainingJobs
+from mlops_local.processing_jobs import ProcessingJobs
 from mlops_local.stacks import Stacks
 from mlops_local.summary import build_summary, collect, render_report
+from mlops_local.training_jobs import TrainingJobs
 
 PROJECT = "mlops"
 STACK = f"{PROJECT}-pipeline"
@@ -76,6 +77,7 @@ class LocalPipeline:
             stop = getattr(component, "stop_all", None) or getattr(component, "close", None)
             if stop:
                 stop()
+        self.runtime.close()
         self.aws.stop()
 
 

@@ -1,4 +1,5 @@
-"""What the local runtime's components share: the stand-in, a work folder, images, change signals.
+"""What the local runtime's components share: the stand-in, a work folder, images, change signals,
+the warm Lambda workers.
 
 Each component (Glue job runs, SageMaker jobs, endpoints, stacks, the pipeline engine) is built
 with a `Runtime` and registers its operations on `runtime.aws.gateway`.
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlops_local.gateway import LocalAws
+from mlops_local.lambda_workers import LambdaWorkers
 
 
 class Changes:
@@ -111,7 +113,12 @@ class Runtime:
     source_root: Path
     images: ImageMap = field(init=False)
     changes: Changes = field(default_factory=Changes)
+    lambda_workers: LambdaWorkers = field(default_factory=LambdaWorkers)
 
     def __post_init__(self) -> None:
         self.source_root = self.source_root.resolve()
         self.images = ImageMap(self.source_root)
+
+    def close(self) -> None:
+        """End what the runtime itself keeps running: the idle Lambda workers."""
+        self.lambda_workers.close()

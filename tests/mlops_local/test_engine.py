@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from mlops_local.engine import PipelineEngine
+from mlops_local.codepipeline import PipelineEngine
 from mlops_local.gateway import LocalAws
 from tests.conftest import ROOT
 from mlops_local.runtime import Runtime
@@ -144,7 +144,10 @@ def stand(tmp_path_factory):
             s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket="engine-data", VersioningConfiguration={"Status": "Enabled"})
         s3.put_object(Bucket="engine-data", Key="raw/data.csv", Body=b"a,b\n1,2\n")
-        yield Stand(aws, runtime, engine, role, key, applied)
+        try:
+            yield Stand(aws, runtime, engine, role, key, applied)
+        finally:
+            runtime.close()  # the warm Lambda workers
 
 
 def create_function(stand: Stand, name: str, handler: str, env: dict | None = None, image: str | None = None):

@@ -1,0 +1,69 @@
+"""The local CodePipeline: runs the pipelines stored in moto and serves their executions and jobs.
+
+`PipelineEngine` wires the store of executions (`models`), the `scheduler` that runs them and the
+API handlers (`responses`) registered on the gateway; `actions` holds what each action type does.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from mlops_local.codepipeline.actions import SourceProvider
+from mlops_local.codepipeline.models import PipelineStore
+from mlops_local.codepipeline.responses import CodePipelineResponses
+from mlops_local.codepipeline.scheduler import Scheduler
+from mlops_local.runtime import Runtime
+
+PREFIX = "CodePipeline_20150709."
+DEFAULT_ACTION_TIMEOUT = 3600.0
+DEFAULT_POLL_INTERVAL = (0.5, 2.0)
+
+
+class PipelineEngine:
+    """Runs CodePipeline executions of the pipelines stored in moto; serves the job API."""
+
+    def __init__(self, runtime: Runtime, *, sources: SourceProvider | None = None,
+                 stack_applier: Callable[[str], None] | None = None,
+                 action_timeout: float = DEFAULT_ACTION_TIMEOUT,
+                 poll_interval: tuple[float, float] = DEFAULT_POLL_INTERVAL) -> None:
+        self.runtime = runtime
+        self.store = PipelineStore()
+        self._clients: dict[str, Any] = {}
+        self._client_lock = threading.Lock()
+        self.scheduler = Scheduler(
+            runtime, self.store, self.client,
+            sources=sources or (lambda repository, branch: runtime.source_root),  # every branch: the checkout
+            stack_applier=stack_applier, action_timeout=action_timeout, poll_interval=poll_interval)
+        self.responses = CodePipelineResponses(self.store, self.scheduler, self.client)
+
+    def register(self) -> "PipelineEngine":
+        api = self.responses
+        for name, handler in {
+            "StartPipelineExecution": api.start_pipeline_execution,
+            "GetPipelineState": api.get_pipeline_state,
+            "GetPipelineExecution": api.get_pipeline_execution,
+            "ListPipelineExecutions": api.list_pipeline_executions,
+            "ListActionExecutions": api.list_action_executions,
+            "StopPipelineExecution": api.stop_pipeline_execution,
+            "PutJobSuccessResult": api.put_job_success_result,
+            "PutJobFailureResult": api.put_job_failure_result,
+            "GetJobDetails": api.get_job_details,
+        }.items():
+            self.runtime.aws.gateway.operation(PREFIX + name, handler)
+        return self
+
+    def client(self, service: str) -> Any:
+        """One boto3 client per service, shared by the engine's threads."""
+        with self._client_lock:  # boto3's default session is not thread-safe while creating clients
+            if service not in self._clients:
+                self._clients[service] = self.runtime.aws.client(service)
+            return self._clients[service]
+
+    def wait(self, pipeline: str, execution_id: str, timeout: float | None = None) -> str:
+        """Block until the execution ends; return its status (or the current one on timeout)."""
+        execution = self.responses.execution(pipeline, execution_id)
+        execution.done.wait(timeout)
+        return execution.status
+
+
+__all__ = ["PipelineEngine"]

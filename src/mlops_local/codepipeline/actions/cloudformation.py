@@ -1,0 +1,135 @@
+"""Deploy/CloudFormation: CREATE_UPDATE, REPLACE_ON_FAILURE and DELETE_ONLY through the stand-in.
+
+The stack is created or updated in moto's CloudFormation and polled until it settles; then the
+engine's stack applier creates the resources moto's CloudFormation drops.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from mlops_local.codepipeline.actions.context import (ActionContext, ActionFailed, ActionResult, put_zip_artifact,
+                                                      read_artifact_file)
+
+logger = logging.getLogger(__name__)
+
+
+FAILED_STATES = ("CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED",
+                 "UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED", "UPDATE_FAILED")
+
+
+def deploy_cloudformation(ctx: ActionContext) -> ActionResult:
+    mode, stack = ctx.require("ActionMode"), ctx.require("StackName")
+    cfn = ctx.client("cloudformation")
+    current = _stack(cfn, stack)
+    if mode == "DELETE_ONLY":
+        if current:
+            cfn.delete_stack(StackName=stack, **_role(ctx))
+            _wait_stack(ctx, cfn, stack)
+        return ActionResult(summary=f"Stack {stack} deleted" if current else f"Stack {stack} did not exist")
+    if mode not in ("CREATE_UPDATE", "REPLACE_ON_FAILURE"):
+        raise ActionFailed(f"ActionMode {mode} is not supported locally (CREATE_UPDATE, REPLACE_ON_FAILURE, "
+                           "DELETE_ONLY are)", "ConfigurationError")
+
+    template = read_artifact_file(ctx, ctx.require("TemplatePath"), "TemplatePath").decode("utf-8")
+    parameters: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    if ctx.configuration.get("TemplateConfiguration"):
+        raw = read_artifact_file(ctx, ctx.configuration["TemplateConfiguration"], "TemplateConfiguration")
+        try:
+            config = json.loads(raw)
+            parameters.update({k: _param(v) for k, v in (config.get("Parameters") or {}).items()})
+            tags.update({k: str(v) for k, v in (config.get("Tags") or {}).items()})
+        except (ValueError, AttributeError) as exc:
+            raise ActionFailed(f"TemplateConfiguration is not JSON {{\"Parameters\", \"Tags\"}}: {exc}",
+                               "ConfigurationError") from None
+    if ctx.configuration.get("ParameterOverrides"):
+        try:
+            overrides = json.loads(ctx.configuration["ParameterOverrides"])
+            if not isinstance(overrides, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise ActionFailed(f"ParameterOverrides is not a JSON object: {exc}", "ConfigurationError") from None
+        parameters.update({k: _param(v) for k, v in overrides.items()})  # overrides win
+    capabilities = [c.strip() for c in ctx.configuration.get("Capabilities", "").split(",") if c.strip()]
+    request: dict[str, Any] = {"StackName": stack, "TemplateBody": template,
+                               "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+                               "Capabilities": capabilities, **_role(ctx)}
+    if tags:
+        request["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+
+    if current and (current["StackStatus"] == "ROLLBACK_COMPLETE"
+                    or (mode == "REPLACE_ON_FAILURE" and current["StackStatus"] in FAILED_STATES)):
+        cfn.delete_stack(StackName=stack, **_role(ctx))
+        _wait_stack(ctx, cfn, stack)
+        current = None
+    try:
+        if current:
+            try:
+                cfn.update_stack(**request)
+            except ClientError as exc:
+                if "No updates are to be performed" not in str(exc):
+                    raise
+        else:
+            cfn.create_stack(**request)
+    except ClientError as exc:
+        raise ActionFailed(f"CloudFormation rejected stack {stack}: {exc.response['Error'].get('Message', exc)}") \
+            from None
+    final = _wait_stack(ctx, cfn, stack)
+    status = final["StackStatus"] if final else "DELETE_COMPLETE"
+    if final is None or status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        raise ActionFailed(f"stack {stack} ended {status}: {_failure_reason(cfn, stack)}")
+    if ctx.stack_applier is not None:
+        try:
+            ctx.stack_applier(stack)
+        except Exception as exc:
+            logger.exception("stack applier failed for %s", stack)
+            raise ActionFailed(f"stack {stack}: creating the resources moto's CloudFormation drops failed: "
+                               f"{exc}") from None
+        final = _stack(cfn, stack) or final
+    outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in final.get("Outputs", [])}
+    if ctx.configuration.get("OutputFileName") and ctx.outputs:
+        put_zip_artifact(ctx, ctx.outputs[0], ctx.configuration["OutputFileName"], json.dumps(outputs, indent=2))
+    return ActionResult(summary=f"Stack {stack} {status}", variables=outputs, external_id=final.get("StackId"))
+
+
+def _param(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _role(ctx: ActionContext) -> dict[str, str]:
+    return {"RoleARN": ctx.configuration["RoleArn"]} if ctx.configuration.get("RoleArn") else {}
+
+
+def _stack(cfn: Any, name: str) -> dict[str, Any] | None:
+    try:
+        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return None
+        raise
+    live = [s for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"]
+    return live[0] if live else None
+
+
+def _wait_stack(ctx: ActionContext, cfn: Any, name: str) -> dict[str, Any] | None:
+    while True:
+        stack = _stack(cfn, name)
+        if stack is None or not stack["StackStatus"].endswith("_IN_PROGRESS"):
+            return stack
+        ctx.check_time()
+        time.sleep(0.2)
+
+
+def _failure_reason(cfn: Any, stack: str) -> str:
+    try:
+        events = cfn.describe_stack_events(StackName=stack)["StackEvents"]
+    except Exception:
+        return "see the stack's events"
+    reasons = [f"{e['LogicalResourceId']}: {e['ResourceStatusReason']}" for e in events
+               if e.get("ResourceStatus", "").endswith("FAILED") and e.get("ResourceStatusReason")]
+    return "; ".join(reasons[:3]) or "see the stack's events"

@@ -1,0 +1,157 @@
+"""Invoke/Lambda: the function's handler runs in a warm worker, once per job, until it reports.
+
+The handler gets the function's environment and the stand-in's endpoint, in a child interpreter
+kept per (function, environment) by `runtime.lambda_workers`; the job ends when the handler reports
+PutJobSuccessResult/PutJobFailureResult, and a continuation token invokes it again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from botocore.exceptions import ClientError
+
+from mlops_local.codepipeline.actions.context import ActionAbandoned, ActionContext, ActionFailed, ActionResult
+
+MIN_FUNCTION_SECONDS = 30.0  # a cold worker starts slower than a warm Lambda; never below this
+
+
+def invoke_lambda(ctx: ActionContext) -> ActionResult:
+    """Run the function once per job until it reports success without a continuation token.
+
+    Each invocation goes to a warm worker (`runtime.lambda_workers`): a child interpreter of this one that
+    serves only this function with this environment, as Lambda reuses a warm execution environment.
+    The function's own environment (and nothing of another function's), killed at the function's
+    timeout or on abandon, so parallel actions run truly in parallel and a hung or crashing handler
+    cannot take the engine with it. The first invocation pays ~0.4 s of interpreter and boto3 start;
+    later ones (continuations, the next execution) reuse the worker and its imports.
+    """
+    name = ctx.require("FunctionName")
+    try:
+        function = ctx.client("lambda").get_function(FunctionName=name)
+    except ClientError as exc:
+        raise ActionFailed(f"Lambda function {name}: {exc.response['Error'].get('Message', exc)}",
+                           "ConfigurationError") from None
+    config = function["Configuration"]
+    handler = _handler(ctx, function)
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")}
+    root = ctx.runtime.source_root
+    path = [str(root / "src"), str(root), os.environ.get("PYTHONPATH")]  # the zip's lambdas/ and tests' handlers
+    env.update({"PYTHONPATH": os.pathsep.join(filter(None, path)),
+                "PYTHONUNBUFFERED": "1", "LAMBDA_TASK_ROOT": str(root / "src"), "_HANDLER": handler,
+                "AWS_LAMBDA_FUNCTION_NAME": config["FunctionName"],
+                "AWS_LAMBDA_FUNCTION_VERSION": config.get("Version", "$LATEST"),
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.get("MemorySize", 128)),
+                "AWS_LAMBDA_LOG_GROUP_NAME": (config.get("LoggingConfig") or {}).get(
+                    "LogGroup", f"/aws/lambda/{config['FunctionName']}")})
+    env.update((config.get("Environment") or {}).get("Variables") or {})
+    env.update(ctx.runtime.aws.environment())  # boto3 in the handler reaches the stand-in
+    function_seconds = max(float(config.get("Timeout", 3)), MIN_FUNCTION_SECONDS)
+
+    token: str | None = None
+    since = ctx.runtime.changes.version
+    first, longest = ctx.poll_interval
+    delay = first
+    invocation = 0
+    while True:
+        ctx.check_time()
+        invocation += 1
+        job = ctx.new_job(token)
+        log = ctx.workdir / f"invocation-{invocation}.log"
+        try:
+            error = _run_child(ctx, handler, job.event(), config, env, log, function_seconds)
+        finally:
+            ctx.end_job(job)
+        result = job.result
+        if result is None:
+            reason = error or "the function ended without PutJobSuccessResult/PutJobFailureResult"
+            raise ActionFailed(f"Lambda {name}: {reason} (log: {log})")
+        if result["type"] == "failure":
+            details = result["failureDetails"]
+            ctx.progress(external_id=details.get("externalExecutionId"), external_url=log.as_uri())
+            raise ActionFailed(details.get("message") or "the function reported a failure",
+                               details.get("type", "JobFailed"))
+        details = result.get("executionDetails") or {}
+        ctx.progress(summary=details.get("summary"), percent=details.get("percentComplete"),
+                     external_id=details.get("externalExecutionId"), external_url=log.as_uri())
+        if not result.get("continuationToken"):
+            return ActionResult(summary=details.get("summary") or f"Lambda {name} succeeded",
+                                variables=dict(result.get("outputVariables") or {}),
+                                external_id=details.get("externalExecutionId"), external_url=log.as_uri())
+        token = result["continuationToken"]
+        # Re-invoke as soon as a job or endpoint changed state; else after a short backoff.
+        waited_until = time.monotonic() + delay
+        changed = False
+        while not changed and time.monotonic() < waited_until:
+            ctx.check_time()
+            version = ctx.runtime.changes.wait(since, timeout=min(0.5, max(0.0, waited_until - time.monotonic())))
+            changed = version > since
+            since = version
+        delay = first if changed else min(delay * 2, longest)
+
+
+def _handler(ctx: ActionContext, function: Mapping[str, Any]) -> str:
+    config = function["Configuration"]
+    uri = (function.get("Code") or {}).get("ImageUri", "")
+    # moto's CloudFormation creates image functions with PackageType Zip; the image URI tells.
+    if config.get("PackageType") != "Image" and not uri:
+        if not config.get("Handler"):
+            raise ActionFailed(f"Lambda {config['FunctionName']} has no Handler", "ConfigurationError")
+        return config["Handler"]
+    try:
+        image = ctx.runtime.images.resolve(uri)
+    except KeyError as exc:
+        raise ActionFailed(f"Lambda {config['FunctionName']}: {exc.args[0]}", "ConfigurationError") from None
+    command = ((config.get("ImageConfigResponse") or {}).get("ImageConfig") or {}).get("Command") or []
+    handler = command[0] if command else image.lambda_handler
+    if not handler:
+        raise ActionFailed(f"Lambda {config['FunctionName']}: image {uri} ({image.dockerfile}) has no handler CMD",
+                           "ConfigurationError")
+    return handler
+
+
+def _run_child(ctx: ActionContext, handler: str, event: dict[str, Any], config: Mapping[str, Any],
+               env: dict[str, str], log: Path, seconds: float) -> str | None:
+    """Run the handler in a warm worker; return why it failed, or None when it returned."""
+    deadline = min(time.monotonic() + seconds, ctx.deadline)
+    payload = {"handler": handler, "event": event, "log": str(log), "cwd": str(ctx.workdir),
+               "context": {"function_name": config["FunctionName"],
+                           "function_version": config.get("Version", "$LATEST"),
+                           "invoked_function_arn": config.get("FunctionArn", ""),
+                           "memory_limit_in_mb": int(config.get("MemorySize", 128)),
+                           "aws_request_id": event["CodePipeline.job"]["id"],
+                           "log_group_name": env["AWS_LAMBDA_LOG_GROUP_NAME"],
+                           "log_stream_name": str(log), "deadline_epoch": time.time() + (deadline - time.monotonic())}}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(b"")  # this invocation's own log; the worker appends to it while it serves the invocation
+    key = (config["FunctionName"], hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest())
+    worker_log = ctx.runtime.workdir / "lambda-workers" / f"{config['FunctionName']}.log"
+    workers = ctx.runtime.lambda_workers
+    worker = workers.acquire(key, env, ctx.workdir, worker_log)
+    if not worker.send(payload) and worker.invocations > 1:
+        worker.kill()  # it died while idle: a fresh one takes the invocation, as Lambda would
+        worker = workers.acquire(key, env, ctx.workdir, worker_log, reuse=False)
+        worker.send(payload)
+    answered = False
+    try:
+        while True:
+            if ctx.abandoned():
+                raise ActionAbandoned()
+            if time.monotonic() > deadline:
+                return f"the function timed out after {seconds:.0f} s"
+            try:
+                outcome = worker.receive(timeout=0.05)
+            except EOFError:
+                return f"the function's process exited with code {worker.exit_code()} before returning"
+            if outcome is not None:
+                answered = True
+                return outcome.get("error")
+    finally:
+        if answered:
+            workers.release(key, worker)
+        else:  # timed out, abandoned or crashed: this environment is not reused
+            worker.kill()

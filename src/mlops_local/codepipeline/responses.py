@@ -1,0 +1,226 @@
+"""The CodePipeline API the engine serves on the gateway: execution and job operations.
+
+moto keeps pipeline definitions (CRUD); these handlers start, report and stop executions from the
+engine's store and take job results from Lambda job workers. Each takes the request's JSON
+parameters and returns the response's.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from typing import Any, Callable, Mapping
+
+from botocore.exceptions import ClientError
+
+from mlops_local.codepipeline.models import TERMINAL, Execution, PipelineStore, compact
+from mlops_local.codepipeline.scheduler import Scheduler
+from mlops_local.gateway import AwsError, now, paginate
+
+logger = logging.getLogger(__name__)
+
+MAX_RESULTS = 100
+
+
+class CodePipelineResponses:
+    """Handlers for StartPipelineExecution ... GetJobDetails, over the store and the scheduler."""
+
+    def __init__(self, store: PipelineStore, scheduler: Scheduler, client: Callable[[str], Any]) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.client = client
+
+    # -- StartPipelineExecution ---------------------------------------------------------------
+    def start_pipeline_execution(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["name"]
+        token = params.get("clientRequestToken")
+        with self.store.lock:
+            if token and (name, token) in self.store.tokens:
+                return {"pipelineExecutionId": self.store.tokens[(name, token)]}
+        pipeline, metadata = self._pipeline(name)
+        variables = self._variables(pipeline, params.get("variables") or [])
+        overrides = {}
+        for override in params.get("sourceRevisions") or []:
+            overrides[override["actionName"]] = override
+        declared = {a["name"] for s in pipeline["stages"] for a in s["actions"]
+                    if a["actionTypeId"]["category"] == "Source"}
+        unknown = sorted(set(overrides) - declared)
+        if unknown:
+            raise AwsError("ValidationException", f"sourceRevisions name actions that are not source actions "
+                                                  f"of {name}: {unknown}")
+        mode = pipeline.get("executionMode") or "SUPERSEDED"
+        execution = Execution(id=str(uuid.uuid4()), pipeline=name, pipeline_arn=metadata.get("pipelineArn", ""),
+                              version=int(pipeline.get("version", 1)), definition=pipeline, mode=mode,
+                              variables=variables, source_overrides=overrides)
+        self.store.add(execution, token)
+        self.scheduler.start(execution)
+        logger.info("pipeline %s: execution %s started (%s)", name, execution.id, mode)
+        return {"pipelineExecutionId": execution.id}
+
+    def _pipeline(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        try:
+            answer = self.client("codepipeline").get_pipeline(name=name)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "PipelineNotFoundException":
+                raise AwsError("PipelineNotFoundException", exc.response["Error"].get("Message")
+                               or f"pipeline {name} not found") from None
+            raise
+        return answer["pipeline"], answer.get("metadata", {})
+
+    @staticmethod
+    def _variables(pipeline: Mapping[str, Any], given: list[dict[str, str]]) -> dict[str, str]:
+        declared = {v["name"]: v.get("defaultValue") for v in pipeline.get("variables") or []}
+        values = dict(declared)
+        for variable in given:
+            if variable["name"] not in declared:
+                raise AwsError("ValidationException", f"pipeline variable '{variable['name']}' is not declared by "
+                                                      f"pipeline {pipeline['name']} (declared: {sorted(declared)})")
+            values[variable["name"]] = variable["value"]
+        missing = sorted(k for k, v in values.items() if v is None)
+        if missing:
+            raise AwsError("ValidationException", f"pipeline variables {missing} have no default value and were "
+                                                  "not given")
+        return values
+
+    # -- the job API ---------------------------------------------------------------------------
+    def _report(self, job_id: str, result: dict[str, Any]) -> dict[str, Any]:
+        with self.store.lock:
+            job = self.store.job(job_id)
+            if job.status != "InProgress":
+                raise AwsError("InvalidJobStateException", f"job {job_id} is {job.status}, not InProgress")
+            job.result = result
+            job.status = "Succeeded" if result["type"] == "success" else "Failed"
+        return {}
+
+    def put_job_success_result(self, params: dict[str, Any]) -> dict[str, Any]:
+        token = params.get("continuationToken")
+        if token is not None and not 1 <= len(token) <= 2048:
+            raise AwsError("ValidationException", "continuationToken must be 1 to 2048 characters")
+        variables = params.get("outputVariables") or {}
+        if len(str(variables)) > 122880:
+            raise AwsError("OutputVariablesSizeExceededException", "output variables exceed 122880 characters")
+        if token and variables:
+            raise AwsError("ValidationException", "outputVariables can only be set on the final result "
+                                                  "(without a continuationToken)")
+        return self._report(params["jobId"], {"type": "success", "continuationToken": token,
+                                              "executionDetails": params.get("executionDetails") or {},
+                                              "outputVariables": variables,
+                                              "currentRevision": params.get("currentRevision")})
+
+    def put_job_failure_result(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._report(params["jobId"], {"type": "failure", "failureDetails": params["failureDetails"]})
+
+    def get_job_details(self, params: dict[str, Any]) -> dict[str, Any]:
+        job = self.store.job(params["jobId"])
+        return {"jobDetails": {"id": job.id, "accountId": job.account_id, "data": copy.deepcopy(job.data)}}
+
+    # -- reading ------------------------------------------------------------------------------
+    def execution(self, pipeline: str, execution_id: str) -> Execution:
+        found = self.store.find(pipeline, execution_id)
+        if found is not None:
+            return found
+        self._pipeline(pipeline)  # PipelineNotFoundException first, as AWS answers
+        raise AwsError("PipelineExecutionNotFoundException",
+                       f"Pipeline execution {execution_id} of pipeline {pipeline} not found")
+
+    def get_pipeline_execution(self, params: dict[str, Any]) -> dict[str, Any]:
+        execution = self.execution(params["pipelineName"], params["pipelineExecutionId"])
+        with self.store.lock:
+            return {"pipelineExecution": compact({
+                "pipelineName": execution.pipeline, "pipelineVersion": execution.version,
+                "pipelineExecutionId": execution.id, "status": execution.status,
+                "statusSummary": execution.summary, "artifactRevisions": list(execution.revisions),
+                "variables": [{"name": k, "resolvedValue": v} for k, v in execution.variables.items()],
+                "trigger": {"triggerType": "StartPipelineExecution"}, "executionMode": execution.mode,
+                "executionType": "STANDARD"})}
+
+    def list_pipeline_executions(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["pipelineName"]
+        self._pipeline(name)
+        with self.store.lock:
+            executions = list(reversed(self.store.of(name)))
+            wanted = ((params.get("filter") or {}).get("succeededInStage") or {}).get("stageName")
+            if wanted:
+                executions = [e for e in executions if e.stages.get(wanted) == "Succeeded"]
+            records = [e.summary_record() for e in executions]
+        page, token = paginate(records, params, token="nextToken", size="maxResults",
+                               default_size=MAX_RESULTS)
+        return compact({"pipelineExecutionSummaries": page, "nextToken": token})
+
+    def list_action_executions(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["pipelineName"]
+        wanted = (params.get("filter") or {}).get("pipelineExecutionId") or \
+            ((params.get("filter") or {}).get("latestInPipelineExecution") or {}).get("pipelineExecutionId")
+        if wanted:
+            executions = [self.execution(name, wanted)]
+        else:
+            self._pipeline(name)
+            executions = self.store.of(name)
+        with self.store.lock:
+            runs = [(r, e.id) for e in executions for r in e.runs]
+            runs.sort(key=lambda pair: pair[0].started, reverse=True)
+            records = [r.detail(execution_id) for r, execution_id in runs]
+        page, token = paginate(records, params, token="nextToken", size="maxResults",
+                               default_size=MAX_RESULTS)
+        return compact({"actionExecutionDetails": page, "nextToken": token})
+
+    def get_pipeline_state(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["name"]
+        pipeline, metadata = self._pipeline(name)
+        locks = self.store.stage_locks.get(name)
+        stages = []
+        with self.store.lock:
+            executions = self.store.of(name)
+            for stage in pipeline["stages"]:
+                entered = [e for e in executions if stage["name"] in e.entered]
+                latest = max(entered, key=lambda e: e.entered[stage["name"]]) if entered else None
+                inbound = locks.inbound(stage["name"]) if locks else []
+                actions = []
+                for action in stage["actions"]:
+                    runs = [r for e in executions for r in e.runs
+                            if r.stage == stage["name"] and r.action == action["name"]]
+                    last = max(runs, key=lambda r: r.started) if runs else None
+                    revised = [r for r in runs if r.revision and r.status == "Succeeded"]
+                    revision = max(revised, key=lambda r: r.started).revision if revised else None
+                    actions.append(compact({
+                        "actionName": action["name"],
+                        "currentRevision": {"revisionId": revision["revisionId"],
+                                            "revisionChangeId": revision.get("revisionChangeId")
+                                            or revision["revisionId"],
+                                            "created": revision.get("created")} if revision else None,
+                        "latestExecution": last.state() if last else None}))
+                stages.append(compact({
+                    "stageName": stage["name"],
+                    "inboundExecution": {"pipelineExecutionId": inbound[0].id, "status": "InProgress",
+                                         "type": "STANDARD"} if inbound else None,
+                    "inboundExecutions": [{"pipelineExecutionId": e.id, "status": "InProgress",
+                                           "type": "STANDARD"} for e in inbound] or None,
+                    "inboundTransitionState": {"enabled": True},
+                    "actionStates": actions,
+                    "latestExecution": {"pipelineExecutionId": latest.id, "status": latest.stages[stage["name"]],
+                                        "type": "STANDARD"} if latest else None}))
+        return compact({"pipelineName": name, "pipelineVersion": int(pipeline.get("version", 1)),
+                        "stageStates": stages, "created": metadata.get("created"),
+                        "updated": metadata.get("updated")})
+
+    # -- stopping -----------------------------------------------------------------------------
+    def stop_pipeline_execution(self, params: dict[str, Any]) -> dict[str, Any]:
+        execution = self.execution(params["pipelineName"], params["pipelineExecutionId"])
+        abandon = bool(params.get("abandon"))
+        with self.store.lock:
+            if execution.status in TERMINAL:
+                raise AwsError("PipelineExecutionNotStoppableException",
+                               f"execution {execution.id} is {execution.status} and cannot be stopped")
+            if execution.stop.is_set() and (not abandon or execution.abandon.is_set()):
+                raise AwsError("DuplicatedStopRequestException", f"execution {execution.id} is already stopping")
+            execution.stop_reason = params.get("reason") or execution.stop_reason
+            execution.status, execution.updated = "Stopping", now()
+            execution.stop.set()
+            if abandon:
+                execution.abandon.set()
+        locks = self.store.stage_locks.get(execution.pipeline)
+        if locks:
+            locks.wake()
+        if abandon:
+            self.scheduler.runtime.changes.notify()  # wake a continuation loop waiting for a change
+        return {"pipelineExecutionId": execution.id}

@@ -1,0 +1,222 @@
+"""Warm Lambda workers: child interpreters that each serve one function's invocations.
+
+The pool (`LambdaWorkers`) belongs to a `Runtime` and ends its workers on `Runtime.close()`.
+Requests and answers are JSON lines: a request goes in on the worker's stdin, its answer comes back
+on a pipe of its own, and the worker's stdout/stderr are the current invocation's log.
+This module is also the worker's program (`LAMBDA_WORKER`), so it imports nothing heavy.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+IDLE_SECONDS = 600.0  # a worker unused this long is ended, as Lambda reclaims idle environments
+MAX_IDLE_WORKERS = 24  # beyond this many idle workers the longest idle ones end (each holds ~60 MB)
+LAMBDA_WORKER = "from mlops_local.lambda_workers import lambda_worker; lambda_worker()"
+
+WorkerKey = tuple[str, str]
+"""(function name, hash of its environment): which invocations one worker may serve."""
+
+
+class Worker:
+    """One warm execution environment: a child interpreter that serves one function's invocations.
+
+    Requests go in on its stdin and answers come back on a pipe of their own, one JSON line each;
+    its stdout and stderr are the current invocation's log (`lambda_worker`).
+    """
+
+    def __init__(self, env: dict[str, str], cwd: Path, log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        try:
+            with open(log, "ab") as out:  # what the worker prints between invocations
+                self.process = subprocess.Popen(
+                    [sys.executable, "-c", LAMBDA_WORKER, str(write_fd)], stdin=subprocess.PIPE, stdout=out,
+                    stderr=subprocess.STDOUT, env=env, cwd=str(cwd), pass_fds=(write_fd,))
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self._answers = read_fd
+        self._buffer = b""
+        self.invocations = 0
+        self.idle_since = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, payload: Mapping[str, Any]) -> bool:
+        """False when the worker is gone."""
+        self.invocations += 1
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps(payload).encode() + b"\n")
+            self.process.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+
+    def receive(self, timeout: float) -> dict[str, Any] | None:
+        """The answer, None if there is none yet; EOFError when the worker ended without one."""
+        if self._answers < 0:
+            raise EOFError
+        if b"\n" not in self._buffer:
+            readable, _, _ = select.select([self._answers], [], [], timeout)
+            if not readable:
+                return None
+            chunk = os.read(self._answers, 65536)
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+            if b"\n" not in self._buffer:
+                return None
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)
+
+    def exit_code(self) -> int | None:
+        try:
+            return self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stdin is not None:
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
+        if self._answers >= 0:
+            os.close(self._answers)
+            self._answers = -1
+
+
+class LambdaWorkers:
+    """Idle warm workers by (function name, hash of its environment).
+
+    A worker serves one invocation at a time: concurrent invocations of a function get workers of
+    their own (as Lambda scales out). One that timed out, was abandoned or crashed is killed and
+    never reused, so the next invocation starts a fresh one. Idle workers end after `idle_seconds`,
+    beyond `max_idle` (longest idle first), on `close` (the runtime's) or when their stdin closes
+    (this interpreter died).
+    """
+
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, max_idle: int = MAX_IDLE_WORKERS) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_idle = max_idle
+        self._idle: dict[WorkerKey, list[Worker]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: WorkerKey, env: dict[str, str], cwd: Path, log: Path,
+                reuse: bool = True) -> Worker:
+        stale: list[Worker] = []
+        found = None
+        with self._lock:
+            now = time.monotonic()
+            for other, workers in list(self._idle.items()):
+                keep = [w for w in workers if w.alive() and now - w.idle_since <= self.idle_seconds]
+                stale += [w for w in workers if w not in keep]
+                if keep:
+                    self._idle[other] = keep
+                else:
+                    del self._idle[other]
+            if reuse and self._idle.get(key):
+                found = self._idle[key].pop()
+        for worker in stale:
+            worker.kill()
+        if found is not None:
+            return found
+        return Worker(env, cwd, log)
+
+    def release(self, key: WorkerKey, worker: Worker) -> None:
+        if not worker.alive():
+            worker.kill()
+            return
+        worker.idle_since = time.monotonic()
+        with self._lock:
+            self._idle.setdefault(key, []).append(worker)
+            idle = sorted(((w.idle_since, k, w) for k, ws in self._idle.items() for w in ws), key=lambda i: i[0])
+            evicted = [(k, w) for _, k, w in idle[:max(0, len(idle) - self.max_idle)]]
+            for k, w in evicted:
+                self._idle[k].remove(w)
+                if not self._idle[k]:
+                    del self._idle[k]
+        for _, w in evicted:
+            w.kill()
+
+    def close(self) -> None:
+        with self._lock:
+            workers = [w for idle in self._idle.values() for w in idle]
+            self._idle.clear()
+        for worker in workers:
+            worker.kill()
+
+
+class _LambdaContext:
+    def __init__(self, deadline_epoch: float, **fields: Any) -> None:
+        self.__dict__.update(fields)
+        self._deadline = deadline_epoch
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.time()) * 1000))
+
+
+def lambda_worker() -> None:
+    """The worker side: serve invocations from stdin until it closes, answering on the fd in argv[1]."""
+    answers = os.fdopen(int(sys.argv[1]), "wb", buffering=0)
+    requests = os.fdopen(os.dup(0), "rb")
+    nothing = os.open(os.devnull, os.O_RDONLY)  # a handler reading stdin must not read the requests
+    os.dup2(nothing, 0)
+    os.close(nothing)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="[%(levelname)s] %(asctime)s %(name)s %(message)s")
+    handlers: dict[str, Callable[..., Any]] = {}
+    try:
+        for line in requests:
+            answers.write(json.dumps(_serve(json.loads(line), handlers)).encode() + b"\n")
+    except KeyboardInterrupt:  # Ctrl-C of the whole process group while idle
+        pass
+
+
+def _serve(payload: Mapping[str, Any], handlers: dict[str, Callable[..., Any]]) -> dict[str, Any]:
+    """One invocation, its output in its own log: import the handler (once), call it, say how it ended."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(payload["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    outcome: dict[str, Any] = {}
+    try:
+        os.chdir(payload["cwd"])
+        name = payload["handler"]
+        if name not in handlers:  # a failed import is retried by the next invocation, as Lambda's init
+            module, _, function = name.rpartition(".")
+            handlers[name] = getattr(importlib.import_module(module), function)
+        handlers[name](payload["event"], _LambdaContext(**payload["context"]))
+    except BaseException as exc:  # the runtime reports any error of the handler, as Lambda does
+        traceback.print_exc()
+        outcome["error"] = f"the function raised {type(exc).__name__}: {exc}"
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+    return outcome
