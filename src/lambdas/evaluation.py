@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from lambdas.errors import ConfigurationError, JobFailed
 from lambdas.job import (
     Done, InProgress, JobEvent, Param, client, job_name, parse_s3_uri, parse_user_parameters, run_job)
-from lambdas.training import check_budget, describe, reuse
+from lambdas.sagemaker_jobs import CONTENT_TYPES, DECISION_KEY, EXECUTION_KEY, check_budget, describe, reuse
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ ENTRYPOINT = ["python3", "-m", "training.evaluate"]
 BASE = "/opt/ml/processing"
 VOLUME_GB = 10
 EVALUATION_FILE = "evaluation.json"
-CONTENT_TYPES = ["text/csv", "application/json"]  # what the model server (training.serve) reads and writes
 APPROVED, REJECTED = "APPROVED", "REJECTED"
 NULLABLE = {"r2"}  # training.evaluate writes r2 = null when the test target is constant
 LOGS = "CloudWatch log group /aws/sagemaker/ProcessingJobs, streams {name}/*"
@@ -201,7 +200,7 @@ def record_rejected(sagemaker, params: Mapping[str, Any], since, rmse: float) ->
         for summary in page["ModelPackageSummaryList"]:
             arn = summary["ModelPackageArn"]
             found = sagemaker.describe_model_package(ModelPackageName=arn)
-            if found.get("CustomerMetadataProperties", {}).get("ExecutionId") == execution_id:
+            if found.get("CustomerMetadataProperties", {}).get(EXECUTION_KEY) == execution_id:
                 return arn
     return sagemaker.create_model_package(
         ModelPackageGroupName=group,
@@ -210,11 +209,11 @@ def record_rejected(sagemaker, params: Mapping[str, Any], since, rmse: float) ->
         ModelApprovalStatus="Rejected",
         InferenceSpecification={
             "Containers": [{"Image": params["image_uri"], "ModelDataUrl": params["model_data_uri"]}],
-            "SupportedContentTypes": CONTENT_TYPES,
-            "SupportedResponseMIMETypes": CONTENT_TYPES,
+            "SupportedContentTypes": list(CONTENT_TYPES),
+            "SupportedResponseMIMETypes": list(CONTENT_TYPES),
         },
         ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json",
                                                       "S3Uri": params["evaluation_uri"]}}},
-        CustomerMetadataProperties={"ExecutionId": execution_id, "Decision": REJECTED,
+        CustomerMetadataProperties={EXECUTION_KEY: execution_id, DECISION_KEY: REJECTED,
                                     "Rmse": repr(rmse), "Threshold": f"{params['threshold']:g}"},
     )["ModelPackageArn"]

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from lambdas.errors import ConfigurationError, JobFailed, TimeBudgetExceeded
 from lambdas.job import (
-    Done, InProgress, JobEvent, Param, client, parse_s3_uri, parse_user_parameters, run_job)
+    Done, InProgress, JobEvent, Param, client, iso, parse_s3_uri, parse_user_parameters, run_job)
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +130,6 @@ def monitor(job: JobEvent, *, glue=None, s3=None) -> Done | InProgress:
                                  f"(started {iso(started)}); stopped it{note}; {logs(run_id, run)}")
     return InProgress(f"Glue job {name} run {run_id} is {status}",
                       {"glue_job_name": name, "job_run_id": run_id})
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_counts(s3, name: str, run_id: str, output_uri: str) -> dict[str, int]:

@@ -15,6 +15,7 @@ import re
 import time
 import zipfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from lambdas.errors import ConfigurationError, JobWorkerError
@@ -319,6 +320,11 @@ def job_name(prefix: str, kind: str, execution_id: str) -> str:
     budget = NAME_LIMIT - len(execution) - len(kind) - 2
     head = clean(prefix)[: max(budget, 0)].rstrip("-")
     return "-".join(part for part in (head, kind, execution) if part)[:NAME_LIMIT].rstrip("-")
+
+
+def iso(moment: datetime) -> str:
+    """A timestamp for messages, in UTC to the second: 2024-05-01T10:00:00Z."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_s3_uri(uri: str, what: str = "S3 URI") -> tuple[str, str]:

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 from lambdas.errors import ConfigurationError, JobFailed
 from lambdas.job import Done, JobEvent, Param, client, parse_s3_uri, parse_user_parameters, run_job
+from lambdas.sagemaker_jobs import CONTENT_TYPES, DECISION_KEY, EXECUTION_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +40,12 @@ SCHEMA = {
     "description": Param(str, required=False, default=None),
 }
 
-CONTENT_TYPES = ["text/csv", "application/json"]
 # CPU instances the TensorFlow inference image serves well on; the deploy config's instance_type
 # (default ml.m5.large) should be one of these.
 REALTIME_INSTANCE_TYPES = ["ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.large", "ml.c5.xlarge",
                            "ml.c5.2xlarge"]
 TRANSFORM_INSTANCE_TYPES = ["ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge", "ml.c5.2xlarge"]
 
-EXECUTION_KEY = "ExecutionId"  # the evaluation monitor records Rejected candidates under the same key
-DECISION_KEY = "Decision"
 COMMIT_PREFIX = "Commit."
 MAX_METADATA = 50          # CustomerMetadataProperties entries
 MAX_METADATA_KEY = 128

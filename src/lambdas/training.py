@@ -1,20 +1,19 @@
 """Training: start the SageMaker training job of this pipeline execution, then watch it.
 
 The job is named after the execution (`job_name(name_prefix, "train", execution_id)`), so a
-repeated SubmitTraining finds the job it created instead of starting a second one. The small
-SageMaker helpers at the bottom are shared with `lambdas.evaluation`.
+repeated SubmitTraining finds the job it created instead of starting a second one. The job is
+created with `lambdas.sagemaker_jobs.METRIC_DEFINITIONS` unless UserParameters names its own.
 """
 from __future__ import annotations
 
 import json
 import logging
-import time
-from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from lambdas.errors import ConfigurationError, JobFailed, TimeBudgetExceeded
+from lambdas.errors import ConfigurationError, JobFailed
 from lambdas.job import (
     Done, InProgress, JobEvent, Param, client, job_name, parse_s3_uri, parse_user_parameters, run_job)
+from lambdas.sagemaker_jobs import METRIC_DEFINITIONS, check_budget, describe, reuse
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +38,6 @@ MONITOR_SCHEMA = {
     "max_seconds": Param((int, float), required=False),
 }
 
-NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-# The training script logs one line per epoch: `epoch=3 train_loss=0.0123 val_loss=0.0145 val_rmse=612.3`
-METRIC_DEFINITIONS = [
-    {"Name": "train:loss", "Regex": f"train_loss={NUMBER}"},
-    {"Name": "validation:loss", "Regex": f"val_loss={NUMBER}"},
-    {"Name": "validation:rmse", "Regex": f"val_rmse={NUMBER}"},
-]
 CHANNELS = ("train", "validation", "features")
 LOGS = "CloudWatch log group /aws/sagemaker/TrainingJobs, streams {name}/*"
 
@@ -149,50 +141,3 @@ def monitor(job: JobEvent, *, sagemaker=None) -> Done | InProgress:
     check_budget(job, "training", name, status, started, params["max_seconds"], LOGS.format(name=name),
                  lambda: sagemaker.stop_training_job(TrainingJobName=name))
     return InProgress(f"SageMaker training job {name} is {status}: {secondary}", {"training_job_name": name})
-
-
-# -- shared with lambdas.evaluation ---------------------------------------------------------
-def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def describe(operation, **kwargs) -> dict[str, Any] | None:
-    """A SageMaker Describe* answer, or None when the job does not exist."""
-    from botocore.exceptions import ClientError
-
-    try:
-        return operation(**kwargs)
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        message = error.get("Message", "")
-        if error.get("Code") in ("ResourceNotFound", "ResourceNotFoundException") or (
-                error.get("Code") == "ValidationException"
-                and ("not found" in message.lower() or "could not find" in message.lower())):
-            return None
-        raise
-
-
-def reuse(job: JobEvent, kind: str, name: str, status: str, reason: str | None, logs: str,
-          variables: Mapping[str, str]) -> Done:
-    """A job of this execution already exists: continue with it, unless it can only end in failure."""
-    if status in ("InProgress", "Completed"):
-        logger.info("job %s: SageMaker %s job %s already exists (%s); not starting another",
-                    job.job_id, kind, name, status)
-        return Done(f"SageMaker {kind} job {name} already exists for this execution ({status})", variables)
-    # SageMaker keeps job names forever: a failed job of this execution cannot be replaced.
-    raise JobFailed(f"SageMaker {kind} job {name} of this pipeline execution is already {status}"
-                    f"{f': {reason}' if reason else ''}; its name cannot be reused, so start a new pipeline "
-                    f"execution (Release change); logs: {logs}")
-
-
-def check_budget(job: JobEvent, kind: str, name: str, status: str, started, budget: float | None, logs: str,
-                 stop) -> None:
-    """Stop a job that has run longer than the action's max_seconds, measured from its own start."""
-    seconds = time.time() - started.timestamp()
-    if budget is None or seconds <= budget or status != "InProgress":
-        return
-    stop()
-    logger.warning("job %s: SageMaker %s job %s ran %.0fs, over max_seconds %g; stop requested",
-                   job.job_id, kind, name, seconds, budget)
-    raise TimeBudgetExceeded(f"SageMaker {kind} job {name} ran past the action's max_seconds {budget:g} "
-                             f"(started {iso(started)}); stopped it; logs: {logs}")

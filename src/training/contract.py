@@ -1,13 +1,12 @@
-"""What the pipeline needs to know about the training job, importable without numpy or TensorFlow.
+"""The training job's contract with the pipeline, importable without numpy or TensorFlow.
 
-The job-worker Lambda that calls CreateTrainingJob imports this module (standard library only):
 - ``HYPERPARAMETERS`` / ``parse_hyperparameters``: the accepted hyperparameters, their types and
   defaults. SageMaker passes every value as a string; the SageMaker Python SDK additionally
   JSON-encodes strings (``"\\"128,64\\""``), and keys starting with ``sagemaker_`` belong to the SDK
   and are ignored. Any other unknown key is a ``UserError`` that lists the allowed ones.
-- ``METRIC_DEFINITIONS``: the ``AlgorithmSpecification.MetricDefinitions`` of CreateTrainingJob;
-  each regex's first group captures a number from the lines ``format_epoch_line`` and
-  ``format_final_line`` print.
+- ``format_epoch_line`` / ``format_final_line``: the metric lines the job prints. SageMaker scrapes
+  them with the MetricDefinitions the job worker creates the job with
+  (``lambdas.sagemaker_jobs.METRIC_DEFINITIONS``); tests/lambdas/test_training.py holds the two together.
 """
 from __future__ import annotations
 
@@ -21,20 +20,6 @@ from training.errors import UserError
 ACTIVATIONS = ("relu", "elu", "silu", "tanh", "sigmoid", "softplus")  # all served by predictor.py
 LR_SCHEDULES = ("cosine", "constant")
 SDK_PREFIX = "sagemaker_"
-
-_NUMBER = r"([0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
-_SIGNED = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
-METRIC_DEFINITIONS: list[dict[str, str]] = [
-    # one line per epoch: "epoch=3 train_loss=0.0123 val_loss=0.0145 val_rmse=612.3 val_mae=301.2"
-    {"Name": "train:loss", "Regex": rf"epoch=[0-9]+ train_loss={_NUMBER}"},
-    {"Name": "validation:loss", "Regex": rf"epoch=[0-9]+ .*val_loss={_NUMBER}"},
-    {"Name": "validation:rmse", "Regex": rf"epoch=[0-9]+ .*val_rmse={_NUMBER}"},
-    {"Name": "validation:mae", "Regex": rf"epoch=[0-9]+ .*val_mae={_NUMBER}"},
-    # once, for the restored best weights: "final best_epoch=41 validation_rmse=... validation_r2=..."
-    {"Name": "final:validation:rmse", "Regex": rf"final best_epoch=[0-9]+ .*validation_rmse={_NUMBER}"},
-    {"Name": "final:validation:mae", "Regex": rf"final best_epoch=[0-9]+ .*validation_mae={_NUMBER}"},
-    {"Name": "final:validation:r2", "Regex": rf"final best_epoch=[0-9]+ .*validation_r2={_SIGNED}"},
-]
 
 
 def format_epoch_line(epoch: int, train_loss: float, val_loss: float, val_rmse: float, val_mae: float) -> str:

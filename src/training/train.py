@@ -42,13 +42,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from training.contract import (METRIC_DEFINITIONS, Hyperparameters, format_epoch_line,
-                               format_final_line, parse_hyperparameters)
+from training.contract import Hyperparameters, format_epoch_line, format_final_line, parse_hyperparameters
 from training.errors import EXIT_SUCCESS, UserError, report_failure
 from training.features import FeatureSpec, read_csv_dir
 from training.predictor import Predictor, export_dense
 
-__all__ = ["METRIC_DEFINITIONS", "Paths", "Split", "main", "run", "load_spec", "load_split",
+__all__ = ["Paths", "Split", "main", "run", "load_spec", "load_split",
            "read_hyperparameters", "build_model", "fit", "export_model", "regression_metrics"]
 
 logger = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from moto import mock_aws
 
 from lambdas import training
 from lambdas.job import parse_user_parameters, run_job
+from lambdas.sagemaker_jobs import METRIC_DEFINITIONS
 
 from tests.lambdas.pipeline_stubs import JOB_ID, expect_success, expect_failure, record_requests
 from tests.conftest import SECRETS, load_event
@@ -27,7 +28,6 @@ SUBMIT = {"execution_id": EXECUTION, "name_prefix": "mlops-diamonds", "image_uri
           "features_uri": f"{ETL}/features.json", "output_uri": f"s3://mlops-data/runs/{EXECUTION}/training/",
           "hyperparameters": {"epochs": 20, "learning_rate": 0.001, "hidden_units": [64, 32],
                               "optimizer": "adam", "early_stopping": True}}
-NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 
 def channel(name, uri):
@@ -40,9 +40,7 @@ REQUEST = {
     "TrainingJobName": NAME,
     "AlgorithmSpecification": {
         "TrainingImage": IMAGE, "TrainingInputMode": "File",
-        "MetricDefinitions": [{"Name": "train:loss", "Regex": f"train_loss={NUMBER}"},
-                              {"Name": "validation:loss", "Regex": f"val_loss={NUMBER}"},
-                              {"Name": "validation:rmse", "Regex": f"val_rmse={NUMBER}"}]},
+        "MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS]},
     "RoleArn": ROLE,
     "HyperParameters": {"epochs": "20", "learning_rate": "0.001", "hidden_units": "[64, 32]",
                         "optimizer": "adam", "early_stopping": "true"},
@@ -160,11 +158,54 @@ def test_training_request_follows_the_parameters(params, changes):
     assert request == {**REQUEST, **changes}
 
 
-def test_default_metric_definitions_read_the_training_log_line():
-    line = "epoch=3 train_loss=0.0123 val_loss=0.0145 val_rmse=612.3"
-    found = {d["Name"]: re.search(d["Regex"], line).group(1) for d in training.METRIC_DEFINITIONS}
-    assert found == {"train:loss": "0.0123", "validation:loss": "0.0145", "validation:rmse": "612.3"}
-    assert re.search(training.METRIC_DEFINITIONS[0]["Regex"], "train_loss=1.5e-05").group(1) == "1.5e-05"
+# What the trainer prints (training.contract), by the metric each printed number must become.
+EPOCH_METRICS = {"train_loss": "train:loss", "val_loss": "validation:loss", "val_rmse": "validation:rmse",
+                 "val_mae": "validation:mae"}
+FINAL_METRICS = {"validation_rmse": "final:validation:rmse", "validation_mae": "final:validation:mae",
+                 "validation_r2": "final:validation:r2"}
+COUNTERS = {"epoch", "best_epoch"}  # printed to anchor the line, not metrics
+
+
+def printed(line: str) -> dict[str, float]:
+    """The trainer's own reading of a line it printed: each key=value pair."""
+    pairs = line.split()[1:] if line.startswith("final ") else line.split()
+    return {key: float(value) for key, value in (pair.split("=", 1) for pair in pairs)}
+
+
+def scraped(definitions, line: str) -> dict[str, float]:
+    """What SageMaker records for a log line: each definition's first group, where its regex matches."""
+    return {d["Name"]: float(m.group(1)) for d in definitions if (m := re.search(d["Regex"], line))}
+
+
+@pytest.mark.parametrize("line, expected", [
+    pytest.param(("epoch", 12, 1.5e-05, 0.25, 612.25, 300.5),
+                 {"train:loss": 1.5e-05, "validation:loss": 0.25, "validation:rmse": 612.25,
+                  "validation:mae": 300.5}, id="epoch-line"),
+    pytest.param(("epoch", 3, 0.0123, 1234567.0, 0.5, 1e-05),
+                 {"train:loss": 0.0123, "validation:loss": 1.23457e+06, "validation:rmse": 0.5,
+                  "validation:mae": 0.0}, id="epoch-line-exponent-and-zero"),
+    pytest.param(("final", 9, 530.0, 270.5, -0.125),
+                 {"final:validation:rmse": 530.0, "final:validation:mae": 270.5, "final:validation:r2": -0.125},
+                 id="final-line-negative-r2"),
+    pytest.param(("final", 41, 612.3456, 301.25, 0.987654),
+                 {"final:validation:rmse": 612.3456, "final:validation:mae": 301.25, "final:validation:r2": 0.987654},
+                 id="final-line"),
+])
+def test_every_metric_the_trainer_prints_is_scraped_by_the_jobs_definitions(line, expected):
+    """The training job is created with definitions that read every number the trainer prints, exactly."""
+    contract = pytest.importorskip("training.contract")  # the test branch carries only src/lambdas
+    kind, *values = line
+    text = (contract.format_epoch_line if kind == "epoch" else contract.format_final_line)(*values)
+    params = parse_user_parameters(json.dumps(SUBMIT), training.SUBMIT_SCHEMA)
+    definitions = training.training_request(params)["AlgorithmSpecification"]["MetricDefinitions"]
+    names = EPOCH_METRICS if kind == "epoch" else FINAL_METRICS
+
+    numbers = printed(text)
+    assert set(numbers) - COUNTERS == set(names), text  # a new printed metric needs a definition here
+    assert scraped(definitions, text) == pytest.approx({names[key]: value for key, value in numbers.items()
+                                                        if key not in COUNTERS}), text
+    assert scraped(definitions, text) == pytest.approx(expected)
+    assert {d["Name"] for d in definitions} == set(EPOCH_METRICS.values()) | set(FINAL_METRICS.values())
 
 
 def without(key):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from training import contract, train
-from training.contract import (METRIC_DEFINITIONS, Hyperparameters, format_epoch_line,
-                               format_final_line, parse_hyperparameters)
+from training.contract import Hyperparameters, parse_hyperparameters
 from training.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, UserError
 from training.features import FeatureSpec
 from training.predictor import ACTIVATIONS, Predictor
@@ -270,11 +269,14 @@ def test_numpy_predictor_matches_keras(trained, synthetic_data):
 
 
 def test_logged_metric_lines_match_the_metric_definitions(trained):
+    """Each epoch's and the final line are scraped by the definitions the job worker creates the job with."""
+    # the model branch carries only src/training; the full suite has both packages
+    definitions = pytest.importorskip("lambdas.sagemaker_jobs").METRIC_DEFINITIONS
     base, stdout = trained
     epochs_run = json.loads((base / "model" / "model.json").read_text())["epochs_run"]
     captured: dict[str, list[float]] = {}
     for line in stdout.splitlines():
-        for definition in METRIC_DEFINITIONS:
+        for definition in definitions:
             match = re.search(definition["Regex"], line)
             if match:
                 captured.setdefault(definition["Name"], []).append(float(match.group(1)))
@@ -282,21 +284,6 @@ def test_logged_metric_lines_match_the_metric_definitions(trained):
         assert len(captured[name]) == epochs_run, name
     for name in ("final:validation:rmse", "final:validation:mae", "final:validation:r2"):
         assert len(captured[name]) == 1, name
-
-
-@pytest.mark.parametrize("line, expected", [
-    pytest.param(format_epoch_line(12, 1.5e-05, 0.25, 612.25, 300.5),
-                 {"train:loss": 1.5e-05, "validation:loss": 0.25, "validation:rmse": 612.25,
-                  "validation:mae": 300.5}, id="epoch-line"),
-    pytest.param(format_final_line(9, 530.0, 270.5, -0.125),
-                 {"final:validation:rmse": 530.0, "final:validation:mae": 270.5,
-                  "final:validation:r2": -0.125},
-                 id="final-line-negative-r2"),
-])
-def test_each_metric_regex_captures_its_own_number(line, expected):
-    captured = {d["Name"]: float(m.group(1))
-                for d in METRIC_DEFINITIONS if (m := re.search(d["Regex"], line))}
-    assert captured == pytest.approx(expected)
 
 
 def test_training_is_seeded_and_features_json_may_sit_in_the_train_channel(tmp_path, synthetic_data):
