@@ -21,8 +21,8 @@ from mlops_local.codepipeline import PipelineEngine
 from mlops_local.endpoints import Endpoints
 from mlops_local.gateway import LocalAws
 from mlops_local.glue_runs import GlueRuns
-from mlops_local.runtime import Runtime
 from mlops_local.processing_jobs import ProcessingJobs
+from mlops_local.runtime import Runtime
 from mlops_local.stacks import Stacks
 from mlops_local.summary import build_summary, collect, render_report
 from mlops_local.training_jobs import TrainingJobs
@@ -74,9 +74,7 @@ class LocalPipeline:
 
     def close(self) -> None:
         for component in (self.endpoints, self.glue, self.training, self.processing):
-            stop = getattr(component, "stop_all", None) or getattr(component, "close", None)
-            if stop:
-                stop()
+            component.close()
         self.runtime.close()
         self.aws.stop()
 
@@ -112,7 +110,7 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
         summary = build_summary(
             collect(codepipeline, pipeline, execution_id), s3=local.aws.client("s3"),
             sagemaker=local.aws.client("sagemaker"), glue=local.aws.client("glue"),
-            threshold=options.quality_threshold, wall_seconds=execution_seconds,
+            wall_seconds=execution_seconds,
             job_seconds=lambda found: job_seconds(local, found),
             extra_timings={"setup_seconds": execution_started - started,
                            "total_seconds": time.perf_counter() - started})

@@ -1,14 +1,20 @@
 """summary.json from what the AWS APIs say about a pipeline execution (docs/ARCHITECTURE.md §4).
 
 Everything here is read through the public APIs (CodePipeline, S3, SageMaker, Glue) of whatever
-endpoint the clients point at, so the same code summarises a run on AWS and one on the stand-in.
+endpoint the clients point at, so the same code summarises a run on AWS and one on the stand-in:
+the threshold is the execution's resolved QualityThreshold variable, and the decision is the one
+the execution's model package carries in the Model Registry.
 """
 from __future__ import annotations
 
 import json
 from typing import Any, Callable, Mapping
 
-REJECTED_PREFIX = "Model REJECTED"
+THRESHOLD_VARIABLE = "QualityThreshold"
+# Model package CustomerMetadataProperties the job workers write (lambdas.sagemaker_jobs).
+EXECUTION_KEY, DECISION_KEY = "ExecutionId", "Decision"
+DECISIONS = {"Approved": "APPROVED", "Rejected": "REJECTED"}  # by ModelApprovalStatus
+LOOKBACK = 50  # newest packages of the group searched for this execution's
 
 
 def _seconds(start: Any, end: Any) -> float:
@@ -21,11 +27,11 @@ def action_message(detail: Mapping[str, Any]) -> str:
     return error.get("message") or result.get("externalExecutionSummary") or ""
 
 
-def collect(codepipeline, pipeline: str, execution_id: str) -> dict[str, Any]:
+def collect(codepipeline: Any, pipeline: str, execution_id: str) -> dict[str, Any]:
     """Execution, its action executions (oldest first) and the pipeline's stage order."""
     execution = codepipeline.get_pipeline_execution(pipelineName=pipeline,
                                                     pipelineExecutionId=execution_id)["pipelineExecution"]
-    details: list[dict] = []
+    details: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"pipelineName": pipeline, "filter": {"pipelineExecutionId": execution_id}}
     while True:
         page = codepipeline.list_action_executions(**kwargs)
@@ -39,7 +45,7 @@ def collect(codepipeline, pipeline: str, execution_id: str) -> dict[str, Any]:
             "stages": [(s["name"], [a["name"] for a in s["actions"]]) for s in definition["stages"]]}
 
 
-def variables(actions: list[dict]) -> dict[str, dict[str, str]]:
+def variables(actions: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     """Output variables by namespace, from the latest execution of each action."""
     found: dict[str, dict[str, str]] = {}
     for detail in actions:
@@ -72,7 +78,7 @@ def stages(collected: Mapping[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
-def read_json(s3, uri: str | None) -> dict | None:
+def read_json(s3: Any, uri: str | None) -> Any:
     if not uri or not uri.startswith("s3://"):
         return None
     bucket, _, key = uri[5:].partition("/")
@@ -82,19 +88,64 @@ def read_json(s3, uri: str | None) -> dict | None:
         return None
 
 
-def build_summary(collected: Mapping[str, Any], *, s3, sagemaker, glue,
-                  threshold: float, wall_seconds: float,
+def threshold(execution: Mapping[str, Any]) -> float | None:
+    """The execution's resolved QualityThreshold (GetPipelineExecution's variables), if it has one."""
+    for variable in execution.get("variables") or []:
+        if variable.get("name") == THRESHOLD_VARIABLE:
+            return _float(variable.get("resolvedValue"))
+    return None
+
+
+def model_package(collected: Mapping[str, Any], found: Mapping[str, Mapping[str, str]],
+                  sagemaker: Any) -> dict[str, Any] | None:
+    """This execution's model package: the one RegisterModel exported, else the one whose metadata
+    names the execution in the group the evaluation monitor was given (it records Rejected ones)."""
+    arn = found.get("Registry", {}).get("ModelPackageArn")
+    if arn:
+        described: dict[str, Any] = sagemaker.describe_model_package(ModelPackageName=arn)
+        return described
+    execution_id = collected["execution"]["pipelineExecutionId"]
+    groups = {params["model_package_group"] for params in map(_user_parameters, collected["actions"])
+              if params.get("execution_id") == execution_id and isinstance(params.get("model_package_group"), str)}
+    for group in sorted(groups):
+        page = sagemaker.list_model_packages(ModelPackageGroupName=group, SortBy="CreationTime",
+                                             SortOrder="Descending", MaxResults=LOOKBACK)
+        for summary in page.get("ModelPackageSummaryList", []):
+            described = sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+            if (described.get("CustomerMetadataProperties") or {}).get(EXECUTION_KEY) == execution_id:
+                return described
+    return None
+
+
+def _user_parameters(detail: Mapping[str, Any]) -> dict[str, Any]:
+    """An action execution's resolved UserParameters as JSON, or {} (not a job worker, not JSON)."""
+    configuration = (detail.get("input") or {}).get("resolvedConfiguration") or {}
+    try:
+        params = json.loads(configuration.get("UserParameters") or "{}")
+    except ValueError:
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
+def decision(package: Mapping[str, Any] | None, found: Mapping[str, Mapping[str, str]]) -> str | None:
+    """APPROVED or REJECTED as the registry records it; an approved model whose registration did not
+    happen has no package, so then the evaluation's exported Decision; None when nothing was judged."""
+    if package is not None:
+        recorded = (package.get("CustomerMetadataProperties") or {}).get(DECISION_KEY)
+        verdict = recorded or DECISIONS.get(package.get("ModelApprovalStatus", ""))
+        if verdict:
+            return verdict
+    return found.get("Evaluation", {}).get("Decision")
+
+
+def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue: Any, wall_seconds: float,
                   job_seconds: Callable[[Mapping[str, Mapping[str, str]]], float] | None = None,
-                  extra_timings: Mapping[str, float] | None = None) -> dict:
+                  extra_timings: Mapping[str, float] | None = None) -> dict[str, Any]:
     """wall_seconds: the execution's own wall time; extra_timings: e.g. the deploy before it."""
     execution = collected["execution"]
     found = variables(collected["actions"])
     stage_list = stages(collected)
-    evaluation_stage = next((s for s in stage_list if s["name"] == "Evaluation"), None)
-    decision = found.get("Evaluation", {}).get("Decision")
-    if decision is None and evaluation_stage:
-        if any(a["message"].startswith(REJECTED_PREFIX) for a in evaluation_stage["actions"]):
-            decision = "REJECTED"
+    package = model_package(collected, found, sagemaker)
 
     evaluation = read_json(s3, found.get("EvaluationJob", {}).get("EvaluationUri"))
     metrics = None
@@ -118,7 +169,7 @@ def build_summary(collected: Mapping[str, Any], *, s3, sagemaker, glue,
         endpoint = {"name": name, "status": status}
 
     test = found.get("EndpointTest")
-    deployment = next((s for s in stage_list if s["name"] == "Deployment"), {"actions": []})
+    deployment: dict[str, Any] = next((s for s in stage_list if s["name"] == "Deployment"), {"actions": []})
     test_action = next((a for a in deployment["actions"] if a["name"] == "TestEndpoint"), None)
     endpoint_test = None
     if test_action:
@@ -133,8 +184,8 @@ def build_summary(collected: Mapping[str, Any], *, s3, sagemaker, glue,
         "pipeline_execution_id": execution["pipelineExecutionId"],
         "mode": "pipeline",
         "status": "Succeeded" if status == "Succeeded" else "Failed",
-        "decision": decision,
-        "threshold": threshold,
+        "decision": decision(package, found),
+        "threshold": threshold(execution),
         "metrics": metrics,
         "stages": stage_list,
         "model_package_arn": found.get("Registry", {}).get("ModelPackageArn"),
@@ -162,10 +213,11 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def render_report(summary: dict) -> str:
+def render_report(summary: Mapping[str, Any]) -> str:
+    threshold = "n/a" if summary["threshold"] is None else f"{summary['threshold']:g}"
     lines = [f"# Run {summary['pipeline_execution_id']}", "",
              f"- status: **{summary['status']}**, decision: **{summary['decision']}** "
-             f"(threshold RMSE <= {summary['threshold']:g})"]
+             f"(threshold RMSE <= {threshold})"]
     metrics = summary.get("metrics")
     if metrics:
         lines.append(f"- test split: RMSE {metrics['rmse']:.2f}, MAE {metrics['mae']:.2f}, "

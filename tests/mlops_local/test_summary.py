@@ -1,0 +1,170 @@
+"""summary.json from public API answers: the decision from the Model Registry, the threshold from the
+execution's resolved variables (moto for S3 and SageMaker; the CodePipeline answers written out)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from mlops_local.summary import build_summary, render_report
+
+EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
+OTHER_EXECUTION = "0f0f0f0f-1111-2222-3333-444444444444"
+GROUP = "mlops-diamonds-models"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-diamonds-training:c0ffee0"
+MODEL = f"s3://mlops-data/runs/{EXECUTION}/training/job/output/model.tar.gz"
+EVALUATION_URI = f"s3://mlops-data/runs/{EXECUTION}/evaluation/evaluation.json"
+STARTED = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
+STAGES = [("Source", ["ModelSource"]), ("Training", ["SubmitTraining", "MonitorTraining"]),
+          ("Evaluation", ["SubmitEvaluation", "MonitorEvaluation"]),
+          ("Deployment", ["RegisterModel", "TestEndpoint"])]
+SUMMARY_KEYS = {"pipeline_execution_id", "mode", "status", "decision", "threshold", "metrics", "stages",
+                "model_package_arn", "endpoint", "endpoint_test", "data_quality", "timings", "status_summary"}
+
+
+def action(stage: str, name: str, status: str, seconds: int, *, namespace: str | None = None,
+           params: dict[str, Any] | None = None, variables: dict[str, str] | None = None,
+           message: str = "") -> dict[str, Any]:
+    """One ListActionExecutions entry, shaped as CodePipeline answers."""
+    result = {"errorDetails": {"code": "JobFailed", "message": message}} if status == "Failed" else \
+        {"externalExecutionSummary": message}
+    return {"pipelineExecutionId": EXECUTION, "stageName": stage, "actionName": name, "status": status,
+            "startTime": STARTED + timedelta(seconds=seconds),
+            "lastUpdateTime": STARTED + timedelta(seconds=seconds + 1),
+            "input": {"namespace": namespace,
+                      "resolvedConfiguration": {"UserParameters": json.dumps(params or {})}},
+            "output": {"outputVariables": variables or {}, "executionResult": result}}
+
+
+def collected(actions: list[dict[str, Any]], status: str,
+              variables: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """What summary.collect returns: GetPipelineExecution, ListActionExecutions, GetPipeline."""
+    execution = {"pipelineExecutionId": EXECUTION, "status": status,
+                 "variables": [{"name": "QualityThreshold", "resolvedValue": "650"}] if variables is None
+                 else variables}
+    return {"execution": execution, "actions": actions, "stages": STAGES}
+
+
+def until_evaluation(monitor_status: str, message: str, variables: dict[str, str] | None = None) -> list:
+    monitor = {"processing_job_name": "job", "evaluation_uri": EVALUATION_URI, "threshold": "650",
+               "model_package_group": GROUP, "image_uri": IMAGE, "model_data_uri": MODEL,
+               "execution_id": EXECUTION}
+    return [
+        action("Source", "ModelSource", "Succeeded", 0),
+        action("Training", "SubmitTraining", "Succeeded", 1, params={"execution_id": EXECUTION}),
+        action("Training", "MonitorTraining", "Succeeded", 2, namespace="Training"),
+        action("Evaluation", "SubmitEvaluation", "Succeeded", 3, namespace="EvaluationJob",
+               variables={"ProcessingJobName": "job", "EvaluationUri": EVALUATION_URI}),
+        action("Evaluation", "MonitorEvaluation", monitor_status, 4, namespace="Evaluation", params=monitor,
+               variables=variables, message=message),
+    ]
+
+
+@pytest.fixture
+def aws():
+    """moto S3 (evaluation.json) and SageMaker (the Model Registry) with the group and its packages."""
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="mlops-data")
+        s3.put_object(Bucket="mlops-data", Key=EVALUATION_URI.split("/", 3)[3], Body=json.dumps(
+            {"regression_metrics": {"rmse": {"value": 700.5}, "mae": {"value": 350.25}, "r2": {"value": 0.9}}}))
+        sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+        sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
+        yield s3, sagemaker
+
+
+def register(sagemaker: Any, status: str, metadata: dict[str, str]) -> str:
+    arn: str = sagemaker.create_model_package(
+        ModelPackageGroupName=GROUP, ModelApprovalStatus=status, CustomerMetadataProperties=metadata,
+        InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": MODEL}],
+                                "SupportedContentTypes": ["text/csv"],
+                                "SupportedResponseMIMETypes": ["text/csv"]})["ModelPackageArn"]
+    return arn
+
+
+def summarise(aws: tuple[Any, Any], run: dict[str, Any]) -> dict[str, Any]:
+    s3, sagemaker = aws
+    return build_summary(run, s3=s3, sagemaker=sagemaker, glue=None, wall_seconds=12.5)
+
+
+def test_approved_reads_the_registered_package(aws):
+    _, sagemaker = aws
+    arn = register(sagemaker, "Approved", {"ExecutionId": EXECUTION, "Decision": "APPROVED"})
+    actions = until_evaluation("Succeeded", "Model APPROVED: RMSE 700.50 <= threshold 750",
+                               variables={"Decision": "APPROVED", "Rmse": "700.5"}) + [
+        action("Deployment", "RegisterModel", "Succeeded", 5, namespace="Registry",
+               variables={"ModelPackageArn": arn})]
+
+    summary = summarise(aws, collected(actions, "Succeeded"))
+
+    assert set(summary) == SUMMARY_KEYS
+    assert (summary["status"], summary["decision"], summary["threshold"]) == ("Succeeded", "APPROVED", 650.0)
+    assert summary["model_package_arn"] == arn
+    assert summary["metrics"] == {"rmse": 700.5, "mae": 350.25, "r2": 0.9}
+    assert [s["name"] for s in summary["stages"]] == ["Source", "Training", "Evaluation", "Deployment"]
+
+
+@pytest.mark.parametrize("message", ["Model REJECTED: RMSE 700.50 > threshold 650",
+                                     "the candidate fell short"], ids=["usual-message", "other-message"])
+def test_rejected_is_read_from_the_registry_not_the_message(aws, message):
+    _, sagemaker = aws
+    register(sagemaker, "Rejected", {"ExecutionId": EXECUTION, "Decision": "REJECTED", "Threshold": "600"})
+    register(sagemaker, "Approved", {"ExecutionId": OTHER_EXECUTION, "Decision": "APPROVED"})  # newer
+
+    summary = summarise(aws, collected(until_evaluation("Failed", message), "Failed"))
+
+    assert (summary["status"], summary["decision"]) == ("Failed", "REJECTED")
+    assert summary["threshold"] == 650.0  # the execution's variable, not the package's metadata
+    assert summary["model_package_arn"] is None  # only RegisterModel's export is the deployed package
+
+
+def test_a_rejected_message_without_a_registry_record_is_no_decision(aws):
+    _, sagemaker = aws
+    register(sagemaker, "Rejected", {"ExecutionId": OTHER_EXECUTION, "Decision": "REJECTED"})
+    run = collected(until_evaluation("Failed", "Model REJECTED: RMSE 700.50 > threshold 650"), "Failed")
+
+    assert summarise(aws, run)["decision"] is None
+
+
+def test_the_approval_status_decides_when_the_metadata_has_no_decision(aws):
+    _, sagemaker = aws
+    register(sagemaker, "Rejected", {"ExecutionId": EXECUTION})
+    run = collected(until_evaluation("Failed", "judged"), "Failed")
+
+    assert summarise(aws, run)["decision"] == "REJECTED"
+
+
+def test_failed_before_evaluation_has_no_decision_and_asks_no_registry():
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    actions = until_evaluation("Succeeded", "")[:2] + [
+        action("Training", "MonitorTraining", "Failed", 2, namespace="Training",
+               message="SageMaker training job job Failed (Failed): AlgorithmError")]
+    with Stubber(sagemaker) as stub, Stubber(s3):  # any request would fail: nothing is stubbed
+        summary = build_summary(collected(actions, "Failed"), s3=s3, sagemaker=sagemaker, glue=None,
+                                wall_seconds=3.0)
+        stub.assert_no_pending_responses()
+
+    assert (summary["status"], summary["decision"], summary["metrics"]) == ("Failed", None, None)
+    assert [s["status"] for s in summary["stages"]] == ["Succeeded", "Failed", "Skipped", "Skipped"]
+
+
+@pytest.mark.parametrize("variables, expected, shown", [
+    ([{"name": "QualityThreshold", "resolvedValue": "612.5"}], 612.5, "threshold RMSE <= 612.5"),
+    ([{"name": "Other", "resolvedValue": "1"}, {"name": "QualityThreshold", "resolvedValue": "5000"}], 5000.0,
+     "threshold RMSE <= 5000"),
+    ([], None, "threshold RMSE <= n/a"),
+], ids=["resolved", "among-others", "absent"])
+def test_the_threshold_is_the_executions_resolved_variable(aws, variables, expected, shown):
+    _, sagemaker = aws
+    register(sagemaker, "Rejected", {"ExecutionId": EXECUTION, "Decision": "REJECTED", "Threshold": "600"})
+
+    summary = summarise(aws, collected(until_evaluation("Failed", "judged"), "Failed", variables))
+
+    assert summary["threshold"] == expected
+    assert shown in render_report(summary)
