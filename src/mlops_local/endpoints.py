@@ -1,28 +1,15 @@
-"""SageMaker endpoints served by local model-server processes.
+"""SageMaker endpoints served by local model-server processes (`mlops_local.model_servers`).
 
-moto keeps the records of models, endpoint configs and endpoints; it reports every endpoint
-InService at once, serves nothing, lacks UpdateEndpoint and answers InvokeEndpoint with canned
-data. This component keeps, beside moto's records, one local server per endpoint:
-
-- CreateEndpoint: moto records it; a background thread resolves config -> model -> container
-  (Image + ModelDataUrl, or a ModelPackageName -> the package's inference container), downloads and
-  unpacks model.tar.gz, runs the image's `serve` program on a free loopback port and pings it:
-  Creating -> InService, or Failed with a FailureReason.
-- UpdateEndpoint: Updating while the new server starts (the old one keeps answering); swapped when
-  the new one answers /ping, then the old one stops. A failed update leaves the old server in
-  service with a FailureReason, as SageMaker does.
-- DeleteEndpoint: moto forgets it; its server stops.
-- DescribeEndpoint / ListEndpoints: moto's records with the real status overlaid.
-- InvokeEndpoint (POST /endpoints/<name>/invocations): proxied to the server; a 4xx/5xx from the
-  model is SageMaker's ModelError (424, OriginalStatusCode, OriginalMessage).
-- reconcile(): endpoints moto's CloudFormation created, replaced or deleted (they never pass
-  through the SageMaker API) are noticed after every stack operation and on a lookup miss.
-
-Each server start gets a folder `<workdir>/endpoints/<name>/<generation>/` with `model/` and
-`server.log`.
+moto keeps the records of models, endpoint configs and endpoints but serves nothing; this
+component overrides Create/Update/Delete/Describe/ListEndpoints and InvokeEndpoint, runs one
+server per endpoint (Creating -> InService / Failed, Updating while a new server starts beside the
+old one) and reports the real status over moto's records. `reconcile()` notices endpoints that
+moto's CloudFormation created, replaced or deleted. Each server start gets a folder
+`<workdir>/endpoints/<name>/<generation>/` with `model/` and `server.log`.
 """
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import logging
@@ -34,11 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
-from mlops_local.gateway import AwsError
-from mlops_local.jobs import LocalServer, StartFailed, stop_process, unpack_model
+from mlops_local import moto_access, processes
+from mlops_local.gateway import AwsError, paginate
+from mlops_local.model_servers import Container, LocalServer, StartFailed, fetch_model, find_container
 from mlops_local.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -49,16 +36,7 @@ STACK_OPERATIONS = ("CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteSta
 PROXIED_HEADERS = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
 
 
-# -- what moto records, and what we serve -----------------------------------------------------
-@dataclass(frozen=True)
-class Container:
-    model_name: str
-    variant: str
-    image: str
-    model_data_url: str
-    environment: dict[str, str]
-
-
+# -- what we serve, beside moto's records -----------------------------------------------------
 @dataclass
 class Endpoint:
     """One endpoint's local state, overlaid on moto's record."""
@@ -90,7 +68,7 @@ class Served:
 class Endpoints:
     """The endpoint operations of the stand-in; `register()` wires them into the gateway."""
 
-    def __init__(self, runtime: Runtime, start_timeout: float = 60.0):
+    def __init__(self, runtime: Runtime, start_timeout: float = 60.0) -> None:
         self.runtime = runtime
         self.start_timeout = start_timeout
         self.region = runtime.aws.gateway.region
@@ -99,7 +77,7 @@ class Endpoints:
         self._lock = threading.RLock()
         self._reconciling = threading.Lock()
         self._closed = False
-        self._account: str | None = None
+        self.account = runtime.aws.account_id
 
     # -- wiring ---------------------------------------------------------------------------
     def register(self) -> None:
@@ -113,28 +91,27 @@ class Endpoints:
         for operation in STACK_OPERATIONS:
             gateway.after("cloudformation", operation, self._after_stack)
 
-    def _after_stack(self, params: dict, status: int, body: bytes) -> None:
+    def _after_stack(self, params: dict[str, Any], status: int, body: bytes) -> None:
         self.reconcile()
 
     # -- SageMaker API --------------------------------------------------------------------
     def create_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params.get("EndpointName", "")
-        try:
-            self._moto("DescribeEndpoint", {"EndpointName": name})
-        except AwsError:
-            pass
-        else:  # moto would silently replace it
+        if name in self._moto().endpoints:  # moto would silently replace it
             raise AwsError("ValidationException",
                            f'Cannot create already existing endpoint "{self._arn("endpoint", name)}".')
-        answer = self._moto("CreateEndpoint", params)
-        described = self._moto("DescribeEndpoint", {"EndpointName": name})
-        self._begin(name, described["EndpointConfigName"])
-        return answer
+        with moto_access.aws_errors():
+            created = self._moto().create_endpoint(endpoint_name=name,
+                                                   endpoint_config_name=params.get("EndpointConfigName", ""),
+                                                   tags=params.get("Tags"))
+        self._begin(name, created.endpoint_config_name)
+        return {"EndpointArn": created.arn}
 
     def update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         name, config = params.get("EndpointName", ""), params.get("EndpointConfigName", "")
-        described = self._moto("DescribeEndpoint", {"EndpointName": name})
-        self._moto("DescribeEndpointConfig", {"EndpointConfigName": config})
+        described = self._moto_describe(name)
+        with moto_access.aws_errors():
+            self._moto().describe_endpoint_config(config)
         self._known(name)
         with self._lock:
             endpoint = self._endpoints.get(name)
@@ -149,13 +126,14 @@ class Endpoints:
 
     def delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params.get("EndpointName", "")
-        answer = self._moto("DeleteEndpoint", params)
+        with moto_access.aws_errors():
+            self._moto().delete_endpoint(name)
         self._forget(name)
-        return answer
+        return {}
 
     def describe_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params.get("EndpointName", "")
-        described = self._moto("DescribeEndpoint", {"EndpointName": name})
+        described = self._moto_describe(name)
         self._known(name)
         with self._lock:
             endpoint = self._endpoints.get(name)
@@ -164,8 +142,7 @@ class Endpoints:
         return described
 
     def list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
-        query = {k: v for k, v in params.items() if k not in ("StatusEquals", "NextToken", "MaxResults")}
-        summaries = self._moto_endpoints(query)
+        summaries = self._moto_endpoints(params)
         with self._lock:
             unknown = any(s["EndpointName"] not in self._endpoints for s in summaries)
         if unknown:
@@ -179,12 +156,8 @@ class Endpoints:
             summaries = [s for s in summaries if s["EndpointStatus"] == params["StatusEquals"]]
         if params.get("SortBy") == "Status":
             summaries.sort(key=lambda s: s["EndpointStatus"], reverse=params.get("SortOrder") == "Descending")
-        start = int(params.get("NextToken") or 0)
-        size = int(params.get("MaxResults") or 100)
-        answer: dict[str, Any] = {"Endpoints": summaries[start:start + size]}
-        if start + size < len(summaries):
-            answer["NextToken"] = str(start + size)
-        return answer
+        page, token = paginate(summaries, params, default_size=100)
+        return {"Endpoints": page, **({"NextToken": token} if token else {})}
 
     # -- sagemaker-runtime InvokeEndpoint ------------------------------------------------
     def invoke_endpoint(self, request: Request, name: str) -> Response:
@@ -237,7 +210,7 @@ class Endpoints:
             declared = {}
             for summary in self._moto_endpoints({}):
                 try:
-                    described = self._moto("DescribeEndpoint", {"EndpointName": summary["EndpointName"]})
+                    described = self._moto_describe(summary["EndpointName"])
                 except AwsError:  # deleted meanwhile
                     continue
                 declared[summary["EndpointName"]] = described["EndpointConfigName"]
@@ -322,9 +295,11 @@ class Endpoints:
         self.runtime.changes.notify()
 
     def _start(self, endpoint: Endpoint, config: str, generation: int, folder: Path) -> None:
-        server, reason, variants = None, None, []
+        server: LocalServer | None = None
+        reason: str | None = None
+        variants: list[dict[str, Any]] = []
         try:
-            container, variants = self._container(config)
+            container, variants = find_container(self.runtime.aws.client("sagemaker"), config)
             server = self._serve(container, folder)
         except StartFailed as exc:
             reason = str(exc)
@@ -379,7 +354,7 @@ class Endpoints:
                 endpoint.server.stop()
             self.runtime.changes.notify()
 
-    def stop_all(self) -> None:
+    def close(self) -> None:
         """Stop every server, including those still starting (the CLI calls this at exit)."""
         with self._lock:
             self._closed = True
@@ -389,64 +364,15 @@ class Endpoints:
             if endpoint.server is not None:
                 endpoint.server.stop()
         for process in starting:
-            stop_process(process)
+            processes.stop(process)
 
     # -- serving --------------------------------------------------------------------------
-    def _container(self, config_name: str) -> tuple[Container, list[dict[str, Any]]]:
-        """Config -> first variant's model -> its container's image, model data and environment."""
-        from botocore.exceptions import ClientError
-
-        sagemaker = self.runtime.aws.client("sagemaker")
-        try:
-            config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
-            variant = config["ProductionVariants"][0]
-            model = sagemaker.describe_model(ModelName=variant["ModelName"])
-            container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
-            environment = dict(container.get("Environment") or {})
-            if container.get("ModelPackageName"):
-                package = sagemaker.describe_model_package(ModelPackageName=container["ModelPackageName"])
-                containers = package.get("InferenceSpecification", {}).get("Containers") or [{}]
-                environment = {**(containers[0].get("Environment") or {}), **environment}
-                container = containers[0]
-        except ClientError as exc:
-            raise StartFailed(f"endpoint configuration {config_name}: {exc.response['Error']['Message']}") from None
-        model_name = variant["ModelName"]
-        if not container.get("Image"):
-            raise StartFailed(f"model {model_name} has no container image")
-        if not container.get("ModelDataUrl"):
-            raise StartFailed(f"model {model_name} has no ModelDataUrl; the model server needs model data")
-        variants = [{"VariantName": v["VariantName"],
-                     **({"CurrentWeight": v["InitialVariantWeight"], "DesiredWeight": v["InitialVariantWeight"]}
-                        if "InitialVariantWeight" in v else {}),
-                     **({"CurrentInstanceCount": v["InitialInstanceCount"],
-                         "DesiredInstanceCount": v["InitialInstanceCount"]} if "InitialInstanceCount" in v else {}),
-                     **({"CurrentServerlessConfig": v["ServerlessConfig"]} if "ServerlessConfig" in v else {})}
-                    for v in config["ProductionVariants"]]
-        for summary in variants[:1]:
-            summary["DeployedImages"] = [{"SpecifiedImage": container["Image"],
-                                          "ResolvedImage": container["Image"]}]
-        return Container(model_name, variant["VariantName"], container["Image"], container["ModelDataUrl"],
-                         {str(k): str(v) for k, v in environment.items()}), variants
-
     def _serve(self, container: Container, folder: Path) -> LocalServer:
         try:
             argv = self.runtime.images.resolve(container.image).command("serve")
         except KeyError as exc:
             raise StartFailed(f"model {container.model_name}: {exc.args[0]}") from None
-        folder.mkdir(parents=True, exist_ok=True)
-        tarball = folder / "model.tar.gz"
-        url = container.model_data_url
-        if not url.startswith("s3://") or "/" not in url[5:]:
-            raise StartFailed(f"model {container.model_name}: ModelDataUrl {url!r} is not an s3:// object URL")
-        bucket, key = url[5:].split("/", 1)
-        try:
-            self.runtime.aws.client("s3").download_file(bucket, key, str(tarball))
-        except Exception as exc:
-            raise StartFailed(f"Could not find model data at {url} (model {container.model_name}): {exc}") from None
-        try:
-            model_dir = unpack_model(tarball, folder / "model")
-        except Exception as exc:
-            raise StartFailed(f"model data at {url} is not a readable model.tar.gz: {exc}") from None
+        model_dir = fetch_model(self.runtime.aws.client("s3"), container, folder)
         spawned: list[subprocess.Popen] = []
 
         def track(process: subprocess.Popen) -> None:
@@ -454,8 +380,8 @@ class Endpoints:
                 spawned.append(process)
                 self._starting.add(process)
                 closed = self._closed
-            if closed:  # stop_all ran while we downloaded
-                stop_process(process)
+            if closed:  # close() ran while we downloaded
+                processes.stop(process)
 
         try:
             return LocalServer.start(argv, model_dir, folder / "server.log", container.environment,
@@ -512,47 +438,49 @@ class Endpoints:
         with self._lock:
             endpoint = self._endpoints.get(name)
         if endpoint is None:
-            try:
-                self._moto("DescribeEndpoint", {"EndpointName": name})
-            except AwsError:
+            if name not in self._moto().endpoints:
                 return None
             self.reconcile()
             with self._lock:
                 endpoint = self._endpoints.get(name)
         return endpoint
 
-    # -- moto, straight (our overrides would answer a call through the gateway) ------------
-    def _moto(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One SageMaker call answered by moto's app in-process, bypassing the gateway's overrides."""
-        region = self.region
-        builder = EnvironBuilder(
-            method="POST", path="/", data=json.dumps(params),
-            headers={"X-Amz-Target": f"SageMaker.{operation}", "Content-Type": "application/x-amz-json-1.1",
-                     "Host": f"api.sagemaker.{region}.amazonaws.com",
-                     "Authorization": f"AWS4-HMAC-SHA256 Credential=testing/20240101/{region}/sagemaker/"
-                                      "aws4_request, SignedHeaders=host, Signature=local"})
-        response = Response.from_app(self.runtime.aws.gateway.moto, builder.get_environ())
-        payload = json.loads(response.get_data() or b"{}")
-        if response.status_code >= 400:
-            code = str(payload.get("__type") or payload.get("code") or "ValidationException").split("#")[-1]
-            raise AwsError(code, payload.get("message") or payload.get("Message") or "", response.status_code)
-        return payload
+    # -- moto's records (through its backend: our overrides would answer a call through the gateway)
+    def _moto(self) -> Any:
+        return moto_access.backend("sagemaker", self.account, self.region)
 
-    def _moto_endpoints(self, query: dict[str, Any]) -> list[dict[str, Any]]:
-        summaries, token = [], None
+    def _moto_describe(self, name: str) -> dict[str, Any]:
+        """moto's DescribeEndpoint answer."""
+        with moto_access.aws_errors():
+            described = self._moto().describe_endpoint(name)
+        return moto_access.answer("sagemaker", "DescribeEndpoint", described)
+
+    def _moto_endpoints(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """moto's ListEndpoints summaries, every page, filtered as `params` asks (but StatusEquals:
+        that is our status, not moto's)."""
+        filters = {"sort_by": params.get("SortBy"), "sort_order": params.get("SortOrder"),
+                   "name_contains": params.get("NameContains"), "status_equals": None,
+                   **{name: moto_time(params.get(key)) for key, name in TIME_FILTERS.items()}}
+        summaries: list[dict[str, Any]] = []
+        token = None
         while True:
-            page = self._moto("ListEndpoints", {**query, **({"NextToken": token} if token else {}),
-                                                "MaxResults": 100})
-            summaries.extend(page.get("Endpoints", []))
-            token = page.get("NextToken")
+            with moto_access.aws_errors():
+                page, token = self._moto().list_endpoints(**filters, next_token=token, max_results=100)
+            summaries.extend(endpoint.summary() for endpoint in page)
             if not token:
                 return summaries
 
-    @property
-    def account(self) -> str:
-        if self._account is None:
-            self._account = self.runtime.aws.client("sts").get_caller_identity()["Account"]
-        return self._account
-
     def _arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{self.account}:{kind}/{name}"
+
+
+TIME_FILTERS = {"CreationTimeBefore": "creation_time_before", "CreationTimeAfter": "creation_time_after",
+                "LastModifiedTimeBefore": "last_modified_time_before",
+                "LastModifiedTimeAfter": "last_modified_time_after"}
+
+
+def moto_time(value: Any) -> dt.datetime | None:
+    """A JSON-protocol timestamp (epoch seconds) as moto's records keep times: naive UTC."""
+    if value is None:
+        return None
+    return dt.datetime.fromtimestamp(float(value), dt.timezone.utc).replace(tzinfo=None)

@@ -43,7 +43,7 @@ FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "te
 class AwsError(Exception):
     """An error in AWS's own terms: code (e.g. ResourceNotFound), message, HTTP status."""
 
-    def __init__(self, code: str, message: str, status: int = 400):
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
 
@@ -174,10 +174,11 @@ class Gateway:
         form.update({k: v for k, v in request.args.items()})
         return service, form.get("Action", ""), form
 
-    def _with_hooks(self, environ, start_response, hooks: list[AfterHook], params: dict) -> Any:
+    def _with_hooks(self, environ: dict[str, Any], start_response: Callable[..., Any], hooks: list[AfterHook],
+                    params: dict[str, Any]) -> Any:
         captured: dict[str, Any] = {}
 
-        def capture(status: str, headers: list, exc_info: Any = None):
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
             captured["status"], captured["headers"] = status, headers
             return lambda data: None
 
@@ -195,7 +196,7 @@ class Gateway:
 class LocalAws:
     """The gateway served on a free loopback port, in a background thread."""
 
-    def __init__(self, gateway: Gateway | None = None, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, gateway: Gateway | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.gateway = gateway or Gateway()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self.server = make_server(host, port, self.gateway, threaded=True)
@@ -232,7 +233,7 @@ class LocalAws:
 
         return str(DEFAULT_ACCOUNT_ID)
 
-    def client(self, service: str, **kwargs: Any):
+    def client(self, service: str, **kwargs: Any) -> Any:
         import boto3
         from botocore.config import Config
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mlops_local import s3_staging
-from mlops_local.gateway import AwsError
+from mlops_local import processes, s3_staging
+from mlops_local.gateway import AwsError, now, paginate
 from mlops_local.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ LOG_GROUP = "/aws-glue/jobs"
 DEFAULT_TIMEOUT_MINUTES = 2880  # Glue's default for a job without Timeout
 ACTIVE = ("STARTING", "RUNNING", "STOPPING", "WAITING")
 EXTRA_PY_FILES = "--extra-py-files"
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 @dataclass
@@ -88,7 +84,7 @@ class GlueRun:
 class GlueRuns:
     """StartJobRun / GetJobRun / GetJobRuns / BatchStopJobRun over real local runs."""
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.runs: dict[str, GlueRun] = {}
         self.lock = threading.RLock()  # _finish also runs inside a locked section
@@ -110,7 +106,7 @@ class GlueRuns:
                 run.stop_requested = True
         for run in active:
             if run.process is not None:
-                s3_staging.terminate(run.process, grace=5.0)
+                processes.stop(run.process, grace=5.0)
 
     # -- operations -------------------------------------------------------------------------------
     def start_job_run(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -148,16 +144,13 @@ class GlueRuns:
             runs = sorted((r for r in self.runs.values() if r.job_name == name),
                           key=lambda r: r.started_on, reverse=True)
             described = [r.describe() for r in runs]
-        start = int(params.get("NextToken") or 0)
-        size = int(params.get("MaxResults") or 100)
-        page = {"JobRuns": described[start:start + size]}
-        if start + size < len(described):
-            page["NextToken"] = str(start + size)
-        return page
+        page, token = paginate(described, params, default_size=100)
+        return {"JobRuns": page, **({"NextToken": token} if token else {})}
 
     def batch_stop_job_run(self, params: dict[str, Any]) -> dict[str, Any]:
         name = required(params, "JobName")
-        stopped, errors = [], []
+        stopped: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
         for run_id in params.get("JobRunIds") or []:
             run = self.runs.get(run_id)
             if run is None or run.job_name != name:
@@ -173,7 +166,7 @@ class GlueRuns:
                 self._set(run, "STOPPING")
                 process = run.process
             if process is not None:
-                threading.Thread(target=s3_staging.terminate, args=(process,), daemon=True).start()
+                threading.Thread(target=processes.stop, args=(process,), daemon=True).start()
             stopped.append({"JobName": name, "JobRunId": run_id})
         return {"SuccessfulSubmissions": stopped, "Errors": errors}
 
@@ -185,19 +178,19 @@ class GlueRuns:
                 if run.stop_requested:
                     self._finish(run, "STOPPED")
                     return
-                run.process = s3_staging.start_child(argv, env, run.log, cwd=run.base)
+                run.process = processes.start(argv, env, run.log, cwd=run.base)
                 run.running_since = now()
                 self._set(run, "RUNNING")
             try:
                 code = run.process.wait(timeout=run.timeout_minutes * 60)
             except subprocess.TimeoutExpired:
-                s3_staging.terminate(run.process)
+                processes.stop(run.process)
                 self._finish(run, "TIMEOUT", f"Job run timed out after {run.timeout_minutes} minutes")
                 return
             if run.stop_requested:
                 self._finish(run, "STOPPED")
             elif code != 0:
-                self._finish(run, "FAILED", f"{s3_staging.last_error(run.log)} (exit code {code}; "
+                self._finish(run, "FAILED", f"{processes.last_error(run.log)} (exit code {code}; "
                                             f"log: {run.log})")
             else:
                 s3 = self.runtime.aws.client("s3")
@@ -217,8 +210,10 @@ class GlueRuns:
         run.base.mkdir(parents=True, exist_ok=True)
         s3 = self.runtime.aws.client("s3")
         script_uri = (run.job.get("Command") or {}).get("ScriptLocation", "")
-        if not script_uri.startswith("s3://"):
-            raise s3_staging.StagingError(f"Command.ScriptLocation must be an s3:// URI, got {script_uri!r}")
+        try:
+            s3_staging.split_s3_uri(script_uri)
+        except s3_staging.StagingError:
+            raise s3_staging.StagingError(f"Command.ScriptLocation must be an s3:// URI, got {script_uri!r}") from None
         if not s3_staging.object_exists(s3, script_uri):
             raise s3_staging.StagingError(f"the job's script {script_uri} does not exist")
         script = s3_staging.download_object(s3, script_uri, run.base / "script" /

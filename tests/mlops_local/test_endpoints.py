@@ -18,8 +18,9 @@ from botocore.stub import ANY
 from lambdas.job import run_job
 from mlops_local.endpoints import Endpoints
 from mlops_local.gateway import LocalAws
-from mlops_local.jobs import pack_model
+from mlops_local.moto_access import backend
 from mlops_local.runtime import Runtime
+from mlops_local.training_jobs import pack_model
 from training.predictor import Predictor
 
 from tests.conftest import ROOT, load_event
@@ -65,7 +66,7 @@ def local(tmp_path_factory, models):
             yield aws, runtime, endpoints
         finally:
             processes = [endpoints.served(name).process for name in list(endpoints._endpoints)]
-            endpoints.stop_all()
+            endpoints.close()
             assert all(p.poll() is not None for p in processes if p is not None)
 
 
@@ -356,8 +357,7 @@ def test_an_endpoint_nobody_reported_is_noticed_on_first_use(local, sm, smr):
     """An endpoint that reached moto around the gateway's hooks (a deployer that forgot to call
     reconcile) is served from its first DescribeEndpoint or InvokeEndpoint, not reported InService."""
     deploy(sm, "ep-quiet-1")
-    endpoints = local[2]
-    endpoints._moto("CreateEndpoint", {"EndpointName": "ep-quiet", "EndpointConfigName": "ep-quiet-1"})
+    backend("sagemaker", ACCOUNT, local[0].gateway.region).create_endpoint("ep-quiet", "ep-quiet-1", [])
     with pytest.raises(ClientError) as caught:
         smr.invoke_endpoint(EndpointName="ep-quiet", Body=CSV_BODY, ContentType="text/csv")
     assert "is Creating, not InService" in caught.value.response["Error"]["Message"]

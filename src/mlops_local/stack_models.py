@@ -1,0 +1,333 @@
+"""moto CloudFormation models for the resource types moto drops, one small class per type.
+
+moto finds CloudFormation models as the direct subclasses of its `CloudFormationModel`;
+`install_models()` adds these (and fixes the `!Condition` short form), so moto's own CloudFormation
+creates, updates and deletes them with its conditions, physical names, Ref/GetAtt and change sets.
+Each model builds its API request (`mlops_local.stack_requests`) and creates the resource in moto's
+backend of that service.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from mlops_local.moto_access import backend
+from mlops_local.stack_requests import (bucket_policy_request, job_request, model_package_group_request,
+                                        pipeline_request, project_request, repository_request,
+                                        security_configuration_request)
+
+logger = logging.getLogger(__name__)
+
+
+class Provided:
+    """What the models share; each subclass says how to create, update and delete its type.
+
+    `create` returns the resource's attributes (GetAtt names, plus what Ref returns under `REF`).
+    """
+    TYPE = ""
+    NAME_PROPERTY = ""
+    REF = "Name"
+    ATTRIBUTES: tuple[str, ...] = ()
+    logical_resource_id: str  # set by moto's parser (or by Stacks.apply), declared for type checks
+    cf_resource_type: str
+
+    def __init__(self, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        self.name, self.attributes = name, attributes
+        self.account_id, self.region_name = account_id, region_name
+
+    # CloudFormationModel's interface
+    @classmethod
+    def cloudformation_type(cls) -> str:
+        return cls.TYPE
+
+    @classmethod
+    def cloudformation_name_type(cls) -> str:
+        return cls.NAME_PROPERTY
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr in cls.ATTRIBUTES
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.attributes[self.REF]
+
+    def get_cfn_attribute(self, attribute_name: str) -> Any:
+        from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
+
+        if attribute_name not in self.ATTRIBUTES:
+            raise UnformattedGetAttTemplateException()
+        return self.attributes[attribute_name]
+
+    def is_created(self) -> bool:
+        return True
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: dict[str, Any],
+                                        account_id: str, region_name: str, **kwargs: Any) -> "Provided":
+        props = cloudformation_json.get("Properties", {})
+        attributes = cls.create(resource_name, props, account_id, region_name)
+        logger.info("stack %s: created %s %s", kwargs.get("StackId", "?"), cls.TYPE, resource_name)
+        return cls(resource_name, attributes, account_id, region_name)
+
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource: "Provided", new_resource_name: str,
+                                        cloudformation_json: dict[str, Any], account_id: str,
+                                        region_name: str) -> "Provided":
+        props = cloudformation_json.get("Properties", {})
+        if new_resource_name != original_resource.name:  # a new name replaces the resource
+            attributes = cls.create(new_resource_name, props, account_id, region_name)
+            cls.remove(original_resource.name, original_resource.attributes, account_id, region_name)
+        else:
+            attributes = cls.update(original_resource, props, account_id, region_name)
+        return cls(new_resource_name, attributes, account_id, region_name)
+
+    @classmethod
+    def delete_from_cloudformation_json(cls, resource_name: str, cloudformation_json: dict[str, Any],
+                                        account_id: str, region_name: str) -> None:
+        cls.remove(resource_name, {}, account_id, region_name)
+
+    def delete(self, account_id: str, region_name: str) -> None:
+        type(self).remove(self.name, self.attributes, account_id, region_name)
+
+    # what each type implements
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def update(cls, original: "Provided", props: dict[str, Any], account_id: str,
+               region_name: str) -> dict[str, Any]:
+        """Default: delete and create again (the type has no update API in moto)."""
+        cls.remove(original.name, original.attributes, account_id, region_name)
+        return cls.create(original.name, props, account_id, region_name)
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        raise NotImplementedError
+
+
+def arn(service: str, account_id: str, region_name: str, resource: str) -> str:
+    from moto.utilities.utils import get_partition
+
+    return f"arn:{get_partition(region_name)}:{service}:{region_name}:{account_id}:{resource}"
+
+
+class PipelineModel(Provided):
+    TYPE, NAME_PROPERTY, ATTRIBUTES = "AWS::CodePipeline::Pipeline", "Name", ("Name", "Version")
+
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        request = pipeline_request(name, props)
+        pipeline, _ = backend("codepipeline", account_id, region_name).create_pipeline(
+            request["pipeline"], request.get("tags", []))
+        return {"Name": name, "Version": str(pipeline["version"])}
+
+    @classmethod
+    def update(cls, original: Provided, props: dict[str, Any], account_id: str,
+               region_name: str) -> dict[str, Any]:
+        request = pipeline_request(original.name, props)
+        pipeline = backend("codepipeline", account_id, region_name).update_pipeline(request["pipeline"])
+        return {"Name": original.name, "Version": str(pipeline["version"])}
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        backend("codepipeline", account_id, region_name).delete_pipeline(name)
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        return name in backend("codepipeline", account_id, region_name).pipelines
+
+
+class ProjectModel(Provided):
+    TYPE, NAME_PROPERTY, ATTRIBUTES = "AWS::CodeBuild::Project", "Name", ("Name", "Arn")
+
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        r = project_request(name, props)
+        backend("codebuild", account_id, region_name).create_project(
+            project_name=name, description=r.get("description"), project_source=r["source"],
+            artifacts=r["artifacts"], environment=r["environment"], service_role=r["serviceRole"],
+            tags=r.get("tags"), cache=r.get("cache"), timeout=r.get("timeoutInMinutes"),
+            queued_timeout=r.get("queuedTimeoutInMinutes"), source_version=r.get("sourceVersion"),
+            logs_config=r.get("logsConfig"), vpc_config=r.get("vpcConfig"))
+        return {"Name": name, "Arn": arn("codebuild", account_id, region_name, f"project/{name}")}
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        backend("codebuild", account_id, region_name).delete_project(name)
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        return name in backend("codebuild", account_id, region_name).codebuild_projects
+
+
+class RepositoryModel(Provided):
+    TYPE, NAME_PROPERTY, REF = "AWS::CodeCommit::Repository", "RepositoryName", "Id"
+    ATTRIBUTES = ("Id", "Name", "Arn", "CloneUrlHttp", "CloneUrlSsh", "KmsKeyId")
+
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        r = repository_request(name, props)
+        meta = backend("codecommit", account_id, region_name).create_repository(
+            name, r.get("repositoryDescription", ""))
+        return {"Id": meta["repositoryId"], "Name": name, "Arn": meta["Arn"],
+                "CloneUrlHttp": meta["cloneUrlHttp"], "CloneUrlSsh": meta["cloneUrlSsh"],
+                "KmsKeyId": r.get("kmsKeyId", "")}
+
+    @classmethod
+    def update(cls, original: Provided, props: dict[str, Any], account_id: str,
+               region_name: str) -> dict[str, Any]:
+        repository = backend("codecommit", account_id, region_name).repositories[original.name]
+        repository.repository_metadata["repositoryDescription"] = props.get("RepositoryDescription", "")
+        return original.attributes  # the id and ARN of a repository survive an update
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        backend("codecommit", account_id, region_name).delete_repository(name)
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        return name in backend("codecommit", account_id, region_name).repositories
+
+
+class GlueJobModel(Provided):
+    TYPE, NAME_PROPERTY, ATTRIBUTES = "AWS::Glue::Job", "Name", ("Name",)
+
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        r = job_request(name, props)
+        backend("glue", account_id, region_name).create_job(
+            name=name, description=r.get("Description"), log_uri=r.get("LogUri"), role=r["Role"],
+            execution_property=r.get("ExecutionProperty"), command=r["Command"],
+            default_arguments=r.get("DefaultArguments"),
+            non_overridable_arguments=r.get("NonOverridableArguments"), connections=r.get("Connections"),
+            max_retries=r.get("MaxRetries"), allocated_capacity=r.get("AllocatedCapacity"),
+            timeout=r.get("Timeout"), max_capacity=r.get("MaxCapacity"),
+            security_configuration=r.get("SecurityConfiguration"), tags=r.get("Tags"),
+            notification_property=r.get("NotificationProperty"), glue_version=r.get("GlueVersion"),
+            number_of_workers=r.get("NumberOfWorkers"), worker_type=r.get("WorkerType"),
+            code_gen_configuration_nodes=r.get("CodeGenConfigurationNodes"),
+            execution_class=r.get("ExecutionClass"), source_control_details=r.get("SourceControlDetails"))
+        return {"Name": name}
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        backend("glue", account_id, region_name).delete_job(name)
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        return name in backend("glue", account_id, region_name).jobs
+
+
+class GlueSecurityConfigurationModel(Provided):
+    TYPE, NAME_PROPERTY, ATTRIBUTES = "AWS::Glue::SecurityConfiguration", "Name", ("Name",)
+
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        r = security_configuration_request(name, props)
+        backend("glue", account_id, region_name).create_security_configuration(
+            name, r["EncryptionConfiguration"])
+        return {"Name": name}
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        glue = backend("glue", account_id, region_name)
+        if name in glue.security_configurations:
+            glue.delete_security_configuration(name)
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        return name in backend("glue", account_id, region_name).security_configurations
+
+
+class ModelPackageGroupModel(Provided):
+    TYPE, NAME_PROPERTY, REF = "AWS::SageMaker::ModelPackageGroup", "ModelPackageGroupName", "ModelPackageGroupArn"
+    ATTRIBUTES = ("ModelPackageGroupArn", "ModelPackageGroupName", "ModelPackageGroupStatus", "CreationTime")
+
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        r = model_package_group_request(name, props)
+        group_arn = backend("sagemaker", account_id, region_name).create_model_package_group(
+            name, r.get("ModelPackageGroupDescription"), r.get("Tags"))
+        group = backend("sagemaker", account_id, region_name).model_package_groups[name]
+        return {"ModelPackageGroupArn": group_arn, "ModelPackageGroupName": name,
+                "ModelPackageGroupStatus": "Completed", "CreationTime": str(group.creation_time)}
+
+    @classmethod
+    def update(cls, original: Provided, props: dict[str, Any], account_id: str,
+               region_name: str) -> dict[str, Any]:
+        # Keep the group (and the versions registered in it); only the description can change here.
+        group = backend("sagemaker", account_id, region_name).model_package_groups[original.name]
+        group.model_package_group_description = props.get("ModelPackageGroupDescription")
+        return original.attributes
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        backend("sagemaker", account_id, region_name).model_package_groups.pop(name, None)
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        return name in backend("sagemaker", account_id, region_name).model_package_groups
+
+
+class BucketPolicyModel(Provided):
+    """Checked and kept on the stack, not put on the bucket: moto enforces bucket policies, and the
+    stand-in speaks plain HTTP, so the templates' DenyInsecureTransport would refuse every request."""
+    TYPE, NAME_PROPERTY, REF, ATTRIBUTES = "AWS::S3::BucketPolicy", "", "Bucket", ()
+
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        request = bucket_policy_request(props)
+        return {"Bucket": request["Bucket"], "Policy": request["Policy"]}
+
+    @classmethod
+    def update(cls, original: Provided, props: dict[str, Any], account_id: str,
+               region_name: str) -> dict[str, Any]:
+        return cls.create(original.name, props, account_id, region_name)
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        pass
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        return True
+
+
+PROVIDED: tuple[type[Provided], ...] = (PipelineModel, ProjectModel, RepositoryModel, GlueJobModel,
+                                        GlueSecurityConfigurationModel, ModelPackageGroupModel,
+                                        BucketPolicyModel)
+_installed: dict[str, type[Provided]] = {}
+_installed_lock = threading.Lock()
+
+
+def yaml_tag_constructor(loader: Any, tag: str, node: Any) -> Any:
+    """moto's YAML short forms, but `!Condition X` as `{"Condition": X}` (moto makes it Fn::Condition,
+    which its condition parser does not know, so `!Not [!Condition X]` was always true)."""
+    from moto.cloudformation import utils
+
+    if tag == "!Condition":
+        return {"Condition": loader.construct_scalar(node)}
+    return utils.yaml_tag_constructor(loader, tag, node)
+
+
+def install_models() -> dict[str, type[Provided]]:
+    """Make moto's CloudFormation parse the types above (once per process, like moto's backends)."""
+    from moto.cloudformation import models, parsing, responses
+    from moto.core.common_models import CloudFormationModel
+
+    with _installed_lock:
+        if not _installed:
+            for provided in PROVIDED:
+                # moto lists models as the *direct* subclasses of CloudFormationModel.
+                _installed[provided.TYPE] = type(provided.__name__, (provided, CloudFormationModel), {})
+            models.yaml_tag_constructor = responses.yaml_tag_constructor = yaml_tag_constructor
+            for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
+                cached.cache_clear()  # moto caches the lists on first use
+    return dict(_installed)
