@@ -140,14 +140,13 @@ def _run_command(client: Client, phase: str, command: str, env: dict[str, str | 
         return
     here = cwd
     for words in parsed:
-        here = _do(client, words, here, cwd)
+        here = _do(client, words, here)
     log.add(f"[{phase}] done here: {command}")
 
 
-def _do(client: Client, words: list[str], here: Path, root: Path) -> Path:
+def _do(client: Client, words: list[str], here: Path) -> Path:
     def local(path: str) -> Path:
-        target = (here / path).resolve()
-        return target
+        return (here / path).resolve()
 
     verb = words[0]
     if verb == "cd":
