@@ -1,13 +1,15 @@
-"""Images run from source, and the change signal the pipeline engine waits on."""
+"""Images run from source, the change signal the pipeline engine waits on, and what the runtime closes."""
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
 import pytest
 
 from tests.conftest import ROOT
-from mlops_local.runtime import Changes, ImageMap, python_command
+from mlops_local.gateway import LocalAws
+from mlops_local.runtime import Changes, ImageMap, Runtime, python_command
 
 TRAINING = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-training:c0ffee"
 TEST_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-endpoint-test:c0ffee"
@@ -51,3 +53,22 @@ def test_changes_wake_a_waiter():
     timer.start()
     assert changes.wait(start, timeout=5) == start + 1
     assert changes.wait(start + 1, timeout=0.01) == start + 1  # nothing new: times out
+
+
+def test_close_ends_the_idle_lambda_workers(tmp_path):
+    runtime = Runtime(aws=LocalAws(), workdir=tmp_path, source_root=ROOT)  # not started: no server needed
+    other = Runtime(aws=runtime.aws, workdir=tmp_path, source_root=ROOT)
+    assert runtime.lambda_workers is not other.lambda_workers  # each runtime owns its pool
+    key = ("function", "environment-hash")
+    worker = runtime.lambda_workers.acquire(key, dict(os.environ), tmp_path, tmp_path / "worker.log")
+    runtime.lambda_workers.release(key, worker)
+    assert worker.alive()
+    try:
+        runtime.close()
+        assert not worker.alive()
+        fresh = runtime.lambda_workers.acquire(key, dict(os.environ), tmp_path, tmp_path / "worker.log")
+        fresh.kill()
+        assert fresh is not worker
+    finally:
+        worker.kill()
+        runtime.aws.server.server_close()
