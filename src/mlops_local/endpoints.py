@@ -6,6 +6,9 @@ server per endpoint (Creating -> InService / Failed, Updating while a new server
 old one) and reports the real status over moto's records. `reconcile()` notices endpoints that
 moto's CloudFormation created, replaced or deleted. Each server start gets a folder
 `<workdir>/endpoints/<name>/<generation>/` with `model/` and `server.log`.
+
+Over ~400 lines on purpose: one state machine (create, update, delete, reconcile, serve) whose
+transitions share one lock and read best side by side; the server process is in model_servers.
 """
 from __future__ import annotations
 
