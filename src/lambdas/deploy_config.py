@@ -33,8 +33,8 @@ import re
 from typing import Any, Mapping
 
 from lambdas.errors import ConfigurationError
-from lambdas.job import Done, JobEvent, Param, parse_s3_uri, parse_user_parameters, run_job, \
-    write_artifact_files
+from lambdas.job import (
+    AwsClient, Done, JobEvent, Param, parse_s3_uri, parse_user_parameters, run_job, write_artifact_files)
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ MODEL_PACKAGE_ARN = re.compile(r"arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]+:[0-9]{12}
 MAX_TAGS = 50
 
 
-def handler(event: dict, context: Any) -> dict:
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return run_job(event, lambda job: write_deploy_config(job))
 
 
-def write_deploy_config(job: JobEvent, *, s3=None) -> Done:
+def write_deploy_config(job: JobEvent, *, s3: AwsClient = None) -> Done:
     params = parse_user_parameters(job.user_parameters, SCHEMA)
     config = template_configuration(params)
     artifact = job.output_artifact()

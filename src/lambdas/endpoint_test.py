@@ -30,12 +30,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from lambdas.deploy_config import check_endpoint_name
 from lambdas.errors import ConfigurationError, JobFailed
 from lambdas.job import (
-    Done, InProgress, JobEvent, Param, client, parse_s3_uri, parse_user_parameters, run_job)
+    AwsClient, Done, InProgress, JobEvent, Param, client, parse_s3_uri, parse_user_parameters, run_job)
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class EndpointTestResult:
     problems: list[str] = field(default_factory=list)
     requests: int = 0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "rows": self.rows, "rmse": self.rmse,
                 "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "problems": self.problems}
 
@@ -172,7 +172,7 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 
 # -- AWS side ---------------------------------------------------------------------------------
-def sagemaker_invoker(endpoint_name: str, runtime_client) -> Invoke:
+def sagemaker_invoker(endpoint_name: str, runtime_client: AwsClient) -> Invoke:
     def invoke(body: bytes, content_type: str) -> bytes:
         try:
             response = runtime_client.invoke_endpoint(
@@ -182,11 +182,12 @@ def sagemaker_invoker(endpoint_name: str, runtime_client) -> Invoke:
             if 400 <= int(status) < 500:
                 raise EndpointRejected(f"HTTP {status}: {exc.response.get('OriginalMessage', exc)}") from exc
             raise
-        return response["Body"].read()
+        answer: bytes = response["Body"].read()
+        return answer
     return invoke
 
 
-def read_s3_csv(uri: str, s3_client) -> str:
+def read_s3_csv(uri: str, s3_client: AwsClient) -> str:
     """The CSV at an s3:// key, or the first *.csv under an s3:// prefix (Spark part files)."""
     if not uri.startswith("s3://"):
         raise BadTestData(f"test_data_s3_uri must start with s3://, got {uri!r}")
@@ -197,10 +198,11 @@ def read_s3_csv(uri: str, s3_client) -> str:
         if not keys:
             raise BadTestData(f"no .csv object under {uri}")
         key = keys[0]
-    return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+    body: bytes = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body.decode("utf-8")
 
 
-def read_target(features_uri: str, s3_client) -> str:
+def read_target(features_uri: str, s3_client: AwsClient) -> str:
     """The target column named by the ETL's fitted transform (features.json)."""
     bucket, key = parse_s3_uri(features_uri, "features_uri")
     try:
@@ -220,7 +222,7 @@ def read_target(features_uri: str, s3_client) -> str:
 REQUIRED_KEYS = ("endpoint_name", "test_data_s3_uri", "target")
 
 
-def check_endpoint(event: dict, s3_client=None, runtime_client=None,
+def check_endpoint(event: Mapping[str, Any], s3_client: AwsClient = None, runtime_client: AwsClient = None,
                    clock: Clock = time.perf_counter) -> EndpointTestResult:
     missing = [k for k in REQUIRED_KEYS if not event.get(k)]
     if missing:
@@ -247,11 +249,12 @@ MAX_BATCH = 1000  # rows a request; InvokeEndpoint takes at most 6 MB
 WAITING = ("Creating", "Updating", "SystemUpdating")
 
 
-def handler(event: dict, context: Any) -> dict:
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return run_job(event, lambda job: verify_endpoint(job))
 
 
-def verify_endpoint(job: JobEvent, *, sagemaker=None, s3=None, runtime=None, now: Clock = time.time,
+def verify_endpoint(job: JobEvent, *, sagemaker: AwsClient = None, s3: AwsClient = None,
+                    runtime: AwsClient = None, now: Clock = time.time,
                     clock: Clock = time.perf_counter) -> Done | InProgress:
     """Wait for InService (continuation token = start time), then test the endpoint in batches."""
     params = parse_user_parameters(job.user_parameters, SCHEMA)
@@ -313,7 +316,7 @@ def verify_endpoint(job: JobEvent, *, sagemaker=None, s3=None, runtime=None, now
                  "P50Ms": f"{result.p50_ms:.2f}", "P99Ms": f"{result.p99_ms:.2f}"})
 
 
-def _endpoint_status(sagemaker, name: str) -> tuple[str, str]:
+def _endpoint_status(sagemaker: AwsClient, name: str) -> tuple[str, str]:
     from botocore.exceptions import ClientError
 
     try:

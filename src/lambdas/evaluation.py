@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+from datetime import datetime
 from typing import Any, Mapping
 
 from lambdas.errors import ConfigurationError, JobFailed
 from lambdas.job import (
-    Done, InProgress, JobEvent, Param, client, job_name, parse_s3_uri, parse_user_parameters, run_job)
+    AwsClient, Done, InProgress, JobEvent, Param, client, job_name, parse_s3_uri, parse_user_parameters, run_job)
 from lambdas.sagemaker_jobs import CONTENT_TYPES, DECISION_KEY, EXECUTION_KEY, check_budget, describe, reuse
 
 logger = logging.getLogger(__name__)
@@ -49,16 +50,16 @@ NULLABLE = {"r2"}  # training.evaluate writes r2 = null when the test target is 
 LOGS = "CloudWatch log group /aws/sagemaker/ProcessingJobs, streams {name}/*"
 
 
-def submit_handler(event, context):
+def submit_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return run_job(event, lambda job: submit(job))
 
 
-def monitor_handler(event, context):
+def monitor_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return run_job(event, lambda job: monitor(job))
 
 
 # -- submit ---------------------------------------------------------------------------------
-def submit(job: JobEvent, *, sagemaker=None) -> Done:
+def submit(job: JobEvent, *, sagemaker: AwsClient = None) -> Done:
     params = parse_user_parameters(job.user_parameters, SUBMIT_SCHEMA)
     request = processing_request(params)
     name = request["ProcessingJobName"]
@@ -111,7 +112,7 @@ def evaluation_uri(output_uri: str) -> str:
 
 
 # -- monitor --------------------------------------------------------------------------------
-def monitor(job: JobEvent, *, sagemaker=None, s3=None) -> Done | InProgress:
+def monitor(job: JobEvent, *, sagemaker: AwsClient = None, s3: AwsClient = None) -> Done | InProgress:
     params = parse_user_parameters(job.user_parameters, MONITOR_SCHEMA)
     parse_s3_uri(params["evaluation_uri"], "UserParameters 'evaluation_uri'")
     threshold = params["threshold"]
@@ -135,7 +136,8 @@ def monitor(job: JobEvent, *, sagemaker=None, s3=None) -> Done | InProgress:
         return InProgress(f"SageMaker processing job {name} is {status}", {"processing_job_name": name})
 
     metrics = read_metrics(s3 or client("s3"), name, params["evaluation_uri"], logs)
-    rmse = float(metrics["rmse"])  # read_metrics checked it is a finite number
+    rmse = metrics["rmse"]
+    assert rmse is not None  # read_metrics checked it is a finite number
     variables = {variable: "null" if value is None else repr(value)
                  for variable, value in (("Rmse", rmse), ("Mae", metrics["mae"]), ("R2", metrics["r2"]))}
     if rmse <= threshold:
@@ -160,7 +162,7 @@ def monitor(job: JobEvent, *, sagemaker=None, s3=None) -> Done | InProgress:
     raise JobFailed(verdict)
 
 
-def read_metrics(s3, name: str, uri: str, logs: str) -> dict[str, float | None]:
+def read_metrics(s3: AwsClient, name: str, uri: str, logs: str) -> dict[str, float | None]:
     bucket, key = parse_s3_uri(uri, "UserParameters 'evaluation_uri'")
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -185,24 +187,25 @@ def read_metrics(s3, name: str, uri: str, logs: str) -> dict[str, float | None]:
             raise JobFailed(f"{uri} (from processing job {name}): regression_metrics.{metric}.value is not a "
                             f"number ({value!r})")
         metrics[metric] = float(value)
-    if not math.isfinite(metrics["rmse"]):
+    rmse = metrics["rmse"]  # not NULLABLE: a float here
+    if rmse is None or not math.isfinite(rmse):
         raise JobFailed(f"{uri} (from processing job {name}) reports a non-finite RMSE ({metrics['rmse']}); "
                         f"the model cannot be judged; logs: {logs}")
     return metrics
 
 
-def record_rejected(sagemaker, params: Mapping[str, Any], since, rmse: float) -> str:
+def record_rejected(sagemaker: AwsClient, params: Mapping[str, Any], since: datetime, rmse: float) -> str:
     """Record the candidate as a Rejected model package, once per pipeline execution."""
     group, execution_id = params["model_package_group"], params["execution_id"]
     pages = sagemaker.get_paginator("list_model_packages").paginate(
         ModelPackageGroupName=group, ModelApprovalStatus="Rejected", CreationTimeAfter=since)
     for page in pages:  # only packages created since this execution's evaluation job began
         for summary in page["ModelPackageSummaryList"]:
-            arn = summary["ModelPackageArn"]
+            arn: str = summary["ModelPackageArn"]
             found = sagemaker.describe_model_package(ModelPackageName=arn)
             if found.get("CustomerMetadataProperties", {}).get(EXECUTION_KEY) == execution_id:
                 return arn
-    return sagemaker.create_model_package(
+    created = sagemaker.create_model_package(
         ModelPackageGroupName=group,
         ModelPackageDescription=f"Rejected by pipeline execution {execution_id}: RMSE {rmse:.2f} > "
                                 f"threshold {params['threshold']:g}",
@@ -216,4 +219,6 @@ def record_rejected(sagemaker, params: Mapping[str, Any], since, rmse: float) ->
                                                       "S3Uri": params["evaluation_uri"]}}},
         CustomerMetadataProperties={EXECUTION_KEY: execution_id, DECISION_KEY: REJECTED,
                                     "Rmse": repr(rmse), "Threshold": f"{params['threshold']:g}"},
-    )["ModelPackageArn"]
+    )
+    created_arn: str = created["ModelPackageArn"]
+    return created_arn

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from lambdas.errors import ConfigurationError, JobFailed, TimeBudgetExceeded
 from lambdas.job import (
-    Done, InProgress, JobEvent, Param, client, iso, parse_s3_uri, parse_user_parameters, run_job)
+    AwsClient, Done, InProgress, JobEvent, Param, client, iso, parse_s3_uri, parse_user_parameters, run_job)
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +38,11 @@ QUALITY_COUNTS = {"RowsIn": "rows_in", "RowsOut": "rows_out", "Quarantined": "qu
                   "Duplicates": "duplicates"}
 
 
-def submit_handler(event, context):
+def submit_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return run_job(event, lambda job: submit(job))
 
 
-def monitor_handler(event, context):
+def monitor_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return run_job(event, lambda job: monitor(job))
 
 
@@ -53,7 +53,7 @@ def logs(run_id: str, run: Mapping[str, Any] | None = None) -> str:
 
 
 # -- submit ---------------------------------------------------------------------------------
-def submit(job: JobEvent, *, glue=None) -> Done:
+def submit(job: JobEvent, *, glue: AwsClient = None) -> Done:
     params = parse_user_parameters(job.user_parameters, SUBMIT_SCHEMA)
     for key in ("input_uri", "dataset_config_uri", "output_uri"):
         parse_s3_uri(params[key], f"UserParameters '{key}'")
@@ -79,8 +79,9 @@ def submit(job: JobEvent, *, glue=None) -> Done:
     return Done(summary, {"JobRunId": run_id, "GlueJobName": name, "EtlOutputUri": params["output_uri"]})
 
 
-def find_run(glue, name: str, execution_id: str) -> dict[str, Any] | None:
+def find_run(glue: AwsClient, name: str, execution_id: str) -> dict[str, Any] | None:
     """The run of this execution that has not failed, if one exists (a retried failure starts anew)."""
+    run: dict[str, Any]
     try:
         for page in glue.get_paginator("get_job_runs").paginate(JobName=name):
             for run in page["JobRuns"]:
@@ -94,7 +95,7 @@ def find_run(glue, name: str, execution_id: str) -> dict[str, Any] | None:
 
 
 # -- monitor --------------------------------------------------------------------------------
-def monitor(job: JobEvent, *, glue=None, s3=None) -> Done | InProgress:
+def monitor(job: JobEvent, *, glue: AwsClient = None, s3: AwsClient = None) -> Done | InProgress:
     params = parse_user_parameters(job.user_parameters, MONITOR_SCHEMA)
     parse_s3_uri(params["output_uri"], "UserParameters 'output_uri'")
     state = job.state() or {}
@@ -132,7 +133,7 @@ def monitor(job: JobEvent, *, glue=None, s3=None) -> Done | InProgress:
                       {"glue_job_name": name, "job_run_id": run_id})
 
 
-def read_counts(s3, name: str, run_id: str, output_uri: str) -> dict[str, int]:
+def read_counts(s3: AwsClient, name: str, run_id: str, output_uri: str) -> dict[str, int]:
     bucket, prefix = parse_s3_uri(output_uri, "UserParameters 'output_uri'")
     key = f"{prefix.rstrip('/')}/{QUALITY_FILE}" if prefix.strip("/") else QUALITY_FILE
     where = f"s3://{bucket}/{key}"

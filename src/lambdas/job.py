@@ -26,10 +26,12 @@ MAX_TOKEN = 2048          # continuationToken
 MAX_FAILURE_MESSAGE = 5000  # FailureDetails.message
 MAX_SUMMARY = 2048        # ExecutionDetails.summary
 UNRESOLVED = re.compile(r"#\{[^}]*\}")
-RETRY_CONFIG = {"retries": {"mode": "standard", "max_attempts": 5}}
+RETRY_CONFIG: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": 5}}
+# A boto3 client: botocore builds its methods from the service model at run time, so it is typed Any.
+AwsClient = Any
 
 
-def client(service: str, **kwargs):
+def client(service: str, **kwargs: Any) -> AwsClient:
     """A boto3 client with botocore's standard retries; built lazily, only when none is passed in."""
     import boto3
     from botocore.config import Config
@@ -90,7 +92,8 @@ class JobEvent:
         if not self.continuation_token:
             return None
         try:
-            return json.loads(self.continuation_token)
+            state: dict[str, Any] = json.loads(self.continuation_token)
+            return state
         except ValueError:
             raise ConfigurationError("continuation token is not the JSON this worker writes") from None
 
@@ -122,7 +125,7 @@ def _pick(artifacts: tuple[Artifact, ...], name: str | None, kind: str) -> Artif
 @dataclass(frozen=True)
 class Done:
     summary: str
-    variables: Mapping[str, str] = field(default_factory=dict)
+    variables: Mapping[str, str | int] = field(default_factory=dict)  # reported as str(value)
 
 
 @dataclass(frozen=True)
@@ -133,14 +136,14 @@ class InProgress:
 
 
 # -- artifacts ------------------------------------------------------------------------------
-def artifact_s3(job: JobEvent, s3_client=None):
+def artifact_s3(job: JobEvent, s3_client: AwsClient = None) -> AwsClient:
     """S3 client for the artifact store, with the credentials CodePipeline granted in the event."""
     if s3_client is not None:
         return s3_client
     import boto3
     from botocore.config import Config
 
-    kwargs = {}
+    kwargs: dict[str, str] = {}
     if job.credentials is not None:
         kwargs = {"aws_access_key_id": job.credentials.access_key_id,
                   "aws_secret_access_key": job.credentials.secret_access_key,
@@ -148,7 +151,7 @@ def artifact_s3(job: JobEvent, s3_client=None):
     return boto3.client("s3", config=Config(signature_version="s3v4", **RETRY_CONFIG), **kwargs)
 
 
-def read_artifact_file(job: JobEvent, artifact: Artifact, filename: str, s3_client=None) -> bytes:
+def read_artifact_file(job: JobEvent, artifact: Artifact, filename: str, s3_client: AwsClient = None) -> bytes:
     body = artifact_s3(job, s3_client).get_object(Bucket=artifact.bucket, Key=artifact.key)["Body"].read()
     try:
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
@@ -160,7 +163,7 @@ def read_artifact_file(job: JobEvent, artifact: Artifact, filename: str, s3_clie
 
 
 def write_artifact_files(job: JobEvent, artifact: Artifact, files: Mapping[str, bytes | str],
-                         s3_client=None) -> None:
+                         s3_client: AwsClient = None) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, content in files.items():
@@ -233,7 +236,7 @@ def _number_from_variable(key: str, value: str, whole: bool = False) -> float | 
 
 # -- the boundary ---------------------------------------------------------------------------
 def run_job(event: Mapping[str, Any], work: Callable[[JobEvent], Done | InProgress],
-            codepipeline=None) -> dict[str, Any]:
+            codepipeline: AwsClient = None) -> dict[str, Any]:
     """Parse, work, report. Returns what was reported (for logs and tests)."""
     job_id = _job_id(event)
     codepipeline = codepipeline or client("codepipeline")
@@ -252,7 +255,7 @@ def run_job(event: Mapping[str, Any], work: Callable[[JobEvent], Done | InProgre
         if len(token) > MAX_TOKEN:
             return _fail(codepipeline, job_id, "JobFailed",
                          f"internal error: continuation state is {len(token)} characters (max {MAX_TOKEN})")
-        details = {"summary": outcome.summary[:MAX_SUMMARY]}
+        details: dict[str, str | int] = {"summary": outcome.summary[:MAX_SUMMARY]}
         if outcome.percent is not None:
             details["percentComplete"] = max(0, min(100, int(outcome.percent)))
         codepipeline.put_job_success_result(jobId=job_id, continuationToken=token, executionDetails=details)
@@ -270,7 +273,8 @@ def run_job(event: Mapping[str, Any], work: Callable[[JobEvent], Done | InProgre
 
 def _job_id(event: Mapping[str, Any]) -> str:
     try:
-        return event["CodePipeline.job"]["id"]
+        job_id: str = event["CodePipeline.job"]["id"]
+        return job_id
     except (KeyError, TypeError):
         # Without a job id there is nobody to report to; fail loudly in the Lambda's own log.
         raise ConfigurationError("the event is not a CodePipeline job event (no 'CodePipeline.job.id')") \
@@ -293,7 +297,7 @@ def _describe_unexpected(exc: Exception) -> tuple[str, str]:
     return "JobFailed", f"unexpected error ({type(exc).__name__}): {exc}"
 
 
-def _fail(codepipeline, job_id: str, failure_type: str, message: str) -> dict[str, Any]:
+def _fail(codepipeline: AwsClient, job_id: str, failure_type: str, message: str) -> dict[str, Any]:
     message = message[:MAX_FAILURE_MESSAGE]
     codepipeline.put_job_failure_result(
         jobId=job_id, failureDetails={"type": failure_type, "message": message})

@@ -25,7 +25,7 @@ import uuid
 from typing import Any, Mapping
 
 from lambdas.errors import ConfigurationError, JobFailed
-from lambdas.job import Done, JobEvent, Param, client, parse_s3_uri, parse_user_parameters, run_job
+from lambdas.job import AwsClient, Done, JobEvent, Param, client, parse_s3_uri, parse_user_parameters, run_job
 from lambdas.sagemaker_jobs import CONTENT_TYPES, DECISION_KEY, EXECUTION_KEY
 
 logger = logging.getLogger(__name__)
@@ -58,11 +58,11 @@ METADATA_TEXT = re.compile(r"[\w .:/=+\-@]+")  # SageMaker: letters, spaces, dig
 TOKEN_NAMESPACE = uuid.UUID("6f1c3c52-8f1e-4a43-9a43-6d0f1b0e5a11")
 
 
-def handler(event: dict, context: Any) -> dict:
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return run_job(event, lambda job: register(job))
 
 
-def register(job: JobEvent, *, sagemaker=None) -> Done:
+def register(job: JobEvent, *, sagemaker: AwsClient = None) -> Done:
     params = parse_user_parameters(job.user_parameters, SCHEMA)
     group = _group(params["model_package_group"])
     execution_id = params["execution_id"]
@@ -144,7 +144,7 @@ def client_token(group: str, execution_id: str) -> str:
     return str(uuid.uuid5(TOKEN_NAMESPACE, f"register-model/{group}/{execution_id}"))
 
 
-def find_package(sagemaker, group: str, execution_id: str) -> dict[str, Any] | None:
+def find_package(sagemaker: AwsClient, group: str, execution_id: str) -> dict[str, Any] | None:
     """The newest package in the group registered for this execution, or None."""
     seen = 0
     kwargs: dict[str, Any] = {"ModelPackageGroupName": group, "SortBy": "CreationTime",
@@ -153,7 +153,8 @@ def find_package(sagemaker, group: str, execution_id: str) -> dict[str, Any] | N
         page = sagemaker.list_model_packages(**kwargs)
         for summary in page.get("ModelPackageSummaryList", []):
             seen += 1
-            described = sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+            described: dict[str, Any] = sagemaker.describe_model_package(
+                ModelPackageName=summary["ModelPackageArn"])
             if (described.get("CustomerMetadataProperties") or {}).get(EXECUTION_KEY) == execution_id:
                 return described
             if seen >= LOOKBACK:
@@ -164,7 +165,7 @@ def find_package(sagemaker, group: str, execution_id: str) -> dict[str, Any] | N
     return None
 
 
-def _check_group_exists(sagemaker, group: str) -> None:
+def _check_group_exists(sagemaker: AwsClient, group: str) -> None:
     from botocore.exceptions import ClientError
 
     try:

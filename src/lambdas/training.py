@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from lambdas.errors import ConfigurationError, JobFailed
 from lambdas.job import (
-    Done, InProgress, JobEvent, Param, client, job_name, parse_s3_uri, parse_user_parameters, run_job)
+    AwsClient, Done, InProgress, JobEvent, Param, client, job_name, parse_s3_uri, parse_user_parameters, run_job)
 from lambdas.sagemaker_jobs import METRIC_DEFINITIONS, check_budget, describe, reuse
 
 logger = logging.getLogger(__name__)
@@ -42,16 +42,16 @@ CHANNELS = ("train", "validation", "features")
 LOGS = "CloudWatch log group /aws/sagemaker/TrainingJobs, streams {name}/*"
 
 
-def submit_handler(event, context):
+def submit_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return run_job(event, lambda job: submit(job))
 
 
-def monitor_handler(event, context):
+def monitor_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return run_job(event, lambda job: monitor(job))
 
 
 # -- submit ---------------------------------------------------------------------------------
-def submit(job: JobEvent, *, sagemaker=None) -> Done:
+def submit(job: JobEvent, *, sagemaker: AwsClient = None) -> Done:
     params = parse_user_parameters(job.user_parameters, SUBMIT_SCHEMA)
     request = training_request(params)
     name = request["TrainingJobName"]
@@ -117,7 +117,7 @@ def metric_definitions(values: list[Any] | None) -> list[dict[str, str]]:
 
 
 # -- monitor --------------------------------------------------------------------------------
-def monitor(job: JobEvent, *, sagemaker=None) -> Done | InProgress:
+def monitor(job: JobEvent, *, sagemaker: AwsClient = None) -> Done | InProgress:
     params = parse_user_parameters(job.user_parameters, MONITOR_SCHEMA)
     name = (job.state() or {}).get("training_job_name", params["training_job_name"])
     sagemaker = sagemaker or client("sagemaker")
