@@ -25,7 +25,7 @@ from training.predictor import Predictor
 
 from tests.conftest import ROOT, load_event
 from tests.lambdas.pipeline_stubs import expect_success, stubbed_codepipeline
-from tests.training.test_serve import BY_HAND, RECORDS, SPEC, write_model_dir
+from tests.training.model_files import BY_HAND, RECORDS, SPEC, write_model_dir
 
 ACCOUNT = "123456789012"
 IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/mlops-training:c0ffee0"

@@ -1,7 +1,8 @@
 """The model server (training.serve) against the SageMaker inference contract.
 
-A small model with known weights is written to a temporary model directory, so the expected
-predictions are computable by hand; the server runs in a thread on 127.0.0.1, port 0.
+A small model with known weights (tests/training/model_files.py) is written to a temporary model
+directory, so the expected predictions are computable by hand; the server runs in a thread on
+127.0.0.1, port 0.
 """
 from __future__ import annotations
 
@@ -21,51 +22,16 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from training.features import FeatureSpec
 from training.predictor import Predictor
 from training.serve import (CSV, JSON, MAX_BODY_BYTES, ModelLoadError, ModelServer, build_server,
                             encode, load_model, make_server, negotiate, parse_settings,
                             request_media_type)
 from training.serving_errors import NotAcceptable, PredictionFailed, UnsupportedMediaType
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+from tests.conftest import ROOT
+from tests.training.model_files import BY_HAND, CSV_BODY, KERNEL_1, RECORDS, SPEC, write_model_dir
 
-# -- a model with known weights ----------------------------------------------------------------
-# input order (the data set's): carat, cut, color, depth
-# feature order (the model's):  carat, depth, cut, color=D, color=E, color=F
-SPEC = FeatureSpec(
-    target="price",
-    target_transform="none",
-    input_columns=("carat", "cut", "color", "depth"),
-    numeric=(("carat", 1.0, 0.5), ("depth", 60.0, 2.0)),
-    ordinal=(("cut", ("Fair", "Good", "Ideal")),),
-    categorical=(("color", ("D", "E", "F")),),
-)
-# hidden_0 = relu(carat + 2 depth + 3 cut + 10 D + 20 E + 30 F + 0.5); hidden_1 = relu(-carat - 1)
-# price = 2 hidden_0 + 5 hidden_1 + 100
-KERNEL_0 = [[1, -1], [2, 0], [3, 0], [10, 0], [20, 0], [30, 0]]
-BIAS_0 = [0.5, -1]
-KERNEL_1 = [[2], [5]]
-BIAS_1 = [100]
-
-RECORDS = [
-    ["1.5", "Ideal", "E", "62"],  # features 1, 1, 1, E -> hidden 26.5, 0 -> 153
-    ["0.5", "Fair", "D", "58"],   # features -1, -1, 0, D -> hidden 7.5, 0 -> 115
-    ["2.0", "Good", "F", "61"],   # features 2, 0.5, 0.5, F -> hidden 35, 0 -> 170
-]
-BY_HAND = [153.0, 115.0, 170.0]
-CSV_BODY = "".join(",".join(r) + "\n" for r in RECORDS).encode()
-
-
-def write_model_dir(path: Path, kernel_1: Any = KERNEL_1) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    SPEC.save(path / "features.json")
-    np.savez(path / "dense.npz",
-             kernel_0=np.asarray(KERNEL_0, np.float32), bias_0=np.asarray(BIAS_0, np.float32),
-             kernel_1=np.asarray(kernel_1, np.float32), bias_1=np.asarray(BIAS_1, np.float32))
-    meta = {"format_version": 1, "activations": ["relu", "linear"], "feature_names": SPEC.feature_names}
-    (path / "model.json").write_text(json.dumps(meta), encoding="utf-8")
-    return path
+SRC = ROOT / "src"
 
 
 @contextlib.contextmanager
@@ -363,6 +329,29 @@ def test_unexpected_error_is_500_logged_once(predictor: Predictor, caplog: pytes
         # still serving, on the same connection
         assert call(connection, "GET", "/ping").status == 200
         assert invoke(connection, CSV_BODY).status == 500
+        connection.close()
+
+
+# price = 1e37 hidden_0 + 100 in float32: rows 1 and 2 stay finite, row 3 (hidden_0 = 35) overflows.
+OVERFLOWING_KERNEL_1 = [[1e37], [5]]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the point of the model
+def test_non_finite_prediction_is_500_naming_the_row(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    overflowing = write_model_dir(tmp_path / "model", kernel_1=OVERFLOWING_KERNEL_1)
+    with running(make_server(overflowing, "127.0.0.1", 0)) as srv:
+        connection = http.client.HTTPConnection(*srv.server_address[:2], timeout=10)
+        with caplog.at_level(logging.ERROR, logger="training.serve"):
+            for content_type in (CSV, JSON):
+                body = CSV_BODY if content_type == CSV else json.dumps(RECORDS).encode()
+                reply = invoke(connection, body, content_type)
+                assert reply.status == 500, reply.body
+                assert reply.error == "row 3: the model produced a non-finite prediction"
+        assert "row 3: the model produced a non-finite prediction" in caplog.text
+        # the server keeps serving, on the same connection: the first two rows are finite
+        finite = invoke(connection, "".join(",".join(r) + "\n" for r in RECORDS[:2]).encode())
+        assert finite.status == 200
+        assert np.isfinite(finite.predictions).all() and len(finite.predictions) == 2
         connection.close()
 
 
