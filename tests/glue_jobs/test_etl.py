@@ -15,7 +15,7 @@ from glue_jobs import etl
 from training.dataset import DatasetConfigError
 from training.features import FeatureSpec, iter_rows, read_csv_dir
 
-from .conftest import DATA, DATASET_CONFIG, ROOT, good_rows, read_json, small_config, write_lines
+from .conftest import DATA, DATASET_CONFIG, ROOT, count_rows, good_rows, read_json, small_config, write_lines
 
 pytestmark = pytest.mark.spark
 
@@ -43,7 +43,7 @@ def test_diamonds_writes_every_output(diamonds_run):
     assert len(list((out / "endpoint-test").glob("part-*.csv"))) == 1
 
 
-def test_diamonds_conservation_and_counts(diamonds_run):
+def test_diamonds_conservation_and_counts(diamonds_run, diamonds_config):
     out, q = diamonds_run
     assert q["rows_in"] == 53_940
     assert q["rows_in"] == q["rows_out"] + q["quarantined"] + q["duplicates"]
@@ -53,6 +53,10 @@ def test_diamonds_conservation_and_counts(diamonds_run):
     assert q["duplicates"] == 145
     assert q["quarantined"] == 20
     assert q["quarantined_by_reason"] == {"rule_min:x": 8, "rule_min:z": 12}
+    # counted without the job, so the identity above does not hold by construction
+    counted = count_rows(DATA, diamonds_config)
+    assert (q["rows_in"], q["quarantined"], q["duplicates"]) == (
+        counted["rows_in"], counted["quarantined"], counted["duplicates"])
     quarantine = csv_rows(out / "quarantine")
     assert len(quarantine) == 20
     assert all(r["quarantine_reason"].startswith("rule_min:") for r in quarantine)
@@ -97,17 +101,18 @@ def test_diamonds_statistics_come_from_the_training_split_only(diamonds_run):
     assert (numeric[:, 0] * carat_std + carat_mean).mean() == pytest.approx(carat_mean, rel=1e-12)
 
 
-def test_diamonds_features_match_the_numpy_transform(spark, diamonds_run, diamonds_config):
-    """PARITY: Spark expressions and FeatureSpec.transform give the same features for the test split."""
-    out, q = diamonds_run
+def assert_parity(spark, data: Path, config, out: Path, test_rows_written: int) -> FeatureSpec:
+    """PARITY: Spark expressions and FeatureSpec.transform give the same features for the test split
+    of a run of the job (data -> out), and the written test split is that transform of its distinct
+    records."""
     spec = FeatureSpec.load(out / "features.json")
     raw_columns = list(spec.input_columns) + [spec.target]
-    header = etl.read_header(spark, str(DATA))
-    checked = etl.check_rows(etl.read_raw(spark, str(DATA), header), diamonds_config)
+    header = etl.read_header(spark, str(data))
+    checked = etl.check_rows(etl.read_raw(spark, str(data), header), config)
     test_rows = (checked.where(F.col(etl.SPLIT) == "test")
-                 .select(*raw_columns, *etl.parsed_columns(diamonds_config)))
+                 .select(*raw_columns, *etl.parsed_columns(config)))
     rows = etl.transform(test_rows, spec, keep=[F.col(c).alias("raw_" + c) for c in raw_columns]).collect()
-    assert len(rows) >= q["splits"]["test"]  # before de-duplication
+    assert len(rows) >= test_rows_written > 0  # before de-duplication
 
     raw = [[r["raw_" + c] for c in spec.input_columns] for r in rows]
     spark_features = np.array([[r[name] for name in spec.feature_names] for r in rows])
@@ -122,6 +127,26 @@ def test_diamonds_features_match_the_numpy_transform(spark, diamonds_run, diamon
     assert written.shape == expected.shape
     order = lambda m: m[np.lexsort(m.T[::-1])]  # noqa: E731 - rows sorted by every column
     np.testing.assert_allclose(order(written), order(expected), atol=1e-5)
+    return spec
+
+
+def test_diamonds_features_match_the_numpy_transform(spark, diamonds_run, diamonds_config):
+    """PARITY on the shipped data: numeric and ordinal columns (its config has no categorical one)."""
+    out, q = diamonds_run
+    spec = assert_parity(spark, DATA, diamonds_config, out, q["splits"]["test"])
+    assert spec.numeric and spec.ordinal
+
+
+def test_one_hot_features_match_the_numpy_transform(spark, tmp_path):
+    """PARITY with a categorical column (one-hot) and an ordinal one, and a test category that
+    training never saw (all zeros on both sides)."""
+    config = small_config(rules=[], categorical=["c", "u"])
+    rows = [f"{line},{'new' if i % 9 == 0 else 'uv'[i % 2]}" for i, line in enumerate(good_rows(120))]
+    data = write_lines(tmp_path / "categorical.csv", ["id,a,o,c,y,u"] + rows + rows[:5])
+    q = etl.run_etl(spark, config, str(data), str(tmp_path / "out"))
+    spec = assert_parity(spark, data, config, tmp_path / "out", q["splits"]["test"])
+    assert dict(spec.categorical)["c"] == ("p", "q", "r") and spec.ordinal
+    assert len([n for n in spec.feature_names if "=" in n]) >= 5
 
 
 def test_endpoint_rows_are_raw_test_records(spark, diamonds_run):
@@ -243,6 +268,23 @@ def test_split_ignores_partitioning(spark, diamonds_config, partitions):
     first = as_set(shuffled)
     assert len(first) == 53_940 - 20 - 145
     assert first == as_set(reference)
+
+
+def test_the_seed_chooses_the_split(spark):
+    """Same seed, same split; another seed, another split (with the same fractions)."""
+    raw = spark.createDataFrame([line.split(",") for line in good_rows(400)], SMALL_HEADER.split(","))
+    raw = raw.withColumn(etl.CORRUPT, F.lit(None).cast("string"))
+
+    def splits(seed: int) -> dict[str, str]:
+        config = small_config(split={"train": 0.6, "validation": 0.2, "test": 0.2, "seed": seed})
+        rows = etl.check_rows(raw, config).select("id", etl.SPLIT).collect()
+        return {r["id"]: r[etl.SPLIT] for r in rows}
+
+    first, again, other = splits(7), splits(7), splits(8)
+    assert first == again and len(first) == 400
+    moved = sum(first[k] != other[k] for k in first)
+    assert moved > 100  # two independent 60/20/20 draws differ on about half the rows
+    assert sorted(set(other.values())) == ["test", "train", "validation"]
 
 
 def test_two_runs_write_the_same_data(spark, tmp_path):
