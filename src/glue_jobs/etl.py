@@ -350,7 +350,9 @@ def fit_features(deduped: DataFrame, config: DatasetConfig, header: Sequence[str
         aggs += [F.avg(value).alias(f"mean_{column}"), F.stddev_pop(value).alias(f"std_{column}")]
     for column in config.categorical:
         aggs.append(F.collect_set(F.when(train, F.col(parsed_name(column)))).alias(f"cats_{column}"))
-    row = deduped.agg(*aggs).first().asDict()
+    first = deduped.agg(*aggs).first()
+    assert first is not None  # an aggregation without groupBy has exactly one row
+    row = first.asDict()
     counts = {s: int(row[f"n_{s}"]) for s in SPLITS}
     if counts["train"] == 0:
         raise DatasetConfigError(

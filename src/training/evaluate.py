@@ -91,7 +91,7 @@ def load_predictor(model_dir: Path) -> Predictor:
 
 
 # -- metrics ------------------------------------------------------------------------------------
-def _metric_rows(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+def _metric_rows(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
     scores = regression_metrics(actual, predicted)
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in scores.items()}
 

@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -82,7 +82,7 @@ class FeatureSpec:
                 j += len(categories)
         return out
 
-    def _getter(self, r: int, record: Any, index: Mapping[str, int]):
+    def _getter(self, r: int, record: Any, index: Mapping[str, int]) -> Callable[[str], Any]:
         if isinstance(record, Mapping):
             def get(column: str) -> Any:
                 if column not in record:

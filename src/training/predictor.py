@@ -91,6 +91,6 @@ def export_dense(model: Any, model_dir: str | Path, metadata: Mapping[str, Any])
         name = layer.get_config()["activation"]
         activations.append(name if isinstance(name, str) else str(name))
     model_dir = Path(model_dir)
-    np.savez(model_dir / "dense.npz", **arrays)
+    np.savez(model_dir / "dense.npz", **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds may be allow_pickle
     meta = {"format_version": MODEL_FORMAT_VERSION, "activations": activations, **metadata}
     (model_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 # One request is a small matrix product: waking BLAS threads costs more than it saves, ~10x on a
 # 100-row request on 2 cores (bench/bench_server.py). Set before numpy loads; a caller may override.
@@ -293,7 +293,8 @@ class Handler(BaseHTTPRequestHandler):
         if name is None:
             allow = ", ".join(methods)
             raise MethodNotAllowed(f"{self.command} is not allowed on {path}; use {allow}", allow)
-        return getattr(self, name)
+        route: Callable[[], tuple[int, bytes, str]] = getattr(self, name)
+        return route
 
     def _announced_length(self) -> int:
         """Body bytes the client will send: 0 for none, -1 when the framing is unusable."""
@@ -363,7 +364,7 @@ class ModelServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (getfqdn), which can stall without DNS.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        self.server_name, self.server_port = self.address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -373,8 +374,13 @@ class ModelServer(ThreadingHTTPServer):
             logger.error("error on the connection from %s", client_address, exc_info=exc)
 
     @property
+    def address(self) -> tuple[str, int]:
+        """(host, port): an AF_INET server's address (typeshed allows any socket family's)."""
+        return cast(tuple[str, int], self.server_address[:2])
+
+    @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.address
         return f"http://{host}:{port}"
 
 

@@ -51,6 +51,7 @@ __all__ = ["Paths", "Split", "main", "run", "load_spec", "load_split",
            "read_hyperparameters", "build_model", "fit", "export_model", "regression_metrics"]
 
 logger = logging.getLogger(__name__)
+KerasModel = Any  # a keras.Model: keras ships no type hints
 
 ENV_BASE_DIR = "SM_BASE_DIR"
 ENV_CHANNEL_TRAIN = "SM_CHANNEL_TRAIN"
@@ -167,7 +168,8 @@ def load_split(directory: Path, spec: FeatureSpec, channel: str) -> Split:
 
 
 # -- model --------------------------------------------------------------------------------------
-def build_model(n_features: int, hp: Hyperparameters, steps_per_epoch: int, target_mean: float = 0.0):
+def build_model(n_features: int, hp: Hyperparameters, steps_per_epoch: int,
+                target_mean: float = 0.0) -> KerasModel:
     """Dense layers only (+ Dropout), so training.predictor can serve it with numpy."""
     import keras
 
@@ -195,7 +197,7 @@ class FitResult:
     seconds: float
 
 
-def fit(model, train: Split, validation: Split, spec: FeatureSpec, hp: Hyperparameters,
+def fit(model: KerasModel, train: Split, validation: Split, spec: FeatureSpec, hp: Hyperparameters,
         log: Callable[[str], None] = print) -> FitResult:
     """Train on the encoded target with early stopping; the model ends with its best epoch's weights."""
     import keras
@@ -203,7 +205,7 @@ def fit(model, train: Split, validation: Split, spec: FeatureSpec, hp: Hyperpara
     history: list[dict[str, float]] = []
 
     class EpochMetrics(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
             logs = logs or {}
             encoded = self.model(validation.x, training=False)
             predicted = spec.decode_target(np.asarray(encoded, dtype=np.float64)[:, 0])
@@ -213,7 +215,7 @@ def fit(model, train: Split, validation: Split, spec: FeatureSpec, hp: Hyperpara
                    "val_rmse": float(np.sqrt(np.mean(errors ** 2))),
                    "val_mae": float(np.mean(np.abs(errors)))}
             history.append(row)
-            log(format_epoch_line(row["epoch"], row["train_loss"], row["val_loss"], row["val_rmse"],
+            log(format_epoch_line(epoch + 1, row["train_loss"], row["val_loss"], row["val_rmse"],
                                   row["val_mae"]))
 
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience,
@@ -235,7 +237,7 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, f
     return {"mse": mse, "rmse": math.sqrt(mse), "mae": float(np.mean(np.abs(errors))), "r2": r2}
 
 
-def export_model(model, model_dir: Path, features_json: Path, metadata: Mapping[str, Any]) -> None:
+def export_model(model: KerasModel, model_dir: Path, features_json: Path, metadata: Mapping[str, Any]) -> None:
     """model.keras + features.json + dense.npz/model.json into the directory SageMaker uploads."""
     model_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # Keras 3.15's own np.array() call on a tensor, under numpy 2
@@ -246,7 +248,7 @@ def export_model(model, model_dir: Path, features_json: Path, metadata: Mapping[
     export_dense(model, model_dir, metadata)
 
 
-def check_parity(model, predictor: Predictor, x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+def check_parity(model: KerasModel, predictor: Predictor, x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """Predictions of the exported artifact, after holding them to Keras' own; returns the former."""
     served = predictor.predict_features(x)
     expected = spec.decode_target(np.asarray(model(x, training=False), dtype=np.float64)[:, 0])
