@@ -11,6 +11,7 @@ import csv
 import gzip
 import json
 from pathlib import Path
+from typing import IO, Sequence, cast
 
 import numpy as np
 
@@ -20,9 +21,10 @@ CHUNK_ROWS = 200_000
 JITTER = 0.01
 
 
-def _open_text(path: Path, mode: str):
+def _open_text(path: Path, mode: str) -> IO[str]:
     if path.suffix == ".gz":
-        return gzip.open(path, mode + "t", encoding="utf-8", newline="")
+        # text mode ("rt"/"wt"); typeshed cannot tell from a computed mode
+        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8", newline=""))
     return path.open(mode, encoding="utf-8", newline="")
 
 
@@ -49,7 +51,7 @@ def write_synthetic(source: Path, config_path: Path, out: Path, rows: int, seed:
         for start in range(0, rows, CHUNK_ROWS):
             n = min(CHUNK_ROWS, rows - start)
             pick = rng.integers(0, len(records), size=n)
-            block = []
+            block: list[list[str] | np.ndarray] = []
             for c in header:
                 if c in numeric:
                     jittered = values[c][pick] * rng.normal(1.0, JITTER, size=n)
@@ -71,7 +73,7 @@ def _float(text: str) -> float:
         return float("nan")
 
 
-def _decimals(texts) -> int:
+def _decimals(texts: Sequence[str]) -> int:
     return max((len(t.split(".")[1]) for t in texts[:1000] if "." in t), default=0)
 
 
