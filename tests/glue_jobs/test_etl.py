@@ -15,7 +15,9 @@ from glue_jobs import etl
 from training.dataset import DatasetConfigError
 from training.features import FeatureSpec, iter_rows, read_csv_dir
 
-from .conftest import DATA, DATASET_CONFIG, ROOT, count_rows, good_rows, read_json, small_config, write_lines
+from tests.glue_jobs.counting import count_rows
+
+from .conftest import DATA, DATASET_CONFIG, ROOT, good_rows, read_json, small_config, write_lines
 
 pytestmark = pytest.mark.spark
 
