@@ -1,14 +1,24 @@
+"""Fixtures of the job-worker tests: stubbed clients (tests/lambdas/pipeline_stubs.py builds them)."""
 from __future__ import annotations
 
 import pytest
 
-from tests.lambdas.pipeline_stubs import stubbed_codepipeline
+from tests.lambdas.pipeline_stubs import stubbed
 
 
 @pytest.fixture
 def codepipeline():
     """(client, stubber): every test states the one result call it expects, and gets no other."""
-    client, stub = stubbed_codepipeline()
-    with stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
+    yield from stubbed("codepipeline")
+
+
+@pytest.fixture
+def stubbed_sagemaker():
+    """(client, stubber) for SageMaker states moto cannot produce (InProgress, Failed, ...)."""
+    yield from stubbed("sagemaker")
+
+
+@pytest.fixture
+def stubbed_glue():
+    """(client, stubber) for Glue run states moto cannot produce."""
+    yield from stubbed("glue")

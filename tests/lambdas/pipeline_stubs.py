@@ -1,5 +1,9 @@
-"""What every job-worker test needs: the event's job id, a stubbed CodePipeline, request capture."""
+"""What every job-worker test needs: the event's job id, stubbed clients, request capture, and the
+small builders (`without`, `now_minus`) the worker tests share."""
 from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator, Mapping
 
 import boto3
 from botocore.stub import ANY, Stubber
@@ -11,6 +15,24 @@ def stubbed_codepipeline():
     """A real CodePipeline client whose result calls are checked against the service model."""
     client = boto3.client("codepipeline", region_name="us-east-1")
     return client, Stubber(client)
+
+
+def stubbed(service: str) -> Iterator[tuple[Any, Stubber]]:
+    """Fixture body: (client, stubber) of a real client; requests are checked against the service
+    model, and a response the test queued but the worker never asked for fails the test."""
+    client = boto3.client(service, region_name="us-east-1")
+    with Stubber(client) as stub:
+        yield client, stub
+        stub.assert_no_pending_responses()
+
+
+def without(params: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """UserParameters missing one key."""
+    return {k: v for k, v in params.items() if k != key}
+
+
+def now_minus(seconds: float) -> datetime:
+    return datetime.now(timezone.utc) - timedelta(seconds=seconds)
 
 
 def expect_success(stub, **params):

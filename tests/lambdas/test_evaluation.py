@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import boto3
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import ANY
 from moto import mock_aws
 
 from lambdas import evaluation
 from lambdas.job import run_job
 
-from tests.lambdas.pipeline_stubs import JOB_ID, expect_success, expect_failure, record_requests
+from tests.lambdas.pipeline_stubs import JOB_ID, expect_failure, expect_success, now_minus, record_requests, without
 from tests.conftest import SECRETS, load_event
 
 EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
@@ -68,14 +68,6 @@ def aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="mlops-data")
         yield sagemaker, s3
-
-
-@pytest.fixture
-def stubbed():
-    client = boto3.client("sagemaker", region_name="us-east-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
 
 
 def described(status, **extra):
@@ -137,8 +129,8 @@ def not_found(stub):
                    f"name cannot be reused, so start a new pipeline execution (Release change); {LOGS}")),
 ], ids=["new", "running-reused", "created-concurrently-reused", "failed-not-replaced",
         "stopping-not-replaced"])
-def test_submit_states(stubbed, codepipeline, setup, outcome):
-    sagemaker, sm_stub = stubbed
+def test_submit_states(stubbed_sagemaker, codepipeline, setup, outcome):
+    sagemaker, sm_stub = stubbed_sagemaker
     client, stub = codepipeline
     setup(sm_stub)
     if outcome == "created":
@@ -153,8 +145,8 @@ def test_submit_states(stubbed, codepipeline, setup, outcome):
             client)
 
 
-def test_submit_output_uri_with_a_trailing_slash_gives_the_same_evaluation_uri(stubbed, codepipeline):
-    sagemaker, sm_stub = stubbed
+def test_submit_output_uri_with_a_trailing_slash_gives_the_same_evaluation_uri(stubbed_sagemaker, codepipeline):
+    sagemaker, sm_stub = stubbed_sagemaker
     client, stub = codepipeline
     not_found(sm_stub)
     request = {**REQUEST, "ProcessingOutputConfig": processing_output(f"{RUN}/evaluation/"),
@@ -166,10 +158,6 @@ def test_submit_output_uri_with_a_trailing_slash_gives_the_same_evaluation_uri(s
     params = {**SUBMIT, "output_uri": f"{RUN}/evaluation/", "instance_type": "ml.c5.xlarge"}
     run_job(load_event(user_parameters=params), lambda job: evaluation.submit(job, sagemaker=sagemaker),
             client)
-
-
-def without(params, key):
-    return {k: v for k, v in params.items() if k != key}
 
 
 @pytest.mark.parametrize("action, params, message", [
@@ -198,8 +186,8 @@ def without(params, key):
 ], ids=["submit-missing", "submit-unknown", "submit-wrong-type", "submit-unresolved", "monitor-missing",
         "monitor-unknown", "monitor-threshold-not-number", "monitor-threshold-nan", "monitor-unresolved",
         "monitor-not-s3"])
-def test_bad_user_parameters_are_configuration_errors(stubbed, codepipeline, action, params, message):
-    sagemaker, _ = stubbed  # no request may reach SageMaker
+def test_bad_user_parameters_are_configuration_errors(stubbed_sagemaker, codepipeline, action, params, message):
+    sagemaker, _ = stubbed_sagemaker  # no request may reach SageMaker
     client, stub = codepipeline
     expect_failure(stub, "ConfigurationError", message)
     work = getattr(evaluation, action)
@@ -316,10 +304,6 @@ def test_monitor_fails_without_a_usable_evaluation(aws, codepipeline, body, mess
 
 
 # -- monitor: the job's states --------------------------------------------------------------
-def now_minus(seconds):
-    return datetime.now(timezone.utc) - timedelta(seconds=seconds)
-
-
 @pytest.mark.parametrize("response, params, outcome", [
     (described("InProgress"), {}, ("continue", f"SageMaker processing job {NAME} is InProgress")),
     (described("InProgress", ProcessingStartTime=now_minus(60)), {"max_seconds": 3600},
@@ -335,8 +319,8 @@ def now_minus(seconds):
                    f"(started 2024-05-01T10:00:00Z); stopped it; {LOGS}")),
 ], ids=["in-progress", "in-progress-within-budget", "stopping-over-budget-not-stopped-twice", "failed",
         "stopped", "timed-out"])
-def test_monitor_reports_every_job_state(stubbed, codepipeline, response, params, outcome):
-    sagemaker, sm_stub = stubbed
+def test_monitor_reports_every_job_state(stubbed_sagemaker, codepipeline, response, params, outcome):
+    sagemaker, sm_stub = stubbed_sagemaker
     client, stub = codepipeline
     sm_stub.add_response("describe_processing_job", response, {"ProcessingJobName": NAME})
     kind, text = outcome
@@ -369,8 +353,8 @@ def test_logs_name_the_job_and_never_the_credentials(aws, codepipeline, caplog):
     assert JOB_ID in logged
 
 
-def test_handler_builds_its_client_only_when_called(monkeypatch, stubbed, codepipeline):
-    sagemaker, sm_stub = stubbed
+def test_handler_builds_its_client_only_when_called(monkeypatch, stubbed_sagemaker, codepipeline):
+    sagemaker, sm_stub = stubbed_sagemaker
     client, stub = codepipeline
     built = []
     monkeypatch.setattr(evaluation, "client", lambda service: built.append(service) or sagemaker)

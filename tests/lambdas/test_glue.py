@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import boto3
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import ANY
 from moto import mock_aws
 
 from lambdas import glue as etl
 from lambdas.job import run_job
 
-from tests.lambdas.pipeline_stubs import JOB_ID, expect_success, expect_failure, record_requests
+from tests.lambdas.pipeline_stubs import JOB_ID, expect_failure, expect_success, now_minus, record_requests, without
 from tests.conftest import SECRETS, load_event
 
 EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
@@ -43,18 +43,6 @@ def aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="mlops-data")
         yield glue, s3
-
-
-@pytest.fixture
-def stubbed_glue():
-    client = boto3.client("glue", region_name="us-east-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
-
-
-def without(params, key):
-    return {k: v for k, v in params.items() if k != key}
 
 
 def glue_run(state, execution=EXECUTION, run_id="jr_1", **extra):
@@ -188,10 +176,6 @@ def test_monitor_fails_a_succeeded_run_without_a_usable_report(aws, codepipeline
     expect_failure(stub, "JobFailed", message.format(run=run_id))
     run_job(load_event(user_parameters={**MONITOR, "job_run_id": run_id}),
             lambda job: etl.monitor(job, glue=glue, s3=s3), client)
-
-
-def now_minus(seconds):
-    return datetime.now(timezone.utc) - timedelta(seconds=seconds)
 
 
 TOKEN = '{"glue_job_name":"mlops-etl","job_run_id":"jr_1"}'

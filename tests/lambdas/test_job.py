@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import zipfile
 
@@ -48,11 +49,35 @@ def test_in_progress_reports_a_continuation_token(codepipeline):
     assert result["result"] == "continue"
 
 
-def test_oversized_token_fails_instead_of_hanging(codepipeline):
+def token_limit(client) -> int:
+    """AWS's limit for PutJobSuccessResult's continuationToken, from botocore's CodePipeline model."""
+    return int(client.meta.service_model.shape_for("ContinuationToken").metadata["max"])
+
+
+def padded_state(length: int) -> dict[str, str]:
+    """Continuation state whose compact JSON is exactly `length` characters: {"pad":"yyy..."}."""
+    state = {"pad": "y" * (length - len('{"pad":""}'))}
+    assert len(json.dumps(state, separators=(",", ":"))) == length
+    return state
+
+
+def test_a_token_of_exactly_the_limit_is_reported(codepipeline):
     client, stub = codepipeline
-    expect_failure(stub, "JobFailed")
-    result = run_job(load_event(), lambda job: InProgress("x", {"pad": "y" * 3000}), client)
-    assert "max 2048" in result["message"]
+    limit = token_limit(client)
+    assert limit == 2048
+    state = padded_state(limit)
+    expect_success(stub, continuationToken=json.dumps(state, separators=(",", ":")),
+                   executionDetails={"summary": "x"})
+    assert run_job(load_event(), lambda job: InProgress("x", state), client)["result"] == "continue"
+
+
+def test_a_token_one_over_the_limit_fails_instead_of_hanging(codepipeline):
+    client, stub = codepipeline
+    limit = token_limit(client)
+    message = f"internal error: continuation state is {limit + 1} characters (max {limit})"
+    expect_failure(stub, "JobFailed", message)
+    result = run_job(load_event(), lambda job: InProgress("x", padded_state(limit + 1)), client)
+    assert (result["result"], result["message"]) == ("failure", message)
 
 
 def _raise(exc):

@@ -5,7 +5,7 @@ import logging
 
 import boto3
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import ANY
 from moto import mock_aws
 
 from lambdas.registry import (
@@ -173,34 +173,29 @@ def test_a_missing_group_is_a_configuration_error(codepipeline, sagemaker):
     assert [name for name, _ in calls] == ["DescribeModelPackageGroup"]
 
 
-def test_lookup_pages_through_the_group():
-    sm = boto3.client("sagemaker", region_name="us-east-1")
+def test_lookup_pages_through_the_group(stubbed_sagemaker):
+    sm, stub = stubbed_sagemaker  # every queued response must be asked for
     summary = {"ModelPackageArn": f"{ARN}/2", "CreationTime": 0, "ModelPackageStatus": "Completed"}
-    with Stubber(sm) as stub:
-        base = {"ModelPackageGroupName": GROUP, "SortBy": "CreationTime", "SortOrder": "Descending",
-                "MaxResults": 50}
-        stub.add_response("list_model_packages", {"ModelPackageSummaryList": [summary], "NextToken": "t"},
-                          base)
-        stub.add_response("describe_model_package",
-                          {"ModelPackageName": GROUP, "ModelPackageArn": f"{ARN}/2", "CreationTime": 0,
-                           "ModelPackageStatus": "Completed", "CustomerMetadataProperties": {"x": "y"},
-                           "ModelPackageStatusDetails": {"ValidationStatuses": []}},
-                          {"ModelPackageName": f"{ARN}/2"})
-        stub.add_response("list_model_packages", {"ModelPackageSummaryList": []}, {**base, "NextToken": "t"})
-        assert find_package(sm, GROUP, EXECUTION) is None
-        stub.assert_no_pending_responses()
+    base = {"ModelPackageGroupName": GROUP, "SortBy": "CreationTime", "SortOrder": "Descending",
+            "MaxResults": 50}
+    stub.add_response("list_model_packages", {"ModelPackageSummaryList": [summary], "NextToken": "t"}, base)
+    stub.add_response("describe_model_package",
+                      {"ModelPackageName": GROUP, "ModelPackageArn": f"{ARN}/2", "CreationTime": 0,
+                       "ModelPackageStatus": "Completed", "CustomerMetadataProperties": {"x": "y"},
+                       "ModelPackageStatusDetails": {"ValidationStatuses": []}},
+                      {"ModelPackageName": f"{ARN}/2"})
+    stub.add_response("list_model_packages", {"ModelPackageSummaryList": []}, {**base, "NextToken": "t"})
+    assert find_package(sm, GROUP, EXECUTION) is None
 
 
-def test_aws_errors_are_mapped_at_the_boundary(codepipeline):
+def test_aws_errors_are_mapped_at_the_boundary(codepipeline, stubbed_sagemaker):
     cp, stub = codepipeline
-    sm = boto3.client("sagemaker", region_name="us-east-1")
-    with Stubber(sm) as sm_stub:
-        sm_stub.add_client_error("describe_model_package_group", "AccessDeniedException", "not authorized",
-                                 expected_params={"ModelPackageGroupName": GROUP})
-        expect_failure(stub, "PermissionError", "DescribeModelPackageGroup was denied: not authorized "
-                                                "(AccessDeniedException); check the function's role")
-        invoke(cp, sm)
-        sm_stub.assert_no_pending_responses()
+    sm, sm_stub = stubbed_sagemaker
+    sm_stub.add_client_error("describe_model_package_group", "AccessDeniedException", "not authorized",
+                             expected_params={"ModelPackageGroupName": GROUP})
+    expect_failure(stub, "PermissionError", "DescribeModelPackageGroup was denied: not authorized "
+                                            "(AccessDeniedException); check the function's role")
+    invoke(cp, sm)
 
 
 LONG = "x" * 1025
@@ -244,12 +239,11 @@ BAD_PARAMETERS = [
 
 @pytest.mark.parametrize("params, message", [c[1:] for c in BAD_PARAMETERS],
                          ids=[c[0] for c in BAD_PARAMETERS])
-def test_bad_user_parameters_fail_before_any_aws_call(codepipeline, params, message):
+def test_bad_user_parameters_fail_before_any_aws_call(codepipeline, stubbed_sagemaker, params, message):
     cp, stub = codepipeline
-    sm = boto3.client("sagemaker", region_name="us-east-1")
+    sm, _ = stubbed_sagemaker  # no responses queued: any SageMaker call would fail the action differently
     expect_failure(stub, "ConfigurationError", message)
-    with Stubber(sm):  # no responses queued: any SageMaker call would fail the action differently
-        invoke(cp, sm, params)
+    invoke(cp, sm, params)
 
 
 def test_logs_name_the_job_and_never_the_credentials(codepipeline, sagemaker, caplog):

@@ -4,18 +4,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import boto3
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import ANY
 from moto import mock_aws
 
 from lambdas import training
 from lambdas.job import parse_user_parameters, run_job
 from lambdas.sagemaker_jobs import METRIC_DEFINITIONS
 
-from tests.lambdas.pipeline_stubs import JOB_ID, expect_success, expect_failure, record_requests
+from tests.lambdas.pipeline_stubs import JOB_ID, expect_failure, expect_success, now_minus, record_requests, without
 from tests.conftest import SECRETS, load_event
 
 EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
@@ -62,14 +62,6 @@ TOKEN = json.dumps({"training_job_name": NAME}, separators=(",", ":"))
 def sagemaker():
     with mock_aws():
         yield boto3.client("sagemaker", region_name="us-east-1")
-
-
-@pytest.fixture
-def stubbed():
-    client = boto3.client("sagemaker", region_name="us-east-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
 
 
 def described(status, secondary=None, **extra):
@@ -125,8 +117,8 @@ def not_found(stub, code, message):
      ("JobFailed", "DescribeTrainingJob failed: 1 validation error (ValidationException)")),
 ], ids=["new-validation-not-found", "new-resource-not-found", "running-reused", "created-concurrently-reused",
         "failed-not-replaced", "stopped-not-replaced", "other-error-not-taken-for-absent"])
-def test_submit_states(stubbed, codepipeline, setup, outcome):
-    sagemaker, sm_stub = stubbed
+def test_submit_states(stubbed_sagemaker, codepipeline, setup, outcome):
+    sagemaker, sm_stub = stubbed_sagemaker
     client, stub = codepipeline
     setup(sm_stub)
     if outcome == "created":
@@ -208,12 +200,8 @@ def test_every_metric_the_trainer_prints_is_scraped_by_the_jobs_definitions(line
     assert {d["Name"] for d in definitions} == set(EPOCH_METRICS.values()) | set(FINAL_METRICS.values())
 
 
-def without(key):
-    return {k: v for k, v in SUBMIT.items() if k != key}
-
-
 @pytest.mark.parametrize("action, params, message", [
-    ("submit", without("image_uri"), "UserParameters is missing required key 'image_uri'"),
+    ("submit", without(SUBMIT, "image_uri"), "UserParameters is missing required key 'image_uri'"),
     ("submit", {**SUBMIT, "epochs": 3},
      "UserParameters has unknown key(s) ['epochs']; allowed: ['execution_id', 'features_uri', "
      "'hyperparameters', 'image_uri', 'instance_count', 'instance_type', 'max_runtime_seconds', "
@@ -240,8 +228,8 @@ def without(key):
 ], ids=["submit-missing", "submit-unknown", "submit-wrong-type", "submit-hyperparameters-not-object",
         "submit-unresolved", "submit-zero-volume", "submit-not-s3", "submit-bad-metric", "monitor-missing",
         "monitor-unknown", "monitor-wrong-type", "monitor-unresolved"])
-def test_bad_user_parameters_are_configuration_errors(stubbed, codepipeline, action, params, message):
-    sagemaker, _ = stubbed  # no request may reach SageMaker
+def test_bad_user_parameters_are_configuration_errors(stubbed_sagemaker, codepipeline, action, params, message):
+    sagemaker, _ = stubbed_sagemaker  # no request may reach SageMaker
     client, stub = codepipeline
     expect_failure(stub, "ConfigurationError", message)
     work = getattr(training, action)
@@ -259,10 +247,6 @@ def test_monitor_exports_the_model_of_a_completed_job(sagemaker, codepipeline):
                                                 "(train:progress=100)"})
     run_job(load_event(user_parameters={"training_job_name": NAME}),
             lambda job: training.monitor(job, sagemaker=sagemaker), client)
-
-
-def now_minus(seconds):
-    return datetime.now(timezone.utc) - timedelta(seconds=seconds)
 
 
 @pytest.mark.parametrize("response, params, outcome", [
@@ -289,8 +273,8 @@ def now_minus(seconds):
                    f"(started 2024-05-01T10:00:00Z); stopped it; {LOGS}")),
 ], ids=["starting", "training-within-budget", "stopping-over-budget-not-stopped-twice", "completed", "failed",
         "stopped", "timed-out-from-training-start", "timed-out-from-creation"])
-def test_monitor_reports_every_job_state(stubbed, codepipeline, response, params, outcome):
-    sagemaker, sm_stub = stubbed
+def test_monitor_reports_every_job_state(stubbed_sagemaker, codepipeline, response, params, outcome):
+    sagemaker, sm_stub = stubbed_sagemaker
     client, stub = codepipeline
     sm_stub.add_response("describe_training_job", response, {"TrainingJobName": NAME})
     kind, text = outcome
@@ -326,8 +310,8 @@ def test_logs_name_the_job_and_never_the_credentials(sagemaker, codepipeline, ca
     assert JOB_ID in logged
 
 
-def test_handler_builds_its_client_only_when_called(monkeypatch, stubbed, codepipeline):
-    sagemaker, sm_stub = stubbed
+def test_handler_builds_its_client_only_when_called(monkeypatch, stubbed_sagemaker, codepipeline):
+    sagemaker, sm_stub = stubbed_sagemaker
     client, stub = codepipeline
     built = []
     monkeypatch.setattr(training, "client", lambda service: built.append(service) or sagemaker)
