@@ -27,9 +27,10 @@ def one_run(data: Path, runs: Path, extra: list[str]) -> dict:
 def run(size: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if size == "smoke":
-            from tests.mlops_local.datasets import write_diamonds_sample
+            from mlops_local.synthetic import write_sample
 
-            data = write_diamonds_sample(Path(tmp) / "sample.csv", every=40)
+            data = write_sample(ROOT / "data" / "diamonds.csv.gz", ROOT / "data" / "diamonds.yaml",
+                                Path(tmp) / "sample.csv", every=40)
             extra, repeats = ["-H", "epochs=2", "--quality-threshold", "100000"], 1
         else:
             data, extra, repeats = ROOT / "data" / "diamonds.csv.gz", [], 3

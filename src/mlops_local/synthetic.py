@@ -81,3 +81,28 @@ def _format(values: np.ndarray, decimals: int) -> list[str]:
     if decimals == 0:
         return [str(int(v)) if np.isfinite(v) else "" for v in np.round(values)]
     return [f"{v:.{decimals}f}" if np.isfinite(v) else "" for v in values]
+
+
+def write_sample(source: Path, config_path: Path, out: Path, every: int,
+                 duplicate_every: int | None = None) -> Path:
+    """Every n-th row of the REAL source (not synthetic), plus every row that breaks one of the
+    config's rules, so a small run still quarantines; with duplicate_every, some kept rows are written
+    twice so that de-duplication has work to do. For fast end-to-end runs and smoke benchmarks."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    rules = load_config(config_path).rules
+    with _open_text(source, "r") as src, _open_text(out, "w") as dst:
+        reader, writer = csv.reader(src), csv.writer(dst)
+        header = next(reader)
+        writer.writerow(header)
+        checks = [(header.index(rule.column), rule) for rule in rules]
+        for i, row in enumerate(reader):
+            breaks_a_rule = any(
+                (rule.min is not None and _float(row[c]) < rule.min)
+                or (rule.max is not None and _float(row[c]) > rule.max)
+                or (rule.allowed is not None and row[c] not in rule.allowed) for c, rule in checks)
+            if i % every == 0 or breaks_a_rule:
+                writer.writerow(row)
+                if duplicate_every and i % duplicate_every == 0:
+                    writer.writerow(row)
+    return out

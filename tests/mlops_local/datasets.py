@@ -1,4 +1,5 @@
-"""Small data sets of other shapes, each with its own dataset config, made on the fly."""
+"""Small data sets of other shapes, each with its own dataset config, made on the fly (samples of
+the shipped data come from mlops_local.synthetic.write_sample)."""
 from __future__ import annotations
 
 import csv
@@ -26,23 +27,3 @@ def write_houses(folder: Path, rows: int = 1500) -> tuple[Path, Path]:
         "ordinal: {condition: [poor, fair, good]}\ndrop: [listing]\n"
         "split: {train: 0.7, validation: 0.15, test: 0.15, seed: 1}\nquality_threshold: 400\n")
     return data, config
-
-
-def write_diamonds_sample(path: Path, every: int, duplicate_every: int | None = None) -> Path:
-    """Every n-th row of the shipped diamonds data, keeping the zero-size rows the rules quarantine
-    and, when asked, repeating some rows so that de-duplication has work to do."""
-    import gzip
-
-    from tests.conftest import DATA
-
-    with gzip.open(DATA, "rt", newline="") as src, path.open("w", newline="") as out:
-        reader, writer = csv.reader(src), csv.writer(out)
-        header = next(reader)
-        writer.writerow(header)
-        sizes = [header.index(c) for c in ("x", "y", "z")]
-        for i, row in enumerate(reader):
-            if i % every == 0 or any(float(row[c]) == 0 for c in sizes):
-                writer.writerow(row)
-                if duplicate_every and i % duplicate_every == 0:
-                    writer.writerow(row)
-    return path

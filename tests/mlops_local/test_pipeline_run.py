@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import subprocess
 
+import numpy as np
 import pytest
 
 from mlops_local.cli import main
 from mlops_local.pipeline_run import PipelineOptions, run_pipeline
+from mlops_local.synthetic import write_sample
+from training.dataset import load_config
 
-from tests.conftest import DATASET_CONFIG, ROOT
-from tests.mlops_local.datasets import write_diamonds_sample, write_houses
+from tests.conftest import DATA, DATASET_CONFIG, ROOT
+from tests.glue_jobs.counting import count_rows
+from tests.mlops_local.datasets import write_houses
 
 pytestmark = pytest.mark.spark
 FAST = {"epochs": "15", "patience": "5"}
@@ -21,8 +25,22 @@ FAST = {"epochs": "15", "patience": "5"}
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    """Every 20th row of the shipped data (~2,700 rows), the zero-size rows kept."""
-    return write_diamonds_sample(tmp_path_factory.mktemp("data") / "sample.csv", 20)
+    """Every 20th row of the shipped data (~2,700 rows), the zero-size rows kept, ~30 rows twice."""
+    return write_sample(DATA, DATASET_CONFIG, tmp_path_factory.mktemp("data") / "sample.csv", every=20,
+                        duplicate_every=97)
+
+
+def mean_predictor_rmse(data) -> float:
+    """The RMSE of always predicting the mean price of the sample's valid rows: a threshold above it
+    would approve a model that learned nothing."""
+    import csv
+
+    config = load_config(DATASET_CONFIG)
+    with data.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    prices = np.array([float(r[config.target]) for r in rows
+                       if all(float(r[rule.column]) >= rule.min for rule in config.rules if rule.min is not None)])
+    return float(prices.std())
 
 
 def aws_cli(local, *args):
@@ -47,16 +65,24 @@ def test_approved_registered_deployed_and_tested(tmp_path, sample):
                                  env=local.environment(), capture_output=True, text=True, timeout=60)
         seen["keys"] = listing.stdout
 
+    # Half the mean predictor's RMSE (~3,900 USD on this sample): the model (~1,000 USD after 15 epochs)
+    # must have learned something to be approved.
+    threshold = round(mean_predictor_rmse(sample) / 2)
     options = PipelineOptions(source_root=ROOT, data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
-                              quality_threshold=5000, hyperparameters=FAST)
+                              quality_threshold=threshold, hyperparameters=FAST)
     code, summary = run_pipeline(options, say=lambda line: None, before_close=inspect)
     assert code == 0, json.dumps(summary, indent=2)
     assert summary["status"] == "Succeeded" and summary["decision"] == "APPROVED"
+    assert summary["metrics"]["rmse"] <= threshold
     assert summary["model_package_arn"] and summary["endpoint"]["status"] == "InService"
     test = summary["endpoint_test"]
     assert test["passed"] and test["rows"] > 0 and test["p50_ms"] > 0
     quality = summary["data_quality"]
     assert quality["rows_in"] == quality["rows_out"] + quality["quarantined"] + quality["duplicates"]
+    counted = count_rows(sample, load_config(DATASET_CONFIG))  # without the job: not true by construction
+    assert (quality["rows_in"], quality["quarantined"], quality["duplicates"]) == (
+        counted["rows_in"], counted["quarantined"], counted["duplicates"])
+    assert counted["duplicates"] > 0 and counted["quarantined"] > 0
     assert [s["name"] for s in summary["stages"]] == [
         "Source", "Build", "DataAndFeatureEngineering", "Training", "Evaluation", "Deployment"]
     build = next(s for s in summary["stages"] if s["name"] == "Build")

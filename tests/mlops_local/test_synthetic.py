@@ -55,3 +55,19 @@ def test_zero_rows_is_an_error(tmp_path):
 
     with pytest.raises(ValueError, match="rows must be >= 1"):
         write_synthetic(DATA, DATASET_CONFIG, tmp_path / "x.csv", 0)
+
+
+def test_sample_keeps_every_nth_row_and_the_rows_the_rules_quarantine(tmp_path):
+    from mlops_local.synthetic import write_sample
+
+    rows = read(write_sample(DATA, DATASET_CONFIG, tmp_path / "s.csv", every=100, duplicate_every=700))
+    header, body = rows[0], rows[1:]
+    config = load_config(DATASET_CONFIG)
+    config.check_header(header)
+    sizes = [header.index(c) for c in ("x", "y", "z")]
+    zero_size = [r for r in body if any(float(r[i]) == 0 for i in sizes)]
+    assert len(zero_size) == 20  # every row of the source the rules quarantine
+    # rows 0, 700, 1400, ... written twice, plus the source's own repeated zero-size pair
+    assert len(body) - len({tuple(r) for r in body}) == len(range(0, 53_940, 700)) + 1
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        write_sample(DATA, DATASET_CONFIG, tmp_path / "x.csv", every=0)
