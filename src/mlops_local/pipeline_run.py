@@ -128,7 +128,7 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
             workdir.rename(run_dir / "stand-in")
 
 
-def stack_output(cloudformation, stack: str, key: str) -> str:
+def stack_output(cloudformation: Any, stack: str, key: str) -> str:
     outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
     for output in outputs:
         if output["OutputKey"] == key:

@@ -23,7 +23,7 @@ class PipelineEngine:
     """Runs CodePipeline executions of the pipelines stored in moto; serves the job API."""
 
     def __init__(self, runtime: Runtime, *, sources: SourceProvider | None = None,
-                 stack_applier: Callable[[str], None] | None = None,
+                 stack_applier: Callable[[str], object] | None = None,
                  action_timeout: float = DEFAULT_ACTION_TIMEOUT,
                  poll_interval: tuple[float, float] = DEFAULT_POLL_INTERVAL) -> None:
         self.runtime = runtime

@@ -30,7 +30,7 @@ class Scheduler:
     """Runs the executions of a `PipelineStore`; `client(service)` reaches the stand-in."""
 
     def __init__(self, runtime: Runtime, store: PipelineStore, client: Callable[[str], Any], *,
-                 sources: SourceProvider, stack_applier: Callable[[str], None] | None,
+                 sources: SourceProvider, stack_applier: Callable[[str], object] | None,
                  action_timeout: float, poll_interval: tuple[float, float]) -> None:
         self.runtime = runtime
         self.store = store

@@ -90,7 +90,7 @@ class ActionContext:
     deadline: float                        # time.monotonic() by which the action must end
     client: Callable[[str], Any]
     sources: SourceProvider
-    stack_applier: Callable[[str], None] | None
+    stack_applier: Callable[[str], object] | None
     abandoned: Callable[[], bool]
     progress: Callable[..., None]          # progress(summary=, percent=, external_id=, external_url=)
     new_job: Callable[[str | None], Any]   # new_job(continuation_token) -> models.Job
