@@ -12,7 +12,8 @@ from typing import Any, Iterator
 import yaml
 from cfnlint.decode import decode
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+
 TEMPLATES = ROOT / "templates"
 PIPELINE = TEMPLATES / "pipeline.yaml"
 ENDPOINT = TEMPLATES / "endpoint.yaml"

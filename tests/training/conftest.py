@@ -24,7 +24,9 @@ import pytest
 
 from training.features import FeatureSpec, safe_std
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+
+REPO = ROOT
 SPLITS = ("train", "validation", "test")
 
 
