@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mlops_local.codepipeline import PipelineEngine
-from mlops_local.endpoints import Endpoints
+from mlops_local.sagemaker.endpoints import Endpoints
 from mlops_local.gateway import LocalAws
 from mlops_local.glue_runs import GlueRuns
-from mlops_local.processing_jobs import ProcessingJobs
+from mlops_local.sagemaker.processing_jobs import ProcessingJobs
 from mlops_local.runtime import Runtime
-from mlops_local.stacks import Stacks
+from mlops_local.cloudformation.stacks import Stacks
 from mlops_local.summary import build_summary, collect, render_report
-from mlops_local.training_jobs import TrainingJobs
+from mlops_local.sagemaker.training_jobs import TrainingJobs
 
 PROJECT = "mlops"
 STACK = f"{PROJECT}-pipeline"

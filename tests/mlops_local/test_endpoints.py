@@ -1,7 +1,7 @@
 """Endpoints served by local model-server processes, behind the gateway's SageMaker API.
 
 One stand-in for the module: moto keeps the records, `Endpoints` runs the servers. Models are
-small with known weights (tests/training/test_serve.py), so predictions are checked by hand and
+small with known weights (tests/training/model_files.py), so predictions are checked by hand and
 against training.predictor.Predictor.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ from botocore.exceptions import ClientError
 from botocore.stub import ANY
 
 from lambdas.job import run_job
-from mlops_local.endpoints import Endpoints
+from mlops_local.sagemaker.endpoints import Endpoints
 from mlops_local.gateway import LocalAws
 from mlops_local.moto_access import backend
 from mlops_local.runtime import Runtime
-from mlops_local.training_jobs import pack_model
+from mlops_local.sagemaker.training_jobs import pack_model
 from training.predictor import Predictor
 
 from tests.conftest import ROOT, load_event

@@ -15,8 +15,8 @@ from lambdas import training as training_worker
 from mlops_local.gateway import Gateway, LocalAws
 from tests.conftest import ROOT
 from mlops_local.runtime import Runtime
-from mlops_local.processing_jobs import ProcessingJobs
-from mlops_local.training_jobs import TrainingJobs
+from mlops_local.sagemaker.processing_jobs import ProcessingJobs
+from mlops_local.sagemaker.training_jobs import TrainingJobs
 from training.features import FeatureSpec
 
 from tests.lambdas.pipeline_stubs import invoke_worker as invoke

@@ -14,10 +14,10 @@ from botocore.exceptions import ClientError, ParamValidationError
 from mlops_local.gateway import LocalAws
 from tests.conftest import ROOT
 from mlops_local.runtime import Runtime
-from mlops_local.stack_models import install_models
-from mlops_local.stack_requests import (camel, conform, pipeline_request, project_request,
-                                        security_configuration_request)
-from mlops_local.stacks import Stacks
+from mlops_local.cloudformation.stack_models import install_models
+from mlops_local.cloudformation.stack_requests import (camel, conform, pipeline_request, project_request,
+                                                       security_configuration_request)
+from mlops_local.cloudformation.stacks import Stacks
 
 PIPELINE_TEMPLATE = (ROOT / "templates" / "pipeline.yaml").read_text(encoding="utf-8")
 ACCOUNT = "123456789012"

@@ -1,4 +1,4 @@
-"""SageMaker endpoints served by local model-server processes (`mlops_local.model_servers`).
+"""SageMaker endpoints served by local model-server processes (`mlops_local.sagemaker.model_servers`).
 
 moto keeps the records of models, endpoint configs and endpoints but serves nothing; this
 component overrides Create/Update/Delete/Describe/ListEndpoints and InvokeEndpoint, runs one
@@ -28,7 +28,7 @@ from werkzeug.wrappers import Request, Response
 
 from mlops_local import moto_access, processes
 from mlops_local.gateway import AwsError, paginate
-from mlops_local.model_servers import Container, LocalServer, StartFailed, fetch_model, find_container
+from mlops_local.sagemaker.model_servers import Container, LocalServer, StartFailed, fetch_model, find_container
 from mlops_local.runtime import Runtime
 
 logger = logging.getLogger(__name__)

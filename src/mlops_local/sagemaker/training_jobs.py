@@ -17,7 +17,7 @@ from typing import Any
 from mlops_local import processes, s3_staging
 from mlops_local.gateway import AwsError, now
 from mlops_local.runtime import python_command
-from mlops_local.sagemaker_jobs import Job, JobFailure, SageMakerJobs, read_text, require, require_s3
+from mlops_local.sagemaker.jobs import Job, JobFailure, SageMakerJobs, read_text, require, require_s3
 
 
 def pack_model(model_dir: Path, tarball: Path) -> Path:

@@ -3,7 +3,7 @@
 moto finds CloudFormation models as the direct subclasses of its `CloudFormationModel`;
 `install_models()` adds these (and fixes the `!Condition` short form), so moto's own CloudFormation
 creates, updates and deletes them with its conditions, physical names, Ref/GetAtt and change sets.
-Each model builds its API request (`mlops_local.stack_requests`) and creates the resource in moto's
+Each model builds its API request (`mlops_local.cloudformation.stack_requests`) and creates the resource in moto's
 backend of that service.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ import threading
 from typing import Any
 
 from mlops_local.moto_access import backend
-from mlops_local.stack_requests import (bucket_policy_request, job_request, model_package_group_request,
-                                        pipeline_request, project_request, repository_request,
-                                        security_configuration_request)
+from mlops_local.cloudformation.stack_requests import (
+    bucket_policy_request, job_request, model_package_group_request, pipeline_request, project_request,
+    repository_request, security_configuration_request)
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The CloudFormation resource types moto drops, created by moto's own CloudFormation.
 
-`Stacks.register()` installs the models of `mlops_local.stack_models` into moto's CloudFormation
+`Stacks.register()` installs the models of `mlops_local.cloudformation.stack_models` into moto's CloudFormation
 and recomputes a stack's outputs after ExecuteChangeSet (moto keeps the old ones); `render` shows
 a deployed stack as moto resolved it, and `apply` re-creates provided resources deleted out of band.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 from mlops_local.moto_access import backend
 from mlops_local.runtime import Runtime
-from mlops_local.stack_models import install_models
+from mlops_local.cloudformation.stack_models import install_models
 
 logger = logging.getLogger(__name__)
 

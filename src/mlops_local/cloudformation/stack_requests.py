@@ -1,6 +1,6 @@
 """CloudFormation properties -> the service's API request, checked against botocore's model.
 
-Each resource type that `mlops_local.stack_models` provides is created through its service's API
+Each resource type that `mlops_local.cloudformation.stack_models` provides is created through its service's API
 request: the template's properties renamed and typed as the API wants them, then validated, so a
 mapping mistake fails loudly instead of storing a malformed resource.
 """

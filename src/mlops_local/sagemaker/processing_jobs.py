@@ -12,7 +12,7 @@ from typing import Any
 from mlops_local import processes, s3_staging
 from mlops_local.gateway import AwsError, now
 from mlops_local.runtime import python_command
-from mlops_local.sagemaker_jobs import Job, JobFailure, SageMakerJobs, read_text, require, require_s3
+from mlops_local.sagemaker.jobs import Job, JobFailure, SageMakerJobs, read_text, require, require_s3
 
 PROCESSING_ROOT = PurePosixPath("/opt/ml/processing")
 ML_ROOT = PurePosixPath("/opt/ml")

@@ -1,0 +1,1 @@
+"""CloudFormation for the stand-in: the resource types moto drops, taught to moto's own CloudFormation."""
