@@ -52,3 +52,4 @@ def test_model_on_the_etl_split_meets_the_readme_rmse(diamonds_run, diamonds_con
     print(f"ETL split: test rows={quality['splits']['test']} rmse={metrics['rmse']['value']:.1f} "
           f"r2={metrics['r2']['value']:.4f}")
     assert metrics["rmse"]["value"] <= README_RMSE
+    assert metrics["r2"]["value"] >= 0.97

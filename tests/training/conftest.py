@@ -1,14 +1,10 @@
 """Fixtures for the training and evaluation contracts: split directories shaped like the ETL's output.
 
-Two sources:
-- ``write_synthetic_splits``: a tiny generated data set (hundreds of rows, two numeric and one
-  ordinal column, log target) for fast tests;
-- ``write_diamonds_splits``: the shipped diamonds data put through a pandas stand-in for the Glue
-  job (rules -> quarantine, duplicates dropped, seeded 70/15/15 split, transform fitted on train).
-  It exists so the model can be measured before the ETL lands; it is not the ETL.
-
-Both write ``<root>/{train,validation,test}/part-00000.csv`` (header: target, then feature_names;
-target in original units) and ``<root>/features.json``.
+``write_synthetic_splits``: a tiny generated data set (hundreds of rows, two numeric and one
+ordinal column, log target) for fast tests. The model on the shipped data is measured on the Glue
+job's own split (tests/glue_jobs/test_model_quality.py), not here. It writes
+``<root>/{train,validation,test}/part-00000.csv`` (header: target, then feature_names; target in
+original units) and ``<root>/features.json``.
 """
 from __future__ import annotations
 
@@ -22,7 +18,7 @@ from typing import Mapping
 import numpy as np
 import pytest
 
-from training.features import FeatureSpec, safe_std
+from training.features import FeatureSpec
 
 from tests.conftest import ROOT
 
@@ -61,48 +57,6 @@ def write_synthetic_splits(root: Path, rows: Mapping[str, int] | None = None, se
     return spec
 
 
-def write_diamonds_splits(root: Path) -> FeatureSpec:
-    """Approximate the Glue ETL on data/diamonds.csv.gz with the dataset config's own settings."""
-    import pandas as pd
-
-    from training.dataset import load_config
-
-    config = load_config(REPO / "data" / "diamonds.yaml")
-    frame = pd.read_csv(REPO / "data" / "diamonds.csv.gz")
-    config.check_header(list(frame.columns))
-    keep = np.ones(len(frame), dtype=bool)
-    for rule in config.rules:
-        values = frame[rule.column]
-        if rule.min is not None:
-            keep &= values.to_numpy() >= rule.min
-        if rule.max is not None:
-            keep &= values.to_numpy() <= rule.max
-        if rule.allowed is not None:
-            keep &= values.astype(str).isin(rule.allowed).to_numpy()
-    frame = frame[keep].drop(columns=list(config.drop)).drop_duplicates().reset_index(drop=True)
-
-    order = np.random.default_rng(config.split.seed).permutation(len(frame))
-    n_train = int(round(config.split.train * len(frame)))
-    n_validation = int(round(config.split.validation * len(frame)))
-    parts = {"train": order[:n_train], "validation": order[n_train:n_train + n_validation],
-             "test": order[n_train + n_validation:]}
-    train = frame.iloc[parts["train"]]
-    spec = FeatureSpec(
-        target=config.target, target_transform=config.target_transform,
-        input_columns=config.feature_columns,
-        numeric=tuple((c, float(train[c].mean()), safe_std(float(train[c].std()))) for c in config.numeric),
-        ordinal=tuple(config.ordinal.items()),
-        categorical=tuple((c, tuple(sorted(train[c].astype(str).unique()))) for c in config.categorical),
-    )
-    for split, index in parts.items():
-        subset = frame.iloc[index]
-        records = subset[list(config.feature_columns)].to_dict("records")
-        write_split(root / split, spec, subset[config.target].to_numpy(dtype=np.float64),
-                    spec.transform(records), parts=2)
-    spec.save(root / "features.json")
-    return spec
-
-
 def sagemaker_layout(base: Path, data: Path, hyperparameters: Mapping[str, str] | None = None,
                      channels: tuple[str, ...] = ("train", "validation"),
                      features_channel: bool = True) -> None:
@@ -134,13 +88,6 @@ def run_module(module: str, env: Mapping[str, str], *args: str,
 def synthetic_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     write_synthetic_splits(root)
-    return root
-
-
-@pytest.fixture(scope="session")
-def diamonds_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("diamonds")
-    write_diamonds_splits(root)
     return root
 
 
