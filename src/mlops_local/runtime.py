@@ -50,12 +50,18 @@ class LocalImage:
     uri: str
     dockerfile: Path
     programs: dict[str, list[str]]          # "train" / "serve" -> argv
+    code: Path                              # where the image's Python packages come from here
     lambda_handler: str | None = None       # CMD of a Lambda image, e.g. lambdas.endpoint_test.handler
 
     def command(self, program: str) -> list[str]:
         if program not in self.programs:
             raise KeyError(f"image {self.uri} ({self.dockerfile}) has no program '{program}'")
         return list(self.programs[program])
+
+    def environment(self) -> dict[str, str]:
+        """What a process of the image needs: its packages first on the path, as the image's
+        PYTHONPATH puts the COPYed packages (not whatever copy of them this interpreter has)."""
+        return {"PYTHONPATH": str(self.code)}
 
 
 def python_command(argv: list[str]) -> list[str]:
@@ -77,7 +83,7 @@ def image_from_dockerfile(uri: str, dockerfile: Path, source_root: Path) -> Loca
             if match:
                 programs[script.name] = python_command(shlex.split(match.group(1)))
     cmd = re.search(r'^CMD\s+\["([\w.]+)"\]\s*$', text, flags=re.M)
-    return LocalImage(uri=uri, dockerfile=dockerfile, programs=programs,
+    return LocalImage(uri=uri, dockerfile=dockerfile, programs=programs, code=source_root / "src",
                       lambda_handler=cmd.group(1) if cmd and not programs else None)
 
 

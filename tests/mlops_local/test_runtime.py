@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 
@@ -27,6 +28,21 @@ def test_training_image_programs_come_from_its_dockerfile():
 def test_lambda_image_handler_comes_from_its_cmd():
     image = ImageMap(ROOT).add(TEST_IMAGE, ROOT / "src/lambdas/Dockerfile")
     assert image.lambda_handler == "lambdas.endpoint_test.handler" and image.programs == {}
+
+
+def test_an_image_runs_the_code_of_its_source_root_not_an_installed_copy(tmp_path):
+    """Another checkout's `training` package wins over the one this interpreter has installed."""
+    (tmp_path / "src/training/bin").mkdir(parents=True)
+    (tmp_path / "src/training/__init__.py").write_text("")
+    (tmp_path / "src/training/train.py").write_text("print('from the other checkout')\n")
+    (tmp_path / "src/training/bin/train").write_text('#!/bin/sh\nexec python3 -m training.train "$@"\n')
+    dockerfile = tmp_path / "src/training/Dockerfile"
+    dockerfile.write_text("FROM base\nCOPY src/training/bin/ /opt/program/bin/\n")
+    image = ImageMap(tmp_path).add(TRAINING, dockerfile)
+    assert image.environment() == {"PYTHONPATH": str(tmp_path / "src")}
+    done = subprocess.run(image.command("train"), env={**os.environ, **image.environment()}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout == "from the other checkout\n", done.stderr
 
 
 def test_resolve_by_repository_when_the_tag_differs():

@@ -372,7 +372,8 @@ class Endpoints:
     # -- serving --------------------------------------------------------------------------
     def _serve(self, container: Container, folder: Path) -> LocalServer:
         try:
-            argv = self.runtime.images.resolve(container.image).command("serve")
+            image = self.runtime.images.resolve(container.image)
+            argv = image.command("serve")
         except KeyError as exc:
             raise StartFailed(f"model {container.model_name}: {exc.args[0]}") from None
         model_dir = fetch_model(self.runtime.aws.client("s3"), container, folder)
@@ -387,7 +388,8 @@ class Endpoints:
                 processes.stop(process)
 
         try:
-            return LocalServer.start(argv, model_dir, folder / "server.log", container.environment,
+            return LocalServer.start(argv, model_dir, folder / "server.log",
+                                     {**image.environment(), **container.environment},
                                      container.variant, self.start_timeout, spawned=track)
         finally:
             with self._lock:

@@ -55,7 +55,7 @@ class ProcessingJobs(SageMakerJobs):
     def prepare(self, job: Job) -> tuple[list[str], dict[str, str]]:
         request = job.request
         app = request["AppSpecification"]
-        self._image(app["ImageUri"])
+        image = self._image(app["ImageUri"])
         entrypoint = app.get("ContainerEntrypoint")
         if not entrypoint:
             raise JobFailure(f"ClientError: the image {app['ImageUri']} runs from source here and has no "
@@ -71,7 +71,7 @@ class ProcessingJobs(SageMakerJobs):
         (job.base / "ml" / "output").mkdir(parents=True, exist_ok=True)
         argv = [*entrypoint, *(app.get("ContainerArguments") or [])]
         env = {"SM_PROCESSING_BASE": str(job.base / "processing"), "SM_BASE_DIR": str(job.base / "ml"),
-               "PROCESSING_JOB_NAME": job.name,
+               "PROCESSING_JOB_NAME": job.name, **image.environment(),
                **{str(k): str(v) for k, v in (request.get("Environment") or {}).items()}}
         return python_command([self._map_argument(job, a) for a in argv]), env
 

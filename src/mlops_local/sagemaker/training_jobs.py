@@ -102,6 +102,7 @@ class TrainingJobs(SageMakerJobs):
                "SM_CURRENT_HOST": "algo-1", "SM_HOSTS": json.dumps(["algo-1"]),
                "TRAINING_JOB_NAME": job.name, "TRAINING_JOB_ARN": job.arn,
                **{f"SM_CHANNEL_{name.upper()}": folder for name, folder in channels.items()},
+               **image.environment(),
                **{str(k): str(v) for k, v in (request.get("Environment") or {}).items()}}
         return python_command(argv), env
 
