@@ -191,7 +191,7 @@ def read_s3_csv(uri: str, s3_client: AwsClient) -> str:
     """The CSV at an s3:// key, or the first *.csv under an s3:// prefix (Spark part files)."""
     if not uri.startswith("s3://"):
         raise BadTestData(f"test_data_s3_uri must start with s3://, got {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
+    bucket, key = parse_s3_uri(uri, "test_data_s3_uri")
     if not key.endswith(".csv"):
         listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/")
         keys = sorted(o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".csv"))

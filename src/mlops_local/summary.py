@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping
 
+from mlops_local.s3_staging import split_s3_uri
+
 THRESHOLD_VARIABLE = "QualityThreshold"
 # Model package CustomerMetadataProperties the job workers write (lambdas.sagemaker_jobs).
 EXECUTION_KEY, DECISION_KEY = "ExecutionId", "Decision"
@@ -79,10 +81,8 @@ def stages(collected: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def read_json(s3: Any, uri: str | None) -> Any:
-    if not uri or not uri.startswith("s3://"):
-        return None
-    bucket, _, key = uri[5:].partition("/")
     try:
+        bucket, key = split_s3_uri(uri)
         return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except Exception:  # a missing report is shown as null, the run's status says why
         return None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mlops_local.codepipeline.actions.context import ActionFailed
+from mlops_local.s3_staging import StagingError, split_s3_uri
 
 Client = Callable[[str], Any]
 """service name -> boto3 client (the action context's `client`)."""
@@ -170,7 +171,10 @@ def _do(client: Client, words: list[str], here: Path) -> Path:
         source = local(args[0])
         if not source.is_file():
             raise ActionFailed(f"buildspec: aws s3 cp: {args[0]} does not exist in the build's sources")
-        bucket, _, key = args[1][5:].partition("/")
+        try:
+            bucket, key = split_s3_uri(args[1])
+        except StagingError as exc:
+            raise ActionFailed(f"buildspec: aws s3 cp: {exc}") from None
         if not key or key.endswith("/"):
             key += source.name
         client("s3").put_object(Bucket=bucket, Key=key, Body=source.read_bytes())
