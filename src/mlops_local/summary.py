@@ -33,14 +33,9 @@ def collect(codepipeline: Any, pipeline: str, execution_id: str) -> dict[str, An
     """Execution, its action executions (oldest first) and the pipeline's stage order."""
     execution = codepipeline.get_pipeline_execution(pipelineName=pipeline,
                                                     pipelineExecutionId=execution_id)["pipelineExecution"]
-    details: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"pipelineName": pipeline, "filter": {"pipelineExecutionId": execution_id}}
-    while True:
-        page = codepipeline.list_action_executions(**kwargs)
-        details += page["actionExecutionDetails"]
-        if not page.get("nextToken"):
-            break
-        kwargs["nextToken"] = page["nextToken"]
+    pages = codepipeline.get_paginator("list_action_executions").paginate(
+        pipelineName=pipeline, filter={"pipelineExecutionId": execution_id})
+    details: list[dict[str, Any]] = [d for page in pages for d in page["actionExecutionDetails"]]
     details.sort(key=lambda d: d["startTime"])
     definition = codepipeline.get_pipeline(name=pipeline)["pipeline"]
     return {"execution": execution, "actions": details,
