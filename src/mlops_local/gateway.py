@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qs
@@ -92,6 +93,22 @@ def error_response(error: AwsError) -> Response:
     return response
 
 
+# The query protocol services the gateway checks, and the XML namespace of their error answers.
+QUERY_NAMESPACES = {"cloudformation": "http://cloudformation.amazonaws.com/doc/2010-05-15/",
+                    "iam": "https://iam.amazonaws.com/doc/2010-05-08/",
+                    "sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
+
+
+def query_error_response(error: AwsError, namespace: str) -> Response:
+    """A query protocol service's error: <ErrorResponse><Error><Type>Sender</Type><Code>..."""
+    from xml.sax.saxutils import escape
+
+    kind = "Sender" if error.status < 500 else "Receiver"
+    xml = (f'<ErrorResponse xmlns="{namespace}"><Error><Type>{kind}</Type><Code>{escape(error.code)}</Code>'
+           f"<Message>{escape(error.message)}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>")
+    return Response(xml, status=error.status, content_type="text/xml")
+
+
 LOOPBACK_TEMPLATE_URL = re.compile(rb"(TemplateURL=)http%3A%2F%2F(?:127\.0\.0\.1|localhost)%3A\d+%2F")
 
 
@@ -110,6 +127,7 @@ class Gateway:
     operations: dict[str, JsonHandler] = field(default_factory=dict)
     routes: list[tuple[str, re.Pattern, RouteHandler]] = field(default_factory=list)
     hooks: dict[tuple[str, str], list[AfterHook]] = field(default_factory=dict)
+    validate: bool = True  # a debugging switch: False lets requests AWS would reject through
 
     def __post_init__(self) -> None:
         from moto.core.config import default_user_config
@@ -137,28 +155,46 @@ class Gateway:
         environ["wsgi.input"] = io.BytesIO(body)  # moto reads the body again
         environ["CONTENT_LENGTH"] = str(len(body))
         target = request.headers.get("X-Amz-Target", "")
+        service, operation, params = self._identify(request, target, body)
         try:
+            if self.validate:
+                self._validate(service, operation, params, target)
             if target in self.operations:
-                return self._json(target, body)(environ, start_response)
+                return json_response(self.operations[target](params))(environ, start_response)
             for method, pattern, handler in self.routes:
                 match = pattern.match(request.path)
                 if match and request.method == method:
                     return handler(request, **match.groupdict())(environ, start_response)
         except AwsError as error:
-            return error_response(error)(environ, start_response)
+            return self._error_response(service, target, error)(environ, start_response)
         except Exception:  # a bug in our runtime must not look like an AWS answer
             logger.exception("local runtime failed on %s %s %s", request.method, request.path, target)
             return error_response(AwsError("InternalFailure", "the local runtime failed; see its log",
                                            500))(environ, start_response)
-        service, operation, params = self._identify(request, target, body)
         hooks = self.hooks.get((service, operation))
         if not hooks:
             return self.moto(environ, start_response)
         return self._with_hooks(environ, start_response, hooks, params)
 
-    def _json(self, target: str, body: bytes) -> Response:
-        params = json.loads(body or b"{}")
-        return json_response(self.operations[target](params))
+    def _validate(self, service: str, operation: str, params: dict[str, Any], target: str) -> None:
+        """Every request of a JSON or query protocol service checked as AWS checks it, before an
+        override or moto sees it (mlops_local.validation: max, pattern, enum, documented limits)."""
+        from mlops_local import validation
+
+        if target:
+            service = validation.service_of_target(target.rsplit(".", 1)[0]) or ""
+        elif service not in validation.QUERY_SERVICES:
+            return
+        if not service or operation not in validation.operations(service):
+            return
+        if not target:
+            params = validation.query_request(service, operation, params)
+        validation.check(service, operation, params)
+
+    def _error_response(self, service: str, target: str, error: AwsError) -> Response:
+        if target or service not in QUERY_NAMESPACES:
+            return error_response(error)
+        return query_error_response(error, QUERY_NAMESPACES[service])
 
     def _identify(self, request: Request, target: str, body: bytes) -> tuple[str, str, dict]:
         scope = CREDENTIAL_SCOPE.search(request.headers.get("Authorization", ""))

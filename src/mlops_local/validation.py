@@ -1,0 +1,557 @@
+"""Requests checked as AWS checks them: botocore's model in full, plus documented limits it lacks.
+
+botocore validates client-side only required members, types and minimums (botocore/validate.py:
+`VALIDATED_METADATA_ATTRS = {'required', 'min', 'document', 'union'}`); AWS also rejects values over
+`max`, off `pattern` or outside `enum`. `check(service, operation, params)` raises the error AWS
+answers, in its words (Coral's "N validation error(s) detected: Value '...' at 'a.b.1.member.c'
+failed to satisfy constraint: ..."). Patterns are Java regexes, matched whole (Java's `matches()`);
+`java_regex` translates what Python's `re` cannot take. `LIMITS` holds the documented limits the
+models do not carry, each with its source.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Callable, cast
+
+from mlops_local.gateway import AwsError
+from mlops_local.moto_access import service_model
+
+# The error code each service answers a constraint violation with. Coral's default is
+# ValidationException (query protocol: ValidationError). Observed otherwise: CloudWatch Logs
+# (InvalidParameterException: "1 validation error detected: Value '' at 'logGroupNamePrefix' ...",
+# fluent-plugin-cloudwatch-logs#223), Glue (InvalidInputException with the same text,
+# awslabs/aws-ddk#274), ECR (InvalidParameterException, its own wording, jenkins-x/jx#1344).
+ERROR_CODES = {"logs": "InvalidParameterException", "glue": "InvalidInputException",
+               "ecr": "InvalidParameterException"}
+QUERY_PROTOCOLS = {"query", "ec2"}
+# Values AWS leaves out of the message ("Value at '...'"): botocore's `sensitive`, and CodePipeline's
+# action configuration (terraform-provider-aws#41023: "Value at 'pipeline.stages.2.member.actions.1.member
+# .configuration' failed to satisfy constraint: Map value must satisfy constraint: [...]").
+REDACTED_SHAPES = {("codepipeline", "ActionConfigurationMap")}
+
+
+class UnsupportedPattern(ValueError):
+    """A Java regex construct this translation does not handle (the check is skipped, not guessed)."""
+
+
+# -- Java regex -> Python re ------------------------------------------------------------------
+JAVA_DOT = "[^\\n\\r\\u0085\\u2028\\u2029]"  # Java's `.` stops at every line terminator, Python's at \n only
+POSIX = {"Lower": "a-z", "Upper": "A-Z", "ASCII": "\\x00-\\x7f", "Alpha": "a-zA-Z", "Digit": "0-9",
+         "Alnum": "a-zA-Z0-9", "Punct": "!-/:-@\\[-`{-~", "Graph": "!-~", "Print": " -~", "Blank": " \\t",
+         "Cntrl": "\\x00-\\x1f\\x7f", "XDigit": "0-9a-fA-F", "Space": " \\t\\n\\x0b\\f\\r"}
+QUANTIFIER = re.compile(r"[*+?]|\{\d+(?:,\d*)?\}")
+
+
+@functools.lru_cache(maxsize=None)
+def _categories() -> dict[str, str]:
+    """Unicode general categories as class bodies, one pass over every code point (once per process)."""
+    ranges: dict[str, list[list[int]]] = {}
+    for code in range(sys.maxunicode + 1):
+        spans = ranges.setdefault(unicodedata.category(chr(code)), [])
+        if spans and spans[-1][1] == code - 1:
+            spans[-1][1] = code
+        else:
+            spans.append([code, code])
+    bodies = {name: "".join(_span(a, b) for a, b in spans) for name, spans in ranges.items()}
+    for major in {name[0] for name in ranges}:
+        bodies[major] = "".join(body for name, body in bodies.items() if len(name) == 2 and name[0] == major)
+    return bodies
+
+
+def _span(low: int, high: int) -> str:
+    return f"\\U{low:08x}" if low == high else f"\\U{low:08x}-\\U{high:08x}"
+
+
+def _property(name: str) -> str:
+    if name in POSIX:
+        return POSIX[name]
+    category = name[2:] if name.startswith("Is") and len(name) in (3, 4) else name
+    bodies = _categories()
+    if category not in bodies:
+        raise UnsupportedPattern(f"\\p{{{name}}}")
+    return bodies[category]
+
+
+def java_regex(pattern: str) -> str:
+    """A Python `re` pattern (used with re.ASCII: Java's \\w \\d \\s are ASCII) matching as Java's does."""
+    out: list[str] = []
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            nxt = pattern[i + 1:i + 2]
+            if nxt in ("p", "P"):
+                if pattern[i + 2:i + 3] == "{":
+                    end = pattern.index("}", i)
+                    name, i = pattern[i + 3:end], end + 1
+                else:
+                    name, i = pattern[i + 2:i + 3], i + 3
+                body = _property(name)
+                if in_class and nxt == "P":
+                    raise UnsupportedPattern("\\P{...} inside a character class")
+                out.append(body if in_class else f"[{'^' if nxt == 'P' else ''}{body}]")
+                continue
+            if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", pattern[i + 2:i + 6]):
+                code = int(pattern[i + 2:i + 6], 16)
+                low = re.match(r"\\u([dD][c-fC-F][0-9a-fA-F]{2})", pattern[i + 6:i + 12])
+                if 0xD800 <= code <= 0xDBFF and low:  # a surrogate pair in the pattern is one code point in Java
+                    point = 0x10000 + ((code - 0xD800) << 10) + (int(low.group(1), 16) - 0xDC00)
+                    out.append(f"\\U{point:08x}")
+                    i += 12
+                else:
+                    out.append(pattern[i:i + 6])
+                    i += 6
+                continue
+            if in_class and nxt in "wsdWSD" and pattern[i + 2:i + 3] == "-" and pattern[i + 3:i + 4] != "]":
+                out.append(f"\\{nxt}\\-")  # Java reads [\w-_] as \w, '-', '_'; Python calls it a bad range
+                i += 3
+                continue
+            if nxt == "z":
+                out.append("\\Z")
+            elif nxt in ("Z", "h", "H", "v", "V", "R", "X", "G", "Q", "E", "k", "K", "b", "B") and nxt:
+                if nxt in ("b", "B"):
+                    out.append("\\" + nxt)
+                else:
+                    raise UnsupportedPattern(f"\\{nxt}")
+            else:
+                out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if c == "[":
+            if in_class:
+                raise UnsupportedPattern("nested character class")
+            in_class = True
+            out.append(c)
+            if pattern[i + 1:i + 2] == "^":
+                out.append("^")
+                i += 1
+        elif c == "]" and in_class:
+            in_class = False
+            out.append(c)
+        elif c == "&" and in_class and pattern[i + 1:i + 2] == "&":
+            raise UnsupportedPattern("class intersection &&")
+        elif c == "." and not in_class:
+            out.append(JAVA_DOT)
+        elif c == "$" and not in_class and QUANTIFIER.match(pattern, i + 1):
+            out.append("(?:$)")  # Java takes a quantified anchor ("...)${1,128}"); Python needs a group
+        else:
+            out.append(c)
+        i += 1
+    # Possessive quantifiers (*+ ++ ?+ {n}+) and atomic groups are native since Python 3.11.
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def compiled(pattern: str) -> re.Pattern | None:
+    """The pattern compiled once per process; None when it cannot be translated faithfully."""
+    try:
+        return re.compile(java_regex(pattern), re.ASCII)
+    except (UnsupportedPattern, re.error):
+        return None
+
+
+# -- messages ---------------------------------------------------------------------------------
+def java_string(value: Any) -> str:
+    """A value as Java's toString shows it in Coral's messages ({k=v, ...}, [a, b], null, true)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={java_string(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(java_string(v) for v in value) + "]"
+    return str(value)
+
+
+def number(value: Any) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def constraints(shape: Any) -> list[str]:
+    """Every constraint of a scalar shape, in Coral's words and order (max, min, pattern, enum)."""
+    meta, noun = shape.metadata, "value" if shape.type_name in NUMBERS else "length"
+    said = []
+    if "max" in meta:
+        said.append(f"Member must have {noun} less than or equal to {number(meta['max'])}")
+    if "min" in meta:
+        said.append(f"Member must have {noun} greater than or equal to {number(meta['min'])}")
+    if "pattern" in meta:
+        said.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
+    if "enum" in meta:
+        said.append(f"Member must satisfy enum value set: [{', '.join(meta['enum'])}]")
+    return said
+
+
+@dataclass
+class Finding:
+    path: str
+    value: Any
+    constraint: str
+    redacted: bool
+
+    def coral(self) -> str:
+        shown = "Value" if self.redacted else f"Value '{java_string(self.value)}'"
+        if self.value is None and not self.redacted:
+            shown = "Value null"
+        return f"{shown} at '{self.path}' failed to satisfy constraint: {self.constraint}"
+
+
+# -- the walk ---------------------------------------------------------------------------------
+NUMBERS = {"integer", "long", "float", "double"}
+TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "long": (int,), "boolean": (bool,),
+                                      "float": (int, float), "double": (int, float), "structure": (dict,),
+                                      "map": (dict,), "list": (list,), "blob": (str, bytes)}
+
+
+def lower_camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def java_length(text: str) -> int:
+    """String.length(): UTF-16 code units (a character outside the BMP counts twice)."""
+    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+
+
+def blob_size(value: str | bytes) -> int:
+    """A JSON/query blob is base64 text; its size is the decoded length."""
+    if isinstance(value, bytes):
+        return len(value)
+    return len(value) * 3 // 4 - value[-2:].count("=") if value else 0
+
+
+class TypeMismatch(Exception):
+    def __init__(self, path: str, expected: str) -> None:
+        super().__init__(path)
+        self.path, self.expected = path, expected
+
+
+class Walker:
+    """Collects the findings of one request against one service's shapes."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.findings: list[Finding] = []
+
+    def add(self, path: str, value: Any, constraint: str, redacted: bool) -> None:
+        self.findings.append(Finding(path, value, constraint, redacted))
+
+    def redacted(self, shape: Any, inherited: bool) -> bool:
+        return inherited or bool(shape.metadata.get("sensitive")) or (self.service, shape.name) in REDACTED_SHAPES
+
+    def walk(self, value: Any, shape: Any, path: str, hidden: bool = False) -> None:
+        kind = shape.type_name
+        hidden = self.redacted(shape, hidden)
+        if kind in TYPES and not isinstance(value, TYPES[kind]) or (kind in NUMBERS and isinstance(value, bool)):
+            raise TypeMismatch(path, kind)
+        if kind == "structure":
+            self.structure(value, shape, path, hidden)
+        elif kind == "list":
+            self.container(value, shape, path, hidden, len(value))
+            member = shape.member
+            if member.type_name in TYPES and member.type_name not in ("structure", "list", "map"):
+                if any(self.scalar_faults(item, member) for item in value):
+                    said = constraints(member) + ["Member must not be null"]
+                    self.add(path, value, f"Member must satisfy constraint: [{', '.join(said)}]", hidden)
+            else:
+                for index, item in enumerate(value, 1):
+                    self.walk(item, member, f"{path}.{index}.member", hidden)
+        elif kind == "map":
+            self.container(value, shape, path, hidden, len(value))
+            if any(self.scalar_faults(key, shape.key) for key in value):
+                self.add(path, value, f"Map keys must satisfy constraint: [{', '.join(constraints(shape.key))}]",
+                         hidden)
+            if shape.value.type_name in ("structure", "list", "map"):
+                for key, item in value.items():
+                    self.walk(item, shape.value, f"{path}.{key}", hidden)
+            elif any(self.scalar_faults(item, shape.value) for item in value.values()):
+                self.add(path, value,
+                         f"Map value must satisfy constraint: [{', '.join(constraints(shape.value))}]", hidden)
+        elif kind in TYPES or kind in NUMBERS:
+            for fault in self.scalar_faults(value, shape):
+                self.add(path, value, fault, hidden)
+
+    def structure(self, value: dict, shape: Any, path: str, hidden: bool) -> None:
+        members = shape.members
+        for name in shape.metadata.get("required", ()):
+            if value.get(name) is None:
+                self.add(f"{path}.{lower_camel(name)}" if path else lower_camel(name), None,
+                         "Member must not be null", False)
+        for name, item in value.items():
+            member = members.get(name)
+            if member is None or item is None:
+                continue  # AWS ignores members it does not model
+            self.walk(item, member, f"{path}.{lower_camel(name)}" if path else lower_camel(name), hidden)
+
+    def container(self, value: Any, shape: Any, path: str, hidden: bool, size: int) -> None:
+        meta = shape.metadata
+        if "max" in meta and size > meta["max"]:
+            self.add(path, value, f"Member must have length less than or equal to {meta['max']}", hidden)
+        if "min" in meta and size < meta["min"]:
+            self.add(path, value, f"Member must have length greater than or equal to {meta['min']}", hidden)
+
+    @staticmethod
+    def scalar_faults(value: Any, shape: Any) -> list[str]:
+        meta, kind = shape.metadata, shape.type_name
+        if value is None:
+            return ["Member must not be null"]
+        if kind not in TYPES or not isinstance(value, TYPES[kind]):
+            return [f"Member must be of type {kind}"]
+        value = cast(Any, value)  # isinstance over a tuple narrowed it to object
+        faults: list[str] = []
+        size: Any
+        if kind in NUMBERS:
+            size, noun = value, "value"
+        elif kind == "blob":
+            size, noun = blob_size(value), "length"
+        elif kind == "string":
+            size, noun = java_length(value), "length"
+        else:
+            return []
+        if "max" in meta and size > meta["max"]:
+            faults.append(f"Member must have {noun} less than or equal to {number(meta['max'])}")
+        if "min" in meta and size < meta["min"]:
+            faults.append(f"Member must have {noun} greater than or equal to {number(meta['min'])}")
+        if kind == "string":
+            pattern = meta.get("pattern")
+            regex = compiled(pattern) if pattern is not None else None
+            if regex is not None and not regex.fullmatch(value):
+                faults.append(f"Member must satisfy regular expression pattern: {pattern}")
+            if "enum" in meta and value not in meta["enum"]:
+                faults.append(f"Member must satisfy enum value set: [{', '.join(meta['enum'])}]")
+        return faults
+
+
+# -- documented limits the models do not carry ----------------------------------------------------
+@dataclass(frozen=True)
+class Limit:
+    """One documented limit: where it applies, what it says, and where AWS says it."""
+    service: str
+    operations: tuple[str, ...]
+    rule: str
+    source: str
+    check: Callable[[dict[str, Any]], list[AwsError | Finding]]
+
+
+def _stages(params: dict[str, Any]) -> list[AwsError | Finding]:
+    stages = (params.get("pipeline") or {}).get("stages") or []
+    found: list[AwsError | Finding] = []
+    if not 2 <= len(stages) <= 50:
+        bound = "greater than or equal to 2" if len(stages) < 2 else "less than or equal to 50"
+        found.append(Finding("pipeline.stages", stages, f"Member must have length {bound}", False))
+    for index, stage in enumerate(stages, 1):
+        actions = stage.get("actions") or []
+        if not 1 <= len(actions) <= 50:
+            bound = "greater than or equal to 1" if not actions else "less than or equal to 50"
+            found.append(Finding(f"pipeline.stages.{index}.member.actions", actions,
+                                 f"Member must have length {bound}", False))
+    total = sum(len(stage.get("actions") or []) for stage in stages)
+    if total > 500:
+        found.append(AwsError("ValidationException", f"The pipeline has {total} actions; the maximum number of "
+                                                     "actions per pipeline is 500"))
+    return found
+
+
+def _parameter_overrides(params: dict[str, Any]) -> list[AwsError | Finding]:
+    found: list[AwsError | Finding] = []
+    for s, stage in enumerate((params.get("pipeline") or {}).get("stages") or [], 1):
+        for a, action in enumerate(stage.get("actions") or [], 1):
+            overrides = (action.get("configuration") or {}).get("ParameterOverrides")
+            if overrides is not None and len(str(overrides).encode("utf-8")) > 1024:
+                found.append(AwsError(
+                    "InvalidActionDeclarationException",
+                    f"Action configuration for action '{action.get('name')}' of stage '{stage.get('name')}' "
+                    f"(pipeline.stages.{s}.member.actions.{a}.member): ParameterOverrides is "
+                    f"{len(str(overrides).encode('utf-8'))} bytes; the JSON object can be at most 1 kilobyte"))
+    return found
+
+
+def _output_variables(params: dict[str, Any]) -> list[AwsError | Finding]:
+    variables = params.get("outputVariables") or {}
+    size = sum(len(str(k).encode("utf-8")) + len(str(v).encode("utf-8")) for k, v in variables.items())
+    if size > 122880:
+        return [AwsError("OutputVariablesSizeExceededException",
+                         f"The output variables of the action are {size} bytes; all output variables combined "
+                         "can be at most 122880 bytes")]
+    return []
+
+
+def _lambda_environment(params: dict[str, Any]) -> list[AwsError | Finding]:
+    variables = (params.get("Environment") or {}).get("Variables") or {}
+    measured = json.dumps(variables, separators=(",", ":"))
+    if len(measured.encode("utf-8")) > 4096:
+        return [AwsError("InvalidParameterValueException",
+                         "Lambda was unable to configure your environment variables because the environment "
+                         f"variables you have provided exceeded the 4KB limit. String measured: {measured}")]
+    return []
+
+
+def _template_body(params: dict[str, Any]) -> list[AwsError | Finding]:
+    body = params.get("TemplateBody")
+    found: list[AwsError | Finding] = []
+    if isinstance(body, str) and len(body.encode("utf-8")) > 51200:
+        found.append(Finding("templateBody", body, "Member must have length less than or equal to 51200", False))
+    for parameter in params.get("Parameters") or []:
+        value = parameter.get("ParameterValue")
+        if isinstance(value, str) and len(value.encode("utf-8")) > 4096:
+            found.append(AwsError("ValidationError", f"Parameter '{parameter.get('ParameterKey')}' value is "
+                                                     f"{len(value.encode('utf-8'))} bytes; a parameter value can "
+                                                     "be at most 4,096 bytes"))
+    return found
+
+
+CODEPIPELINE_QUOTAS = "Quotas in AWS CodePipeline, docs.aws.amazon.com/codepipeline/latest/userguide/limits.html"
+CLOUDFORMATION_QUOTAS = ("AWS CloudFormation quotas, "
+                         "docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/cloudformation-limits.html")
+LIMITS: tuple[Limit, ...] = (
+    Limit("codepipeline", ("CreatePipeline", "UpdatePipeline"),
+          "Number of stages in a pipeline: minimum of 2, maximum of 50; number of actions in a stage: minimum of 1, "
+          "maximum of 50; maximum number of actions per pipeline: 500", CODEPIPELINE_QUOTAS, _stages),
+    Limit("codepipeline", ("CreatePipeline", "UpdatePipeline"),
+          "Maximum size of the JSON object that can be stored in the ParameterOverrides property: 1 kilobyte",
+          CODEPIPELINE_QUOTAS, _parameter_overrides),
+    Limit("codepipeline", ("PutJobSuccessResult",),
+          "Variable quotas: a maximum size limit of 122880 bytes for all output variables combined for a "
+          "particular action", CODEPIPELINE_QUOTAS, _output_variables),
+    Limit("lambda", ("CreateFunction", "UpdateFunctionConfiguration"),
+          "Function environment variables: 4 KB, for all environment variables associated with the function, in "
+          "aggregate", "Lambda quotas, docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html",
+          _lambda_environment),
+    Limit("cloudformation", ("CreateStack", "UpdateStack", "CreateChangeSet", "ValidateTemplate"),
+          "Template body size in a request: 51,200 bytes; parameter value: 4,096 bytes", CLOUDFORMATION_QUOTAS,
+          _template_body),
+)
+# Carried by botocore's models already (and checked by the walk), documented alike: CodePipeline action
+# configuration key <= 50 and value <= 1000 characters ("Maximum length of the action configuration value ...
+# 1000 characters", Quotas in AWS CodePipeline); SageMaker CreateTrainingJob HyperParameters: at most 100
+# entries, keys <= 256, values <= 2500 characters (CreateTrainingJob API reference, HyperParameters).
+
+
+# -- query protocol: the flat form as the nested request ---------------------------------------
+def from_query(form: dict[str, str], shape: Any) -> dict[str, Any]:
+    """`Parameters.member.1.ParameterKey=K` and the like as {"Parameters": [{"ParameterKey": "K"}]}."""
+    prefixes = {key[:i] for key in form for i, c in enumerate(key + ".") if c == "."}
+    return _query_value(form, prefixes, shape, "") or {}
+
+
+def _query_value(form: dict[str, str], prefixes: set[str], shape: Any, key: str) -> Any:
+    kind = shape.type_name
+    if kind == "structure":
+        result = {}
+        for name, member in shape.members.items():
+            wire = member.serialization.get("name", name)
+            value = _query_value(form, prefixes, member, f"{key}.{wire}" if key else wire)
+            if value is not None:
+                result[name] = value
+        return result if result or not key else None
+    if kind == "list":
+        if key not in prefixes and key not in form:
+            return None
+        stem = key if shape.serialization.get("flattened") else f"{key}.member"
+        items, index = [], 1
+        while f"{stem}.{index}" in prefixes or f"{stem}.{index}" in form:
+            items.append(_query_value(form, prefixes, shape.member, f"{stem}.{index}"))
+            index += 1
+        return items
+    if kind == "map":
+        if key not in prefixes:
+            return None
+        stem = key if shape.serialization.get("flattened") else f"{key}.entry"
+        k_name, v_name = shape.key.serialization.get("name", "key"), shape.value.serialization.get("name", "value")
+        entries, index = {}, 1
+        while f"{stem}.{index}" in prefixes:
+            entries[form.get(f"{stem}.{index}.{k_name}", "")] = _query_value(form, prefixes, shape.value,
+                                                                             f"{stem}.{index}.{v_name}")
+            index += 1
+        return entries
+    if key not in form:
+        return None
+    text = form[key]
+    try:
+        if kind in ("integer", "long"):
+            return int(text)
+        if kind in ("float", "double"):
+            return float(text)
+    except ValueError:
+        return text  # the walk reports the type
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(text, text)
+    return text
+
+
+# -- the entry point --------------------------------------------------------------------------
+def findings(service: str, operation: str, params: dict[str, Any]) -> tuple[list[Finding], list[AwsError]]:
+    """What AWS would reject in the request: constraint findings, and limit errors with their own codes."""
+    shape = service_model(service).operation_model(operation).input_shape
+    walker = Walker(service)
+    if shape is not None:
+        walker.walk(params, shape, "")
+    errors: list[AwsError] = []
+    for limit in LIMITS:
+        if limit.service == service and operation in limit.operations:
+            for found in limit.check(params):
+                if isinstance(found, Finding):
+                    walker.findings.append(found)
+                else:
+                    errors.append(found)
+    return walker.findings, errors
+
+
+def error_code(service: str) -> str:
+    if service in ERROR_CODES:
+        return ERROR_CODES[service]
+    return "ValidationError" if service_model(service).protocol in QUERY_PROTOCOLS else "ValidationException"
+
+
+def message(service: str, found: list[Finding]) -> str:
+    if service == "ecr":  # "Invalid parameter at 'repositoryName' failed to satisfy constraint: 'must ...'"
+        first = found[0]
+        said = first.constraint.replace("Member must satisfy regular expression pattern: ",
+                                        "must satisfy regular expression '") .replace("Member must", "must")
+        said = said + "'" if "regular expression '" in said else said
+        return f"Invalid parameter at '{first.path}' failed to satisfy constraint: '{said}'"
+    count = len(found)
+    return f"{count} validation error{'s' if count > 1 else ''} detected: " + "; ".join(f.coral() for f in found)
+
+
+def check(service: str, operation: str, params: dict[str, Any]) -> None:
+    """Raise the AwsError AWS answers when it rejects the request (HTTP 400); return when it accepts it."""
+    try:
+        found, errors = findings(service, operation, params)
+    except TypeMismatch as mismatch:
+        raise AwsError("SerializationException" if service_model(service).protocol not in QUERY_PROTOCOLS
+                       else error_code(service),
+                       f"Unexpected value at '{mismatch.path}': expected {mismatch.expected}") from None
+    if found:
+        raise AwsError(error_code(service), message(service, found))
+    if errors:
+        raise errors[0]
+
+
+# -- what the gateway asks -----------------------------------------------------------------------
+JSON_SERVICES = ("codepipeline", "sagemaker", "glue", "kms", "logs", "events", "ecr")
+QUERY_SERVICES = ("cloudformation", "iam", "sts")
+
+
+@functools.lru_cache(maxsize=None)
+def _targets() -> dict[str, str]:
+    return {service_model(name).metadata["targetPrefix"]: name for name in JSON_SERVICES}
+
+
+def service_of_target(prefix: str) -> str | None:
+    """The service an X-Amz-Target prefix names (e.g. AWSGlue -> glue), None for one we do not check."""
+    return _targets().get(prefix)
+
+
+@functools.lru_cache(maxsize=None)
+def operations(service: str) -> frozenset[str]:
+    return frozenset(service_model(service).operation_names)
+
+
+def query_request(service: str, operation: str, form: dict[str, str]) -> dict[str, Any]:
+    return from_query(form, service_model(service).operation_model(operation).input_shape)
