@@ -80,7 +80,16 @@ class RequestContext:
 
     def value(self, key: str) -> ContextValue | None:
         """The request's value for a condition key (name in lower case), None when absent."""
-        return self._values.get(key)
+        value = self._values.get(key)
+        if value is None and key in _CLOCK_KEYS:
+            return _CLOCK_KEYS[key](dt.datetime.now(dt.timezone.utc))  # asked for rarely: not in every context
+        return value
+
+
+_CLOCK_KEYS: dict[str, Callable[[dt.datetime], str]] = {
+    "aws:currenttime": lambda now: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "aws:epochtime": lambda now: str(int(now.timestamp())),
+}
 
 
 def _partition(arn: str) -> str:
@@ -92,13 +101,10 @@ def _derived_keys(ctx: RequestContext) -> dict[str, ContextValue]:
     """Global keys AWS puts in every request context, from what the context already says.
 
     Source: IAM User Guide, "AWS global condition context keys" (aws:PrincipalArn is the role ARN
-    for a role session; aws:username exists only for IAM users; aws:CurrentTime always).
+    for a role session; aws:username exists only for IAM users). aws:CurrentTime and
+    aws:EpochTime, always present, are read from the clock when a condition asks (_CLOCK_KEYS).
     """
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    values: dict[str, ContextValue] = {
-        "aws:currenttime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "aws:epochtime": str(int(now.timestamp())),
-    }
+    values: dict[str, ContextValue] = {}
     if ctx.is_service:
         values["aws:principalservicename"] = ctx.principal_arn
         return values
