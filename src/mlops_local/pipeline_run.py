@@ -22,6 +22,7 @@ from mlops_local.sagemaker.endpoints import Endpoints
 from mlops_local.gateway import LocalAws
 from mlops_local.glue_runs import GlueRuns
 from mlops_local.sagemaker.processing_jobs import ProcessingJobs
+from mlops_local.sagemaker.shapes import ResponseShapes
 from mlops_local.runtime import Runtime
 from mlops_local.cloudformation.stacks import Stacks
 from mlops_local.summary import build_summary, collect, render_report
@@ -53,7 +54,8 @@ class LocalPipeline:
         self.glue, self.training = GlueRuns(self.runtime), TrainingJobs(self.runtime)
         self.processing, self.endpoints = ProcessingJobs(self.runtime), Endpoints(self.runtime)
         self.stacks = Stacks(self.runtime)
-        for component in (self.glue, self.training, self.processing, self.endpoints, self.stacks):
+        for component in (self.glue, self.training, self.processing, self.endpoints, self.stacks,
+                          ResponseShapes(self.runtime)):
             component.register()
         self.engine = PipelineEngine(self.runtime, stack_applier=self.stacks.apply)
         self.engine.register()

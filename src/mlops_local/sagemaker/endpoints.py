@@ -80,6 +80,7 @@ class Endpoints:
         self._lock = threading.RLock()
         self._reconciling = threading.Lock()
         self._closed = False
+        self._captures: dict[str, dict[str, Any] | None] = {}  # config name -> DataCaptureConfigSummary
         self.account = runtime.aws.account_id
 
     # -- wiring ---------------------------------------------------------------------------
@@ -427,10 +428,22 @@ class Endpoints:
             record["FailureReason"] = endpoint.failure_reason
         if endpoint.variants:
             record["ProductionVariants"] = endpoint.variants
+        record.pop("DataCaptureConfig", None)  # moto's copy lacks CaptureStatus and CurrentSamplingPercentage
+        capture = self._capture(endpoint.config_name)
+        if capture:
+            record["DataCaptureConfig"] = capture
         record.pop("PendingDeploymentSummary", None)
         if endpoint.status == UPDATING and endpoint.pending_config:
             record["PendingDeploymentSummary"] = {"EndpointConfigName": endpoint.pending_config,
                                                   "StartTime": endpoint.update_started or endpoint.last_modified}
+
+    def _capture(self, config_name: str) -> dict[str, Any] | None:
+        """(lock held) The DataCaptureConfigSummary of the config in service, remembered: moto's
+        CloudFormation deletes a config it replaced while the endpoint still serves it."""
+        config = self._moto().endpoint_configs.get(config_name)
+        if config is not None:
+            self._captures[config_name] = capture_summary(config.data_capture_config)
+        return self._captures.get(config_name)
 
     def _known(self, name: str) -> None:
         """An endpoint moto has but we have not seen (CloudFormation made it): notice it now."""
@@ -482,6 +495,26 @@ class Endpoints:
 TIME_FILTERS = {"CreationTimeBefore": "creation_time_before", "CreationTimeAfter": "creation_time_after",
                 "LastModifiedTimeBefore": "last_modified_time_before",
                 "LastModifiedTimeAfter": "last_modified_time_after"}
+
+
+def capture_summary(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """DescribeEndpoint's DataCaptureConfigSummary for an endpoint config's DataCaptureConfig.
+
+    The API reference (API_DataCaptureConfigSummary) requires EnableCapture, CaptureStatus
+    (Started | Stopped), CurrentSamplingPercentage and DestinationS3Uri; with nothing changed since
+    the endpoint was deployed the sampling is the config's InitialSamplingPercentage, and capture
+    runs when enabled (EnableCapture "defaults to enabled", API_DataCaptureConfig). KmsKeyId is
+    answered when the config names one; what AWS answers without one is not documented, so nothing
+    is made up for it."""
+    if not config:
+        return None
+    enabled = str(config.get("EnableCapture", True)).lower() != "false"  # CloudFormation may give "false"
+    summary = {"EnableCapture": enabled, "CaptureStatus": "Started" if enabled else "Stopped",
+               "CurrentSamplingPercentage": int(config.get("InitialSamplingPercentage", 0)),
+               "DestinationS3Uri": config.get("DestinationS3Uri", "")}
+    if config.get("KmsKeyId"):
+        summary["KmsKeyId"] = config["KmsKeyId"]
+    return summary
 
 
 def moto_time(value: Any) -> dt.datetime | None:
