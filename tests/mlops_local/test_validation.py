@@ -109,11 +109,11 @@ def test_map_values_and_required_members():
     ("codepipeline", "CreatePipeline", pipeline(actions=51), "ValidationException",
      "at 'pipeline.stages.1.member.actions' failed to satisfy constraint: Member must have length less than or "
      "equal to 50"),
-    ("codepipeline", "CreatePipeline", pipeline({"ActionMode": "CREATE_UPDATE", "ParameterOverrides":
-                                                 json.dumps({"P": "é" * 600}, ensure_ascii=False)}),  # 609 characters, 1209 bytes
+    ("codepipeline", "CreatePipeline",  # 609 characters (within 1,000), 1,209 bytes (over 1 KB)
+     pipeline({"ActionMode": "CREATE_UPDATE", "ParameterOverrides": json.dumps({"P": "é" * 600}, ensure_ascii=False)}),
      "InvalidActionDeclarationException", "at most 1 kilobyte"),
-    ("lambda", "CreateFunction", {"FunctionName": "f", "Role": ROLE, "Code": {},
-                                   "Environment": {"Variables": {"AB": "v" * 4100}}},
+    ("lambda", "CreateFunction",
+     {"FunctionName": "f", "Role": ROLE, "Code": {}, "Environment": {"Variables": {"AB": "v" * 4100}}},
      "InvalidParameterValueException", "exceeded the 4KB limit"),
     ("cloudformation", "CreateStack", {"StackName": "s", "TemplateBody": " " * 51201}, "ValidationError",
      "at 'templateBody' failed to satisfy constraint: Member must have length less than or equal to 51200"),
@@ -194,7 +194,7 @@ def rendered_pipeline(hyperparameters: dict[str, str]) -> dict:
                 name = ".".join(arg) if isinstance(arg, list) else arg
                 return values.get(name, f"sample-{name.lower()}")
             if key == "Fn::Sub":
-                return render(node, template, variables=None)
+                return render(node, template, variables=None, splice=False)
             if key == "Fn::If":
                 return resolve(arg[1])
         if isinstance(node, dict):

@@ -29,6 +29,9 @@ CODECOMMIT_VARIABLES = {"AuthorDate", "BranchName", "CommitId", "CommitMessage",
 S3_SOURCE_VARIABLES = {"ETag", "VersionId"}
 CODEPIPELINE_VARIABLES = {"PipelineExecutionId"}
 SAMPLE_EXECUTION_ID = "3f2c1a7e-5b4d-4c3e-9a1b-0d2e3f4a5b6c"
+# The variable whose value is JSON spliced into UserParameters (not a string inside it), and a sample
+# value that keeps the text JSON.
+SPLICED_VARIABLE = ("#{variables.TrainingHyperparameters}", '{"epochs": "40"}')
 
 
 @lru_cache(maxsize=None)
@@ -84,9 +87,10 @@ def sample_values(template: dict) -> dict[str, str]:
     return values
 
 
-def render(value: Any, template: dict, variables: str | None = "1") -> str:
+def render(value: Any, template: dict, variables: str | None = "1", splice: bool = True) -> str:
     """A Sub (or plain) string with ${...} filled from sample_values and, unless variables is None,
-    every #{Namespace.Variable} replaced by `variables`."""
+    every #{Namespace.Variable} replaced by `variables`; the spliced JSON variable gets a sample object
+    unless splice is False (the text as CodePipeline stores it)."""
     values = sample_values(template)
     if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), list):
         values.update({k: str(v) for k, v in value["Fn::Sub"][1].items()})
@@ -97,7 +101,10 @@ def render(value: Any, template: dict, variables: str | None = "1") -> str:
 
     text = SUB_REF.sub(fill, sub_text(value))
     if variables is not None:
-        text = VARIABLE.sub(lambda m: (SAMPLE_EXECUTION_ID if m.group(1) == "codepipeline" else variables), text)
+        text = VARIABLE.sub(lambda m: SAMPLE_EXECUTION_ID if m.group(1) == "codepipeline" else variables,
+                            text.replace(*SPLICED_VARIABLE))
+    elif splice:
+        text = text.replace(*SPLICED_VARIABLE)
     return text
 
 

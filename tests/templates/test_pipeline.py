@@ -41,15 +41,24 @@ def test_stages_and_actions_in_order():
     assert got == EXPECTED
 
 
-def test_pipeline_is_v2_queued_with_the_quality_threshold_variable():
+def test_pipeline_is_v2_queued_with_the_threshold_and_hyperparameter_variables():
     pipeline = pipeline_resource()
     parameters = load(PIPELINE)["Parameters"]
     assert pipeline["PipelineType"] == "V2"
     assert pipeline["ExecutionMode"] in ("QUEUED", "SUPERSEDED")
-    (variable,) = pipeline["Variables"]
-    assert variable["Name"] == "QualityThreshold"
-    assert variable["DefaultValue"] == {"Ref": "QualityThreshold"}
+    threshold, hyperparameters = pipeline["Variables"]
+    assert threshold["Name"] == "QualityThreshold"
+    assert threshold["DefaultValue"] == {"Ref": "QualityThreshold"}
     float(parameters["QualityThreshold"]["Default"])
+    assert hyperparameters["Name"] == "TrainingHyperparameters"
+    assert hyperparameters["DefaultValue"] == {"Ref": "TrainingHyperparameters"}
+    assert parameters["TrainingHyperparameters"]["MaxLength"] == 1000  # a variable's value is at most 1,000
+
+
+def test_hyperparameters_reach_submit_training_as_the_pipeline_variable():
+    text = sub_text(action("SubmitTraining")["Configuration"]["UserParameters"])
+    assert '"hyperparameters": #{variables.TrainingHyperparameters},' in text
+    assert "${TrainingHyperparameters}" not in text  # the UserParameters text no longer grows with them
 
 
 def test_artifact_store_is_kms_encrypted():
