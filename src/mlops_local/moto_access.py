@@ -39,10 +39,13 @@ def service_model(service: str) -> Any:
 
 def validate(service: str, operation: str, request: dict[str, Any]) -> dict[str, Any]:
     """The request, once botocore's model of the operation accepts it (ParamValidationError names
-    the bad field)."""
+    the bad field) and AWS's own checks would (validation.check raises AWS's error)."""
     from botocore.validate import validate_parameters
 
+    from mlops_local import validation
+
     validate_parameters(request, service_model(service).operation_model(operation).input_shape)
+    validation.check(service, operation, request)  # what AWS checks beyond botocore: max, pattern, enum, limits
     return request
 
 

@@ -259,7 +259,7 @@ def test_list_jobs(stand_in, pipeline):
      "ValidationException", "TrainingImage"),
     (lambda sm: sm.create_training_job(**{**training_request("local-output"),
                                           "OutputDataConfig": {"S3OutputPath": "/tmp/out"}}),
-     "ValidationException", "S3OutputPath"),
+     "ValidationException", "Value '/tmp/out' at 'outputDataConfig.s3OutputPath' failed to satisfy constraint"),
     (lambda sm: sm.create_processing_job(
         ProcessingJobName="outside", RoleArn=ROLE,
         AppSpecification={"ImageUri": IMAGE, "ContainerEntrypoint": ["python3"]},

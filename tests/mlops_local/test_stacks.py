@@ -109,7 +109,11 @@ def test_pipeline_request_is_the_api_shape():
             "Name": "Data", "RunOrder": "1", "Namespace": "DataSource",
             "ActionTypeId": {"Category": "Source", "Owner": "AWS", "Provider": "S3", "Version": 1},
             "Configuration": {"S3Bucket": "b", "PollForSourceChanges": False},
-            "OutputArtifacts": [{"Name": "RawData"}]}]}],
+            "OutputArtifacts": [{"Name": "RawData"}]}]},
+            {"Name": "Build", "Actions": [{  # a pipeline has at least two stages
+                "Name": "Build", "ActionTypeId": {"Category": "Build", "Owner": "AWS", "Provider": "CodeBuild",
+                                                  "Version": "1"},
+                "Configuration": {"ProjectName": "p-build"}, "InputArtifacts": [{"Name": "RawData"}]}]}],
         "Tags": [{"Key": "Project", "Value": "p"}],
     }
     request = pipeline_request("p-pipeline", props)
@@ -265,9 +269,19 @@ def test_render_resolves_properties_and_skips_false_conditions(rendered, aws):
 
 # -- the pipeline stack -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def pipeline_stack(aws):
+def pipeline_template_url(aws):
+    """The pipeline template is over CloudFormation's 51,200-byte TemplateBody limit: from S3, as
+    `aws cloudformation deploy --s3-bucket` (scripts/deploy.sh) sends it."""
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="templates-bucket")
+    s3.put_object(Bucket="templates-bucket", Key="pipeline.yaml", Body=PIPELINE_TEMPLATE.encode())
+    return "https://s3.amazonaws.com/templates-bucket/pipeline.yaml"
+
+
+@pytest.fixture(scope="module")
+def pipeline_stack(aws, pipeline_template_url):
     cfn = aws.client("cloudformation")
-    cfn.create_stack(StackName="demo-pipeline", TemplateBody=PIPELINE_TEMPLATE,
+    cfn.create_stack(StackName="demo-pipeline", TemplateURL=pipeline_template_url,
                      Parameters=parameters(ProjectName="demo", RepositoryName="demo-code"),
                      Capabilities=["CAPABILITY_NAMED_IAM"])
     return cfn.describe_stacks(StackName="demo-pipeline")["Stacks"][0]
@@ -354,20 +368,22 @@ def test_apply_finds_everything_and_recreates_what_went_missing(aws, stacks, pip
     assert stacks.apply("demo-pipeline") == applied
 
 
-def test_update_stack_updates_the_pipeline(aws, pipeline_stack):
+def test_update_stack_updates_the_pipeline(aws, pipeline_stack, pipeline_template_url):
     cfn = aws.client("cloudformation")
     # Explicit values: moto 5.2.5 answers 500 (KeyError) to UsePreviousValue for a parameter
     # that took its default when the stack was created.
-    cfn.update_stack(StackName="demo-pipeline", TemplateBody=PIPELINE_TEMPLATE, Capabilities=["CAPABILITY_NAMED_IAM"],
+    cfn.update_stack(StackName="demo-pipeline", TemplateURL=pipeline_template_url,
+                     Capabilities=["CAPABILITY_NAMED_IAM"],
                      Parameters=parameters(ProjectName="demo", RepositoryName="demo-code", QualityThreshold="550"))
     assert cfn.describe_stacks(StackName="demo-pipeline")["Stacks"][0]["StackStatus"] == "UPDATE_COMPLETE"
     pipeline = aws.client("codepipeline").get_pipeline(name="demo-pipeline")["pipeline"]
     assert pipeline["variables"][0]["defaultValue"] == "550" and pipeline["version"] == 2
 
 
-def test_a_false_condition_skips_the_repository(aws):
+def test_a_false_condition_skips_the_repository(aws, pipeline_template_url):
     cfn = aws.client("cloudformation")
-    cfn.create_stack(StackName="norepo-pipeline", TemplateBody=PIPELINE_TEMPLATE, Capabilities=["CAPABILITY_NAMED_IAM"],
+    cfn.create_stack(StackName="norepo-pipeline", TemplateURL=pipeline_template_url,
+                     Capabilities=["CAPABILITY_NAMED_IAM"],
                      Parameters=parameters(ProjectName="norepo", CreateRepository="false", RepositoryName="existing"))
     resources = cfn.describe_stack_resources(StackName="norepo-pipeline")["StackResources"]
     # moto 5.2.5 lists a skipped resource as an entry without LogicalResourceId.
