@@ -9,7 +9,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from mlops_local import validation
+from mlops_local import java_regex, validation
 from mlops_local.gateway import AwsError, Gateway, LocalAws
 from tests.templates.cfn import PIPELINE, load, pipeline_resource, render, sample_values
 
@@ -145,7 +145,7 @@ def test_every_limit_cites_its_source():
 ], ids=["unicode-tag", "unicode-categories", "posix-alnum", "class-then-hyphen", "quantified-anchor",
         "surrogate-pairs", "dot", "possessive", "lookbehind", "whole-match"])
 def test_java_patterns(pattern, accepted, refused):
-    regex = validation.compiled(pattern)
+    regex = java_regex.compiled(pattern)
     assert regex is not None
     assert regex.fullmatch(accepted) and not regex.fullmatch(refused)
 
@@ -160,7 +160,7 @@ def test_every_pattern_of_the_services_we_use_translates():
         model = session.get_service_model(service)
         for name in model.shape_names:
             pattern = model.shape_for(name).metadata.get("pattern")
-            if pattern is not None and validation.compiled(pattern) is None:
+            if pattern is not None and java_regex.compiled(pattern) is None:
                 untranslated.append((service, name, pattern))
     assert untranslated == []
 

@@ -4,6 +4,9 @@ Semantics follow the IAM User Guide, "IAM JSON policy elements reference": Actio
 Resource/NotResource, Principal/NotPrincipal, Condition and its operators, and "IAM policy
 elements: Variables and tags". Every pattern is compiled when the policy is parsed; a pattern
 with policy variables is compiled per request (cached), since its text depends on the caller.
+
+Over 400 lines on purpose: one policy grammar (patterns, conditions, principals, statements)
+whose parts share the request context; split, each would import the others.
 """
 from __future__ import annotations
 
