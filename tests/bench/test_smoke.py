@@ -14,6 +14,7 @@ MODULES = sorted(p.stem for p in BENCH.glob("bench_*.py"))
 # baseline), or the whole pipeline (both). A new benchmark must be listed here.
 MARKS = {
     "bench_etl": [pytest.mark.spark],
+    "bench_gateway": [],
     "bench_lambdas": [],
     "bench_pipeline": [pytest.mark.spark, pytest.mark.slow],
     "bench_server": [pytest.mark.slow],

@@ -1,0 +1,277 @@
+"""The gateway's request checks: the time they add per request (issue #10: <= 1 ms median).
+
+Two stand-ins run in this process: one as `mlops-local` runs it (every check on, the default) and
+one with every check off (`Gateway(validate=False)`, the debugging switch). moto's state lives per
+process, so both answer from the same resources. A mix of requests the pipeline makes goes to both
+through boto3 clients, interleaved request by request, in alternating order each round, so drift
+(other processes, CPU clock) falls on both alike. Per request kind: median and p90 wall time of
+the boto3 call with the checks on and off; the added time is median(on) - median(off). Beside it,
+each check alone, replayed in-process on the request exactly as the gateway parsed it, so the
+table says what the added time is made of.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from bench.common import main, percentile
+
+NAME = "gateway"
+TARGET_MS = 1.0
+ON, OFF = "on", "off"
+MODEL_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-model:1"
+BUCKET, KEY = "mlops-artifactbucket", "etl/features.json"
+STACK_TEMPLATE = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One request check of the gateway: the Gateway field that switches it, the method that runs it."""
+    name: str
+    switch: str
+    method: str
+
+
+# Every check the gateway makes per request; "on" switches them all on, "off" all off.
+# IAM enforcement (issue #10, items 1-4) goes here when the gateway gains it: its Gateway switch and
+# the method __call__ runs it with, e.g. Check("iam", switch="enforce", method="_authorize"). Nothing
+# else in this module changes: its in-process time is replayed from the arguments it was called with
+# (a replay must not grow state, e.g. the access log: point that at a throwaway file here).
+CHECKS = (Check("validation", switch="validate", method="_validate"),)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A request kind of the mix: a boto3 call, and the error code it answers when that is the point."""
+    name: str
+    service: str
+    call: Callable[[Any], Any]
+    error: str | None = None
+
+
+def pipeline_definition() -> dict[str, Any]:
+    """templates/pipeline.yaml's pipeline as CreatePipeline takes it, with the template's default
+    hyperparameters: the largest request the checks see (rendered as the validation tests render it)."""
+    # Test helpers (untyped, so imported by name: mypy checks this module, not them).
+    tests = importlib.import_module("tests.mlops_local.test_validation")
+    template = tests.load(tests.PIPELINE)
+    definition: dict[str, Any] = tests.rendered_pipeline(
+        json.loads(template["Parameters"]["TrainingHyperparameters"]["Default"]))
+    return definition
+
+
+def kinds(definition: dict[str, Any]) -> list[Kind]:
+    pipeline = definition["pipeline"]["name"]
+    return [
+        Kind("sagemaker DescribeTrainingJob, unknown job (the error path)", "sagemaker",
+             lambda c: c.describe_training_job(TrainingJobName="mlops-train-unknown"), error="ValidationException"),
+        Kind("sagemaker DescribeModel", "sagemaker", lambda c: c.describe_model(ModelName="mlops-model")),
+        Kind("glue GetJob", "glue", lambda c: c.get_job(JobName="mlops-etl")),
+        Kind("codepipeline GetPipeline", "codepipeline", lambda c: c.get_pipeline(name=pipeline)),
+        Kind(f"codepipeline UpdatePipeline, the full definition ({len(json.dumps(definition)) / 1024:.0f} KB)",
+             "codepipeline", lambda c: c.update_pipeline(**definition)),
+        Kind("cloudformation DescribeStacks (query protocol)", "cloudformation",
+             lambda c: c.describe_stacks(StackName="mlops-bench")),
+        Kind("s3 HeadObject (REST: not checked)", "s3", lambda c: c.head_object(Bucket=BUCKET, Key=KEY)),
+    ]
+
+
+def create_resources(aws: Any, definition: dict[str, Any]) -> None:
+    """What the mix reads, created once: both stand-ins see it (moto's backends are per process)."""
+    role_arn = definition["pipeline"]["roleArn"]
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "codepipeline.amazonaws.com"}}]}
+    aws.client("iam").create_role(RoleName=role_arn.rsplit("/", 1)[1], AssumeRolePolicyDocument=json.dumps(trust))
+    aws.client("codepipeline").create_pipeline(**definition)
+    aws.client("sagemaker").create_model(ModelName="mlops-model", ExecutionRoleArn=role_arn,
+                                         PrimaryContainer={"Image": MODEL_IMAGE,
+                                                           "ModelDataUrl": f"s3://{BUCKET}/model/model.tar.gz"})
+    aws.client("glue").create_job(Name="mlops-etl", Role=role_arn, GlueVersion="4.0",
+                                  Command={"Name": "glueetl", "ScriptLocation": f"s3://{BUCKET}/etl.py",
+                                           "PythonVersion": "3"})
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=b"{}" * 512)
+    aws.client("cloudformation").create_stack(StackName="mlops-bench", TemplateBody=json.dumps(STACK_TEMPLATE))
+
+
+def send(kind: Kind, client: Any) -> None:
+    """One call; an error is fine only when it is the one the kind is about (never a check's rejection)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        kind.call(client)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != kind.error:
+            raise RuntimeError(f"{kind.name}: {error}") from None
+        return
+    if kind.error:
+        raise RuntimeError(f"{kind.name}: answered without the {kind.error} it is about")
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+# -- through the stand-ins ------------------------------------------------------------------------
+def interleaved(mix: list[Kind], clients: dict[str, dict[str, Any]], rounds: int,
+                warmup: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]]]:
+    """Seconds per call, by configuration and kind; and each round's whole mix, by configuration."""
+    samples: dict[str, dict[str, list[float]]] = {c: {k.name: [] for k in mix} for c in (ON, OFF)}
+    totals: dict[str, list[float]] = {ON: [], OFF: []}
+    for number in range(warmup + rounds):
+        order = (ON, OFF) if number % 2 == 0 else (OFF, ON)
+        spent = {ON: 0.0, OFF: 0.0}
+        for kind in mix:
+            for config in order:
+                client = clients[config][kind.service]
+                seconds = timed(lambda: send(kind, client))
+                spent[config] += seconds
+                if number >= warmup:
+                    samples[config][kind.name].append(seconds)
+        if number >= warmup:
+            for config in (ON, OFF):
+                totals[config].append(spent[config])
+    return samples, totals
+
+
+# -- the checks alone -----------------------------------------------------------------------------
+def recorded_checks(gateway: Any, mix: list[Kind], clients: dict[str, Any]) -> dict[str, dict[str, tuple]]:
+    """Per kind and check: the arguments the gateway called the check with (one call of each kind)."""
+    seen: dict[str, tuple] = {}
+
+    def recorder(check: Check, original: Callable[..., Any]) -> Callable[..., Any]:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            seen[check.name] = copy.deepcopy((args, kwargs))
+            return original(*args, **kwargs)
+        return record
+
+    for check in CHECKS:  # on the instance only: deleting the attribute restores the class's method
+        setattr(gateway, check.method, recorder(check, getattr(gateway, check.method)))
+    recorded = {}
+    try:
+        for kind in mix:
+            seen.clear()
+            send(kind, clients[kind.service])
+            missing = [c.name for c in CHECKS if c.name not in seen]
+            if missing:
+                raise RuntimeError(f"{kind.name}: the gateway did not run {missing}")
+            recorded[kind.name] = dict(seen)
+    finally:
+        for check in CHECKS:
+            delattr(gateway, check.method)
+    return recorded
+
+
+def replayed(gateway: Any, recorded: dict[str, dict[str, tuple]], repeats: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds per in-process run of each check on each kind's recorded request."""
+    from mlops_local.gateway import AwsError
+
+    def run(method: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> None:
+        try:
+            method(*args, **kwargs)
+        except AwsError:  # a rejection costs its time too; the mix has none (send() would have failed)
+            pass
+
+    times: dict[str, dict[str, list[float]]] = {}
+    for kind, calls in recorded.items():
+        times[kind] = {}
+        for check in CHECKS:
+            args, kwargs = calls[check.name]
+            method = getattr(gateway, check.method)
+            run(method, args, kwargs)  # warm: models loaded, patterns compiled
+            times[kind][check.name] = [timed(lambda: run(method, args, kwargs)) for _ in range(repeats)]
+    return times
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+def run(size: str) -> dict[str, Any]:
+    from botocore.config import Config
+
+    from mlops_local.gateway import Gateway, LocalAws
+
+    rounds, warmup, repeats = (300, 10, 300) if size == "full" else (2, 1, 10)
+    definition = pipeline_definition()
+    mix = kinds(definition)
+    single = Config(retries={"total_max_attempts": 1})  # one request per call: a retry would double a sample
+    stand_ins = {ON: LocalAws(Gateway()),
+                 OFF: LocalAws(Gateway(**{check.switch: False for check in CHECKS}))}
+    for aws in stand_ins.values():  # start() resets moto: start both before creating anything
+        aws.start()
+    try:
+        create_resources(stand_ins[ON], definition)
+        clients = {config: {service: aws.client(service, config=single) for service in {k.service for k in mix}}
+                   for config, aws in stand_ins.items()}
+        recorded = recorded_checks(stand_ins[ON].gateway, mix, clients[ON])
+        samples, totals = interleaved(mix, clients, rounds, warmup)
+        alone = replayed(stand_ins[ON].gateway, recorded, repeats)
+    finally:
+        for aws in stand_ins.values():
+            aws.stop()
+
+    rows: list[dict[str, Any]] = []
+    per_kind: dict[str, dict[str, Any]] = {}
+    added_by_kind: dict[str, float] = {}
+    for kind in mix:
+        on, off = samples[ON][kind.name], samples[OFF][kind.name]
+        added = ms(statistics.median(on) - statistics.median(off))
+        added_by_kind[kind.name] = added
+        checks = {c.name: ms(statistics.median(alone[kind.name][c.name])) for c in CHECKS}
+        per_kind[kind.name] = {
+            "added_ms": round(added, 4),
+            "on_ms": {"median": round(ms(statistics.median(on)), 4), "p90": round(ms(percentile(on, 90)), 4)},
+            "off_ms": {"median": round(ms(statistics.median(off)), 4), "p90": round(ms(percentile(off, 90)), 4)},
+            "checks_alone_ms": {name: {"median": round(value, 4),
+                                       "p90": round(ms(percentile(alone[kind.name][name], 90)), 4)}
+                                for name, value in checks.items()},
+            "samples": len(on)}
+        made_of = ", ".join(f"{name} alone {value:.3f} ms" for name, value in checks.items())
+        rows.append({"metric": f"added per request: {kind.name}", "value": round(added, 3), "unit": "ms",
+                     "target": f"<= {TARGET_MS:g} ms", "met": added <= TARGET_MS,
+                     "note": f"median {ms(statistics.median(on)):.2f} ms on / {ms(statistics.median(off)):.2f} "
+                             f"off, p90 {ms(percentile(on, 90)):.2f} / {ms(percentile(off, 90)):.2f}; {made_of}"})
+    # The whole mix: each round sends every kind once, so a round's total over the kinds is one
+    # "mix request" sample; its median difference per kind is the added time of an average request.
+    mix_added = ms(statistics.median(totals[ON]) - statistics.median(totals[OFF])) / len(mix)
+    worst = max(added_by_kind.values())
+    rows.append({"metric": "added per request: the whole mix", "value": round(mix_added, 3), "unit": "ms",
+                 "target": f"<= {TARGET_MS:g} ms", "met": mix_added <= TARGET_MS,
+                 "note": f"median of {rounds} rounds' totals, per request; worst kind {worst:.3f} ms"})
+    for check in CHECKS:
+        mean = statistics.mean(ms(statistics.median(alone[k.name][check.name])) for k in mix)
+        largest = max(mix, key=lambda k: statistics.median(alone[k.name][check.name]))
+        rows.append({"metric": f"{check.name} alone in-process, mean over the mix", "value": round(mean, 3),
+                     "unit": "ms", "note": f"largest: {largest.name} "
+                                           f"{ms(statistics.median(alone[largest.name][check.name])):.3f} ms"})
+    return {
+        "title": "Gateway request checks: time added per request",
+        "rows": rows,
+        "details": {
+            "checks": [c.__dict__ for c in CHECKS],
+            "kinds": per_kind,
+            "mix_round_ms": {c: {"median": round(ms(statistics.median(t)), 3), "p90": round(ms(percentile(t, 90)), 3)}
+                             for c, t in totals.items()},
+            "rounds": rounds, "warmup_rounds": warmup, "in_process_repeats": repeats,
+            "method": "two LocalAws stand-ins in one process sharing moto's state, checks on (Gateway()) and off "
+                      "(every CHECKS switch False); boto3 clients with one attempt per call; per round every kind "
+                      "once on each, order on/off alternating by round; added = median(on) - median(off) of the "
+                      "boto3 call's wall time; checks alone = the gateway's check method replayed in-process on "
+                      "the arguments it was called with for that kind's request",
+        },
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main(NAME, run))
