@@ -14,29 +14,40 @@ Handlers:
 - After-hooks on passed-through operations, by service and operation name (query protocol
   `Action=` or JSON `X-Amz-Target`), e.g. `gateway.after("cloudformation", "CreateStack", fn)`;
   `fn(params: dict, status: int, body: bytes)` runs after moto answered.
+
+Every request it serves is recorded in `gateway.access_log`: who called (the principal behind its
+access key, mlops_local.iam.principals), which operation, and the IAM checks AWS would make
+(mlops_local.iam.actions). Nothing is enforced yet: each record says `decision: "not-enforced"`.
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import logging
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
+
+if TYPE_CHECKING:
+    from mlops_local.iam.actions import Mapped, Unmapped
+    from mlops_local.iam.principals import Principal
 
 logger = logging.getLogger(__name__)
 
 JsonHandler = Callable[[dict[str, Any]], dict[str, Any]]
 RouteHandler = Callable[..., Response]
 AfterHook = Callable[[dict[str, Any], int, bytes], None]
-CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/([^/]+)/([^/]+)/aws4_request")
+CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/([^/]+)/([^/]+)/aws4_request")  # region, signing name
 FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
                     "aws_session_token": "testing"}
 
@@ -47,6 +58,13 @@ class AwsError(Exception):
     def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+
+
+def account_id() -> str:
+    """The account every resource of the stand-in lives in: moto's default, as its ARNs say."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+
+    return str(DEFAULT_ACCOUNT_ID)
 
 
 def now() -> dt.datetime:
@@ -120,6 +138,79 @@ def loopback_template_urls(body: bytes) -> bytes:
     return LOOPBACK_TEMPLATE_URL.sub(rb"\1https%3A%2F%2Fs3.amazonaws.com%2F", body)
 
 
+@dataclass(frozen=True)
+class Access:
+    """One request as the access log keeps it: who, what, and what IAM would check."""
+    time: float  # epoch seconds
+    principal: Principal
+    service: str  # botocore's service name (signing name when the gateway cannot tell)
+    operation: str
+    authorization: Mapped | Unmapped
+
+    def as_dict(self) -> dict[str, Any]:
+        from mlops_local.iam.actions import Mapped
+
+        stamp = dt.datetime.fromtimestamp(self.time, dt.timezone.utc).isoformat(timespec="milliseconds")
+        found: dict[str, Any] = {"time": stamp.replace("+00:00", "Z"), "principal": self.principal.as_dict(),
+                                 "service": self.service, "operation": self.operation}
+        if isinstance(self.authorization, Mapped):
+            found["checks"] = [{"action": check.action, "resource": check.resource}
+                               for check in self.authorization.checks]
+        else:
+            found["unmapped"] = self.authorization.reason
+        found["decision"] = "not-enforced"
+        return found
+
+
+class AccessLog:
+    """The requests the gateway served, in order, in memory (a run makes a few thousand).
+
+    `len(log)` marks a point; `records(since)` and `write_jsonl(path, since)` read from it on, e.g.
+    one pipeline execution's requests into runs/<execution-id>/access.jsonl."""
+
+    def __init__(self) -> None:
+        self._records: list[Access] = []
+        self._lock = threading.Lock()
+
+    def add(self, access: Access) -> None:
+        with self._lock:
+            self._records.append(access)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def records(self, since: int = 0) -> list[Access]:
+        with self._lock:
+            return self._records[since:]
+
+    def write_jsonl(self, path: Path, since: int = 0) -> int:
+        """Write the records from `since` on as JSON lines; return how many."""
+        records = self.records(since)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as out:
+            for access in records:
+                out.write(json.dumps(access.as_dict()) + "\n")
+        return len(records)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+
+# Signing names that are not botocore's service name, for requests without an X-Amz-Target.
+_REST_SERVICES = {"sagemaker": "sagemaker-runtime"}
+
+
+@functools.lru_cache(maxsize=None)
+def _json_targets() -> dict[str, str]:
+    """X-Amz-Target prefix -> botocore service, for every JSON service the IAM tables map."""
+    from mlops_local.iam.actions import TABLES
+    from mlops_local.moto_access import service_model
+
+    prefixes = {service_model(name).metadata.get("targetPrefix"): name for name in TABLES}
+    return {prefix: name for prefix, name in prefixes.items() if prefix}
+
+
 @dataclass
 class Gateway:
     """WSGI app: registered handlers first, moto for the rest."""
@@ -128,6 +219,7 @@ class Gateway:
     routes: list[tuple[str, re.Pattern, RouteHandler]] = field(default_factory=list)
     hooks: dict[tuple[str, str], list[AfterHook]] = field(default_factory=dict)
     validate: bool = True  # a debugging switch: False lets requests AWS would reject through
+    access_log: AccessLog = field(default_factory=AccessLog)
 
     def __post_init__(self) -> None:
         from moto.core.config import default_user_config
@@ -156,6 +248,8 @@ class Gateway:
         environ["CONTENT_LENGTH"] = str(len(body))
         target = request.headers.get("X-Amz-Target", "")
         service, operation, params = self._identify(request, target, body)
+        if not request.path.startswith("/moto-api/"):  # moto's own control API is no AWS request
+            self._record(request, service, operation, params, target)
         try:
             if self.validate:
                 self._validate(service, operation, params, target)
@@ -190,6 +284,28 @@ class Gateway:
         if not target:
             params = validation.query_request(service, operation, params)
         validation.check(service, operation, params)
+
+    def _record(self, request: Request, service: str, operation: str, params: dict[str, Any], target: str) -> None:
+        """Log who made this request and what IAM would check (not enforced: nothing is denied here)."""
+        from mlops_local.iam import actions, principals
+
+        try:
+            authorization_header = request.headers.get("Authorization", "")
+            scope = CREDENTIAL_SCOPE.search(authorization_header)
+            region = scope.group(1) if scope else self.region
+            account = account_id()
+            credentials = principals.signed_credentials(
+                authorization_header, request.headers.get("X-Amz-Security-Token"), request.args)
+            principal = (principals.resolve(credentials[0], credentials[1], account, region) if credentials
+                         else principals.Principal("anonymous", ""))
+            if target:
+                service = _json_targets().get(target.rsplit(".", 1)[0], service)
+            else:
+                service = _REST_SERVICES.get(service, service)
+            authorization = actions.authorization(service, operation, params, account, region)
+            self.access_log.add(Access(time.time(), principal, service, operation, authorization))
+        except Exception:  # the log must never fail a request
+            logger.exception("could not record %s %s %s", request.method, request.path, target)
 
     def _error_response(self, service: str, target: str, error: AwsError) -> Response:
         if target or service not in QUERY_NAMESPACES:
@@ -264,10 +380,7 @@ class LocalAws:
 
     @property
     def account_id(self) -> str:
-        """The account every resource of the stand-in lives in: moto's default, as its ARNs say."""
-        from moto.core import DEFAULT_ACCOUNT_ID
-
-        return str(DEFAULT_ACCOUNT_ID)
+        return account_id()
 
     def client(self, service: str, **kwargs: Any) -> Any:
         import boto3

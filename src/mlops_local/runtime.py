@@ -1,11 +1,12 @@
 """What the local runtime's components share: the stand-in, a work folder, images, change signals,
-the warm Lambda workers.
+the warm Lambda workers, the role sessions services act with.
 
 Each component (Glue job runs, SageMaker jobs, endpoints, stacks, the pipeline engine) is built
 with a `Runtime` and registers its operations on `runtime.aws.gateway`.
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shlex
 import sys
@@ -13,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_local.gateway import LocalAws
+from mlops_local.gateway import AccessLog, LocalAws, account_id
 from mlops_local.lambda_workers import LambdaWorkers
 
 
@@ -110,6 +111,83 @@ class ImageMap:
                        "maps to its repository")
 
 
+class RoleNotAssumable(Exception):
+    """A service cannot assume the role: it does not exist or its trust policy does not allow it."""
+
+
+@dataclass(frozen=True)
+class RoleCredentials:
+    """Temporary credentials of a role session, as a service hands them to the code it runs."""
+    arn: str  # arn:aws:sts::<account>:assumed-role/<RoleName>/<session>
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+    expiration: dt.datetime = field(repr=False)  # UTC
+
+    def environment(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.access_key_id, "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+                "AWS_SESSION_TOKEN": self.session_token}
+
+
+SESSION_SECONDS = 3600  # AssumeRole's default DurationSeconds (STS API Reference, AssumeRole)
+# Credentials are renewed this long before they expire: Lambda's longest timeout (900 s, Lambda
+# Developer Guide, "Configure Lambda function timeout") plus a margin, so an invocation started with
+# cached credentials never outlives them.
+RENEW_SECONDS = 1200
+
+
+class RoleSessions:
+    """Role sessions services act with, from the stand-in's STS: (role, session name) -> credentials.
+
+    A service assumes its role as AWS's does: as the service principal (lambda.amazonaws.com, ...),
+    which the role's trust policy must allow. moto's AssumeRole checks neither the trust policy nor
+    that the role exists, so `credentials` checks both first (principals.service_may_assume). The call
+    goes to moto's STS directly: it is the service's, not a request of the account's principals.
+    Sessions are reused until RENEW_SECONDS before they expire, so a warm Lambda worker (keyed by its
+    environment, credentials included) stays warm across invocations and executions.
+    """
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self._sessions: dict[tuple[str, str], RoleCredentials] = {}
+        self._lock = threading.Lock()
+
+    def credentials(self, role_arn: str, session_name: str, service: str) -> RoleCredentials:
+        """Raises RoleNotAssumable with a message naming the role and the service."""
+        from mlops_local.iam import principals
+
+        with self._lock:
+            cached = self._sessions.get((role_arn, session_name))
+            if cached is not None and self._usable(cached):
+                return cached
+            decision = principals.service_may_assume(role_arn, service, account_id(), self.region)
+            if isinstance(decision, str) or decision.denied:
+                reason = decision if isinstance(decision, str) else decision.message
+                raise RoleNotAssumable(f"{service} cannot assume the role {role_arn}: {reason}")
+            session = self._assume(role_arn, session_name)
+            self._sessions[(role_arn, session_name)] = session
+            return session
+
+    def _usable(self, cached: RoleCredentials) -> bool:
+        """Not about to expire, and still in moto's records (a moto reset empties them)."""
+        from mlops_local.iam import principals
+
+        remaining = (cached.expiration - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        principal = principals.resolve(cached.access_key_id, cached.session_token, account_id(), self.region)
+        return remaining > RENEW_SECONDS and principal.arn == cached.arn
+
+    def _assume(self, role_arn: str, session_name: str) -> RoleCredentials:
+        from mlops_local.iam.actions import partition
+        from mlops_local.moto_access import backend
+
+        sts = backend("sts", account_id(), partition(self.region))  # STS records live per partition
+        session = sts.assume_role(region_name=self.region, role_session_name=session_name, role_arn=role_arn,
+                                  policy=None, duration=SESSION_SECONDS, external_id=None)
+        return RoleCredentials(arn=session.arn, access_key_id=session.access_key_id,
+                               secret_access_key=session.secret_access_key, session_token=session.session_token,
+                               expiration=session.expiration.replace(tzinfo=dt.timezone.utc))
+
+
 @dataclass
 class Runtime:
     """`source_root` is the project checkout whose code the local runtime runs (templates, Dockerfiles,
@@ -120,10 +198,17 @@ class Runtime:
     images: ImageMap = field(init=False)
     changes: Changes = field(default_factory=Changes)
     lambda_workers: LambdaWorkers = field(default_factory=LambdaWorkers)
+    role_sessions: RoleSessions = field(init=False)
 
     def __post_init__(self) -> None:
         self.source_root = self.source_root.resolve()
         self.images = ImageMap(self.source_root)
+        self.role_sessions = RoleSessions(self.aws.gateway.region)
+
+    @property
+    def access_log(self) -> AccessLog:
+        """Every request the stand-in served: principal, operation, IAM checks (gateway.AccessLog)."""
+        return self.aws.gateway.access_log
 
     def close(self) -> None:
         """End what the runtime itself keeps running: the idle Lambda workers."""

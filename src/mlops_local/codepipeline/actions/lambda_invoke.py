@@ -1,7 +1,8 @@
 """Invoke/Lambda: the function's handler runs in a warm worker, once per job, until it reports.
 
-The handler gets the function's environment and the stand-in's endpoint, in a child interpreter
-kept per (function, environment) by `runtime.lambda_workers`; the job ends when the handler reports
+The handler gets the function's environment, the stand-in's endpoint and its execution role's
+temporary credentials (as the Lambda runtime gives them), in a child interpreter kept per (function,
+environment) by `runtime.lambda_workers`; the job ends when the handler reports
 PutJobSuccessResult/PutJobFailureResult, and a continuation token invokes it again.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Mapping
 from botocore.exceptions import ClientError
 
 from mlops_local.codepipeline.actions.context import ActionAbandoned, ActionContext, ActionFailed, ActionResult
+from mlops_local.runtime import RoleNotAssumable
 
 MIN_FUNCTION_SECONDS = 30.0  # a cold worker starts slower than a warm Lambda; never below this
 
@@ -50,6 +52,7 @@ def invoke_lambda(ctx: ActionContext) -> ActionResult:
                     "LogGroup", f"/aws/lambda/{config['FunctionName']}")})
     env.update((config.get("Environment") or {}).get("Variables") or {})
     env.update(ctx.runtime.aws.environment())  # boto3 in the handler reaches the stand-in
+    env.update(_role_credentials(ctx, config))  # ... as the function's execution role, not as the user
     function_seconds = max(float(config.get("Timeout", 3)), MIN_FUNCTION_SECONDS)
 
     token: str | None = None
@@ -92,6 +95,25 @@ def invoke_lambda(ctx: ActionContext) -> ActionResult:
             changed = version > since
             since = version
         delay = first if changed else min(delay * 2, longest)
+
+
+def _role_credentials(ctx: ActionContext, config: Mapping[str, Any]) -> dict[str, str]:
+    """AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN of the execution role's session.
+
+    Lambda assumes the function's Role as lambda.amazonaws.com, with the function name as the session
+    name (the caller is arn:aws:sts::<account>:assumed-role/<role>/<function>; Lambda Developer Guide,
+    "Defining Lambda function permissions with an execution role"). Sessions are cached by the runtime,
+    so the worker's environment, and with it the warm worker, stays the same across invocations.
+    """
+    role = config.get("Role") or ""
+    try:
+        session = ctx.runtime.role_sessions.credentials(role, config["FunctionName"], "lambda.amazonaws.com")
+    except RoleNotAssumable as exc:
+        # AWS checks this when the function is created ("The role defined for the function cannot be
+        # assumed by Lambda.", InvalidParameterValueException) and again when it runs.
+        raise ActionFailed(f"Lambda {config['FunctionName']}: the role defined for the function cannot be "
+                           f"assumed by Lambda: {exc}", "ConfigurationError") from None
+    return session.environment()
 
 
 def _handler(ctx: ActionContext, function: Mapping[str, Any]) -> str:

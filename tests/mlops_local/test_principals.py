@@ -1,0 +1,225 @@
+"""Every request has a principal: the mlops-local user, a role session from the stand-in's STS, or unknown.
+
+Requests go through the gateway, which records each (principal, operation, IAM checks) in its access
+log without enforcing anything. Lambda job workers run as their function's execution role.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+
+import pytest
+from botocore.exceptions import ClientError
+
+from mlops_local.gateway import Gateway, LocalAws
+from mlops_local.iam import principals
+from mlops_local.runtime import RoleNotAssumable, RoleSessions
+from tests.mlops_local import test_engine
+from tests.mlops_local.test_engine import actions_of, create_function, create_pipeline, data_source, lambda_action, \
+    wait_done
+
+stand = test_engine.stand  # the engine tests' stand-in, runtime and pipeline engine (a fixture)
+
+HERE = "tests.mlops_local.test_principals"
+ACCOUNT = "123456789012"
+LAMBDA_TRUST = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+PIPELINE_TRUST = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "codepipeline.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+
+
+# -- Lambda handlers (run in the engine's child process) ---------------------------------------
+def whoami_handler(event, context):
+    """Reports the caller STS sees, the worker's pid and the key it was given."""
+    import boto3
+
+    arn = boto3.client("sts").get_caller_identity()["Arn"]
+    boto3.client("codepipeline").put_job_success_result(
+        jobId=event["CodePipeline.job"]["id"], executionDetails={"summary": "whoami"},
+        outputVariables={"Arn": arn, "Pid": str(os.getpid()), "KeyId": os.environ["AWS_ACCESS_KEY_ID"]})
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def aws():
+    with LocalAws(Gateway()) as local:
+        iam = local.client("iam")
+        for name, trust in (("job-role", LAMBDA_TRUST), ("pipeline-role", PIPELINE_TRUST)):
+            iam.create_role(RoleName=name, Path="/service/", AssumeRolePolicyDocument=json.dumps(trust))
+        yield local
+
+
+def role_arn(name: str) -> str:
+    return f"arn:aws:iam::{ACCOUNT}:role/service/{name}"
+
+
+def assume(aws: LocalAws, name: str, session: str) -> dict:
+    return aws.client("sts").assume_role(RoleArn=role_arn(name), RoleSessionName=session)["Credentials"]
+
+
+def client_as(aws: LocalAws, service: str, credentials: dict):
+    return aws.client(service, aws_access_key_id=credentials["AccessKeyId"],
+                      aws_secret_access_key=credentials["SecretAccessKey"],
+                      aws_session_token=credentials.get("SessionToken"))
+
+
+# -- resolving access keys ---------------------------------------------------------------------
+def test_the_fake_key_is_the_mlops_local_administrator():
+    found = principals.resolve("testing", "testing", ACCOUNT, "us-east-1")
+    assert found == principals.admin(ACCOUNT)
+    assert (found.kind, found.arn) == ("user", f"arn:aws:iam::{ACCOUNT}:user/mlops-local")
+    assert found.administrator and found.known
+    assert principals.admin(ACCOUNT, "cn-north-1").arn.startswith("arn:aws-cn:iam::")
+
+
+def test_an_assumed_role_session_from_the_stand_ins_sts(aws):
+    credentials = assume(aws, "job-role", "my-session")
+    found = principals.resolve(credentials["AccessKeyId"], credentials["SessionToken"], ACCOUNT, "us-east-1")
+    assert found.kind == "assumed-role" and found.known and not found.administrator
+    assert found.arn == f"arn:aws:sts::{ACCOUNT}:assumed-role/job-role/my-session"
+    assert (found.role_arn, found.session_name) == (role_arn("job-role"), "my-session")
+    # STS itself agrees on who this is.
+    assert client_as(aws, "sts", credentials).get_caller_identity()["Arn"] == found.arn
+
+
+def test_an_iam_user_key(aws):
+    iam = aws.client("iam")
+    iam.create_user(UserName="alice")
+    key = iam.create_access_key(UserName="alice")["AccessKey"]
+    found = principals.resolve(key["AccessKeyId"], None, ACCOUNT, "us-east-1")
+    assert (found.kind, found.arn) == ("user", f"arn:aws:iam::{ACCOUNT}:user/alice")
+    iam.update_access_key(UserName="alice", AccessKeyId=key["AccessKeyId"], Status="Inactive")
+    assert principals.resolve(key["AccessKeyId"], None, ACCOUNT, "us-east-1").kind == "unknown"
+
+
+@pytest.mark.parametrize("key, token, reason", [
+    ("AKIAIOSFODNN7EXAMPLE", None, "never issued"),
+    ("session", "not-its-token", "does not match"),
+    ("session", None, "does not match"),
+], ids=["never-issued", "wrong-token", "session-key-without-token"])
+def test_credentials_the_stand_in_did_not_issue_are_unknown(aws, key, token, reason):
+    if key == "session":
+        key = assume(aws, "job-role", "stolen")["AccessKeyId"]
+    found = principals.resolve(key, token, ACCOUNT, "us-east-1")
+    assert (found.kind, found.arn, found.known) == ("unknown", "", False)
+    assert reason in found.reason and found.as_dict()["access_key_id"] == key
+
+
+@pytest.mark.parametrize("authorization, token, query, expected", [
+    ("AWS4-HMAC-SHA256 Credential=ASIAX/20260101/us-east-1/glue/aws4_request, SignedHeaders=host, Signature=ab",
+     "tok", {}, ("ASIAX", "tok")),
+    ("", None, {"X-Amz-Credential": "AKIAY/20260101/us-east-1/s3/aws4_request", "X-Amz-Security-Token": "t"},
+     ("AKIAY", "t")),
+    ("", None, {}, None),
+], ids=["header", "presigned-url", "unsigned"])
+def test_signed_credentials(authorization, token, query, expected):
+    assert principals.signed_credentials(authorization, token, query) == expected
+
+
+# -- trust policies ----------------------------------------------------------------------------
+@pytest.mark.parametrize("role, service, allowed", [
+    ("job-role", "lambda.amazonaws.com", True),
+    ("job-role", "glue.amazonaws.com", False),
+    ("pipeline-role", "lambda.amazonaws.com", False),
+], ids=["trusted", "other-service", "role-of-another-service"])
+def test_service_may_assume_follows_the_trust_policy(aws, role, service, allowed):
+    decision = principals.service_may_assume(role_arn(role), service, ACCOUNT, "us-east-1")
+    assert not isinstance(decision, str) and decision.allowed is allowed
+    if not allowed:
+        assert decision.message == (f"User: {service} is not authorized to perform: sts:AssumeRole on resource: "
+                                    f"{role_arn(role)} because no resource-based policy allows the sts:AssumeRole "
+                                    "action")
+
+
+def test_a_missing_role_cannot_be_assumed(aws):
+    assert principals.service_may_assume(role_arn("nope"), "lambda.amazonaws.com", ACCOUNT, "us-east-1") == \
+        f"the role {role_arn('nope')} does not exist"
+
+
+def test_role_sessions_are_cached_and_checked(aws):
+    sessions = RoleSessions("us-east-1")
+    first = sessions.credentials(role_arn("job-role"), "fn", "lambda.amazonaws.com")
+    assert first.arn == f"arn:aws:sts::{ACCOUNT}:assumed-role/job-role/fn"
+    assert sessions.credentials(role_arn("job-role"), "fn", "lambda.amazonaws.com") == first
+    other = sessions.credentials(role_arn("job-role"), "other-fn", "lambda.amazonaws.com")
+    assert other.access_key_id != first.access_key_id
+    assert "SecretAccessKey" not in repr(first) and first.secret_access_key not in repr(first)
+    with pytest.raises(RoleNotAssumable, match=r"lambda.amazonaws.com cannot assume the role "
+                                               r"arn:aws:iam::123456789012:role/service/pipeline-role"):
+        sessions.credentials(role_arn("pipeline-role"), "fn", "lambda.amazonaws.com")
+
+
+# -- the access log ----------------------------------------------------------------------------
+def test_the_access_log_records_principal_operation_and_checks(aws, tmp_path):
+    log = aws.gateway.access_log
+    mark = len(log)
+    credentials = assume(aws, "job-role", "logged")
+    glue = client_as(aws, "glue", credentials)
+    with pytest.raises(ClientError):
+        glue.get_job(JobName="etl")  # not enforced: moto answers (the job does not exist)
+    aws.client("s3").list_buckets()
+    with pytest.raises(ClientError):
+        client_as(aws, "glue", {"AccessKeyId": "AKIAIOSFODNN7EXAMPLE", "SecretAccessKey": "x"}).get_job(JobName="x")
+    with urllib.request.urlopen(f"{aws.url}/moto-api/data.json", timeout=30) as answer:
+        answer.read()  # moto's control API: not an AWS request, not logged
+    records = [r.as_dict() for r in log.records(mark)]
+
+    assume_role, get_job, list_buckets, unknown = records
+    assert assume_role["principal"] == {"kind": "user", "arn": f"arn:aws:iam::{ACCOUNT}:user/mlops-local"}
+    assert assume_role["checks"] == [{"action": "sts:AssumeRole", "resource": role_arn("job-role")}]
+    assert get_job["principal"] == {"kind": "assumed-role", "role": role_arn("job-role"), "session": "logged",
+                                    "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/job-role/logged"}
+    assert (get_job["service"], get_job["operation"], get_job["decision"]) == ("glue", "GetJob", "not-enforced")
+    assert get_job["checks"] == [{"action": "glue:GetJob", "resource": f"arn:aws:glue:us-east-1:{ACCOUNT}:job/etl"}]
+    assert get_job["time"].endswith("Z") and get_job["time"] >= assume_role["time"]
+    assert list_buckets["service"] == "s3" and "checks" not in list_buckets and list_buckets["unmapped"]
+    assert unknown["principal"]["kind"] == "unknown" and "never issued" in unknown["principal"]["reason"]
+
+    assert log.write_jsonl(tmp_path / "runs" / "x" / "access.jsonl", mark) == 4
+    lines = (tmp_path / "runs" / "x" / "access.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == records
+
+
+# -- Lambda job workers run as their execution role --------------------------------------------
+def _role(stand, name: str, trust: dict) -> str:
+    return stand.aws.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+
+
+def test_a_lambda_job_worker_runs_as_its_execution_role(stand):
+    role = _role(stand, "whoami-role", LAMBDA_TRUST)
+    create_function(stand, "whoami", f"{HERE}.whoami_handler")
+    stand.aws.client("lambda").update_function_configuration(FunctionName="whoami", Role=role)
+    create_pipeline(stand, "whoami", [data_source(), {"name": "Work", "actions": [
+        lambda_action("WhoAmI", "whoami", namespace="WhoAmI")]}])
+    cp = stand.aws.client("codepipeline")
+    log = stand.runtime.access_log
+    session_arn = f"arn:aws:sts::{ACCOUNT}:assumed-role/whoami-role/whoami"
+
+    seen = []
+    for _ in range(2):  # two executions: one warm worker, one session
+        mark = len(log)
+        execution_id = cp.start_pipeline_execution(name="whoami")["pipelineExecutionId"]
+        assert wait_done(stand, "whoami", execution_id)["status"] == "Succeeded"
+        seen.append(actions_of(stand, "whoami", execution_id)["WhoAmI"]["output"]["outputVariables"])
+        reports = [r.as_dict() for r in log.records(mark) if r.operation == "PutJobSuccessResult"]
+        assert len(reports) == 1 and reports[0]["principal"]["arn"] == session_arn
+        assert reports[0]["principal"]["role"] == role
+        assert reports[0]["checks"] == [{"action": "codepipeline:PutJobSuccessResult", "resource": "*"}]
+    first, second = seen
+    assert first["Arn"] == second["Arn"] == session_arn
+    assert first["KeyId"] == second["KeyId"] and first["KeyId"].startswith("ASIA")
+    assert first["Pid"] == second["Pid"]  # the same credentials kept the worker warm
+
+
+def test_a_role_lambda_cannot_assume_fails_the_action_naming_it(stand):
+    role = _role(stand, "not-for-lambda", PIPELINE_TRUST)
+    create_function(stand, "untrusted", f"{HERE}.whoami_handler")
+    stand.aws.client("lambda").update_function_configuration(FunctionName="untrusted", Role=role)
+    create_pipeline(stand, "untrusted", [data_source(), {"name": "Work", "actions": [
+        lambda_action("WhoAmI", "untrusted")]}])
+    execution_id = stand.aws.client("codepipeline").start_pipeline_execution(name="untrusted")["pipelineExecutionId"]
+    execution = wait_done(stand, "untrusted", execution_id)
+    assert execution["status"] == "Failed"
+    assert (f"Lambda untrusted: the role defined for the function cannot be assumed by Lambda: "
+            f"lambda.amazonaws.com cannot assume the role {role}") in execution["statusSummary"]
