@@ -32,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import parse_qs
 
 from werkzeug.serving import make_server
@@ -154,8 +154,9 @@ class Access:
         found: dict[str, Any] = {"time": stamp.replace("+00:00", "Z"), "principal": self.principal.as_dict(),
                                  "service": self.service, "operation": self.operation}
         if isinstance(self.authorization, Mapped):
-            found["checks"] = [{"action": check.action, "resource": check.resource}
-                               for check in self.authorization.checks]
+            found["checks"] = [{"action": check.action, "resource": check.resource,
+                                **({"conditions": {k: list(v) for k, v in check.conditions.items()}}
+                                   if check.conditions else {})} for check in self.authorization.checks]
         else:
             found["unmapped"] = self.authorization.reason
         found["decision"] = "not-enforced"
@@ -197,8 +198,110 @@ class AccessLog:
             self._records.clear()
 
 
+# -- REST operations: which one a request is, from botocore's model of its HTTP binding ------------
 # Signing names that are not botocore's service name, for requests without an X-Amz-Target.
 _REST_SERVICES = {"sagemaker": "sagemaker-runtime"}
+
+
+@dataclass(frozen=True)
+class RestOperation:
+    """One REST operation's HTTP binding: method, URI template, the query keys and headers it requires."""
+    name: str
+    method: str
+    path: re.Pattern[str]
+    query: tuple[tuple[str, str | None], ...]  # (key, value or None: any value)
+    headers: tuple[str, ...]  # lower case
+    members: tuple[tuple[str, str, str], ...]  # (location, locationName, member) of query and header members
+    json_body: bool  # members without a location travel in a JSON body (rest-json without a payload member)
+
+    def matches(self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> bool:
+        return (method == self.method and self.path.fullmatch(path) is not None
+                and all(key in query and value in (None, query[key]) for key, value in self.query)
+                and all(header in headers for header in self.headers))
+
+    def params(self, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        match = self.path.fullmatch(path)
+        found: dict[str, Any] = dict(match.groupdict()) if match else {}
+        for location, name, member in self.members:
+            value = query.get(name) if location == "querystring" else headers.get(name)
+            if value is not None:
+                found[member] = value
+        if self.json_body and body[:1] == b"{":
+            try:
+                found.update(json.loads(body))
+            except ValueError:
+                pass
+        elif self.name == "DeleteObjects":  # the one XML body the IAM checks read: the keys deleted
+            found["Delete"] = {"Objects": _deleted_objects(body)}
+        return found
+
+
+def _deleted_objects(body: bytes) -> list[dict[str, str]]:
+    from xml.etree import ElementTree
+
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return []
+    objects = [element for element in root if element.tag.rsplit("}", 1)[-1] == "Object"]
+    return [{child.tag.rsplit("}", 1)[-1]: child.text or "" for child in element} for element in objects]
+
+
+@functools.lru_cache(maxsize=None)
+def rest_operations(service: str) -> tuple[RestOperation, ...]:
+    """A REST service's operations, most specific first: more required query keys and headers, then
+    longer literal paths (GetObjectTagging before GetObject, CopyObject before PutObject)."""
+    from mlops_local.moto_access import service_model
+
+    model = service_model(service)
+    found = []
+    for name in model.operation_names:
+        operation = model.operation_model(name)
+        uri, _, literal_query = operation.http["requestUri"].partition("?")
+        pattern = re.sub(r"\\\{(\w+)(\\\+)?\\\}", lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})",
+                         re.escape(uri))
+        query: list[tuple[str, str | None]] = []
+        for part in filter(None, literal_query.split("&")):
+            key, equals, value = part.partition("=")
+            query.append((key, value if equals else None))
+        shape = operation.input_shape
+        members, headers = [], []
+        for member, member_shape in (shape.members.items() if shape else ()):
+            location = member_shape.serialization.get("location")
+            location_name = member_shape.serialization.get("name", member)
+            if location == "uri" and location_name != member:
+                pattern = pattern.replace(f"(?P<{location_name}>", f"(?P<{member}>")
+            elif location in ("querystring", "header"):
+                members.append((location, location_name.lower() if location == "header" else location_name, member))
+                if member in shape.required_members:
+                    if location == "querystring":
+                        query.append((location_name, None))
+                    else:
+                        headers.append(location_name.lower())
+        json_body = model.protocol == "rest-json" and not (shape is not None and shape.serialization.get("payload"))
+        found.append(RestOperation(name, operation.http["method"], re.compile(pattern), tuple(query), tuple(headers),
+                                   tuple(members), json_body))
+
+    def specificity(operation: RestOperation) -> tuple[int, int]:
+        literal = re.sub(r"\(\?P<\w+>[^)]*\)", "", operation.path.pattern)
+        return -len(operation.query) - len(operation.headers), -len(literal)
+
+    return tuple(sorted(found, key=specificity))
+
+
+@functools.lru_cache(maxsize=None)
+def _rest_operations_of(service: str, method: str) -> tuple[RestOperation, ...]:
+    return tuple(operation for operation in rest_operations(service) if operation.method == method)
+
+
+def rest_request(service: str, request: Request, body: bytes) -> tuple[str, dict[str, Any]]:
+    """(operation, parameters) of a REST request, as botocore would have built it; ("", {}) if none fits."""
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    query = dict(request.args.items())
+    for operation in _rest_operations_of(service, request.method):
+        if operation.matches(request.method, request.path, query, headers):
+            return operation.name, operation.params(request.path, query, headers, body)
+    return "", {}
 
 
 @functools.lru_cache(maxsize=None)
@@ -249,7 +352,7 @@ class Gateway:
         target = request.headers.get("X-Amz-Target", "")
         service, operation, params = self._identify(request, target, body)
         if not request.path.startswith("/moto-api/"):  # moto's own control API is no AWS request
-            self._record(request, service, operation, params, target)
+            self._record(request, service, operation, params, target, body)
         try:
             if self.validate:
                 self._validate(service, operation, params, target)
@@ -285,7 +388,8 @@ class Gateway:
             params = validation.query_request(service, operation, params)
         validation.check(service, operation, params)
 
-    def _record(self, request: Request, service: str, operation: str, params: dict[str, Any], target: str) -> None:
+    def _record(self, request: Request, service: str, operation: str, params: dict[str, Any], target: str,
+                body: bytes) -> None:
         """Log who made this request and what IAM would check (not enforced: nothing is denied here)."""
         from mlops_local.iam import actions, principals
 
@@ -300,8 +404,9 @@ class Gateway:
                          else principals.Principal("anonymous", ""))
             if target:
                 service = _json_targets().get(target.rsplit(".", 1)[0], service)
-            else:
+            elif service and not operation:
                 service = _REST_SERVICES.get(service, service)
+                operation, params = rest_request(service, request, body)
             authorization = actions.authorization(service, operation, params, account, region)
             self.access_log.add(Access(time.time(), principal, service, operation, authorization))
         except Exception:  # the log must never fail a request

@@ -25,7 +25,9 @@ MAX_IDLE_WORKERS = 24  # beyond this many idle workers the longest idle ones end
 LAMBDA_WORKER = "from mlops_local.lambda_workers import lambda_worker; lambda_worker()"
 
 WorkerKey = tuple[str, str]
-"""(function name, hash of its environment): which invocations one worker may serve."""
+"""(function name, hash of its environment): which invocations one worker may serve. The environment
+holds the execution role's session credentials, which the runtime keeps until shortly before they
+expire (runtime.RoleSessions), so renewed credentials start a fresh worker, as Lambda's would."""
 
 
 class Worker:

@@ -92,6 +92,69 @@ def test_loopback_template_urls(body, expected):
     assert loopback_template_urls(body) == expected
 
 
+# Each case: a call the pipeline makes over a REST protocol, and the operation and IAM checks the gateway
+# records for it (mlops_local.iam.actions) once it has told the operation from method, path, query and headers.
+ARN = "arn:aws:s3:::rest-bucket"
+FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:rest-fn"
+REST_CASES = {
+    "put-object": ("s3", "put_object", {"Bucket": "rest-bucket", "Key": "a/b c.txt", "Body": b"x",
+                                        "ServerSideEncryption": "AES256"},
+                   "PutObject", [("s3:PutObject", f"{ARN}/a/b c.txt")]),
+    "get-object": ("s3", "get_object", {"Bucket": "rest-bucket", "Key": "a/b c.txt"},
+                   "GetObject", [("s3:GetObject", f"{ARN}/a/b c.txt")]),
+    "get-object-tagging": ("s3", "get_object_tagging", {"Bucket": "rest-bucket", "Key": "a/b c.txt"},
+                           "GetObjectTagging", [("s3:GetObjectTagging", f"{ARN}/a/b c.txt")]),
+    "head-object": ("s3", "head_object", {"Bucket": "rest-bucket", "Key": "a/b c.txt"},
+                    "HeadObject", [("s3:GetObject", f"{ARN}/a/b c.txt")]),
+    "list-objects-v2": ("s3", "list_objects_v2", {"Bucket": "rest-bucket", "Prefix": "a/"},
+                        "ListObjectsV2", [("s3:ListBucket", ARN)]),
+    "list-objects": ("s3", "list_objects", {"Bucket": "rest-bucket"}, "ListObjects", [("s3:ListBucket", ARN)]),
+    "copy-object": ("s3", "copy_object", {"Bucket": "rest-bucket", "Key": "copy",
+                                          "CopySource": {"Bucket": "rest-bucket", "Key": "a/b c.txt"}},
+                    "CopyObject", [("s3:GetObject", f"{ARN}/a/b c.txt"), ("s3:PutObject", f"{ARN}/copy")]),
+    "delete-objects": ("s3", "delete_objects", {"Bucket": "rest-bucket", "Delete": {"Objects": [
+        {"Key": "copy"}, {"Key": "gone", "VersionId": "v1"}]}},
+        "DeleteObjects", [("s3:DeleteObject", f"{ARN}/copy"), ("s3:DeleteObjectVersion", f"{ARN}/gone")]),
+    "get-function": ("lambda", "get_function", {"FunctionName": "rest-fn"},
+                     "GetFunction", [("lambda:GetFunction", FUNCTION)]),
+    "get-function-configuration": ("lambda", "get_function_configuration",
+                                   {"FunctionName": "rest-fn", "Qualifier": "$LATEST"},
+                                   "GetFunctionConfiguration", [("lambda:GetFunctionConfiguration",
+                                                                 f"{FUNCTION}:$LATEST")]),
+    "invoke-endpoint": ("sagemaker-runtime", "invoke_endpoint", {"EndpointName": "rest-ep", "Body": b"1"},
+                        "InvokeEndpoint", [("sagemaker:InvokeEndpoint",
+                                            "arn:aws:sagemaker:us-east-1:123456789012:endpoint/rest-ep")]),
+}
+
+
+@pytest.mark.parametrize("service, method, params, operation, checks", REST_CASES.values(), ids=REST_CASES.keys())
+def test_the_access_log_tells_rest_operations(aws, service, method, params, operation, checks):
+    aws.client("s3").create_bucket(Bucket="rest-bucket")
+    aws.client("s3").put_object(Bucket="rest-bucket", Key="a/b c.txt", Body=b"x")
+    mark = len(aws.gateway.access_log)
+    try:
+        getattr(aws.client(service, config=Config(retries={"total_max_attempts": 1})), method)(**params)
+    except ClientError:
+        pass  # moto's answer does not matter here (no such function or endpoint): the record does
+    record = aws.gateway.access_log.records(mark)[0].as_dict()
+    assert (record["service"], record["operation"], record["decision"]) == (service, operation, "not-enforced")
+    assert [(check["action"], check["resource"]) for check in record["checks"]] == checks
+    assert record["principal"] == {"kind": "user", "arn": "arn:aws:iam::123456789012:user/mlops-local"}
+
+
+def test_the_access_log_keeps_request_conditions_and_skips_moto_control_requests(aws, tmp_path):
+    log = aws.gateway.access_log
+    mark = len(log)
+    aws.client("s3").create_bucket(Bucket="cond-bucket")
+    aws.client("s3").list_objects_v2(Bucket="cond-bucket", Prefix="runs/")
+    aws.reset()
+    records = [r.as_dict() for r in log.records(mark)]
+    assert [r["operation"] for r in records] == ["CreateBucket", "ListObjectsV2"]
+    assert records[1]["checks"][0]["conditions"] == {"s3:prefix": ["runs/"]}
+    assert log.write_jsonl(tmp_path / "access.jsonl", mark) == 2
+    assert [json.loads(line) for line in (tmp_path / "access.jsonl").read_text().splitlines()] == records
+
+
 def test_a_new_stand_in_starts_empty():
     with LocalAws(Gateway()) as first:
         first.client("s3").create_bucket(Bucket="left-over")

@@ -158,22 +158,24 @@ def test_the_access_log_records_principal_operation_and_checks(aws, tmp_path):
     glue = client_as(aws, "glue", credentials)
     with pytest.raises(ClientError):
         glue.get_job(JobName="etl")  # not enforced: moto answers (the job does not exist)
-    aws.client("s3").list_buckets()
+    aws.client("sts").get_session_token()  # an operation the IAM tables do not map
     with pytest.raises(ClientError):
         client_as(aws, "glue", {"AccessKeyId": "AKIAIOSFODNN7EXAMPLE", "SecretAccessKey": "x"}).get_job(JobName="x")
     with urllib.request.urlopen(f"{aws.url}/moto-api/data.json", timeout=30) as answer:
         answer.read()  # moto's control API: not an AWS request, not logged
     records = [r.as_dict() for r in log.records(mark)]
 
-    assume_role, get_job, list_buckets, unknown = records
+    assume_role, get_job, unmapped, unknown = records
     assert assume_role["principal"] == {"kind": "user", "arn": f"arn:aws:iam::{ACCOUNT}:user/mlops-local"}
-    assert assume_role["checks"] == [{"action": "sts:AssumeRole", "resource": role_arn("job-role")}]
+    assert assume_role["checks"] == [{"action": "sts:AssumeRole", "resource": role_arn("job-role"),
+                                      "conditions": {"sts:RoleSessionName": ["logged"]}}]
     assert get_job["principal"] == {"kind": "assumed-role", "role": role_arn("job-role"), "session": "logged",
                                     "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/job-role/logged"}
     assert (get_job["service"], get_job["operation"], get_job["decision"]) == ("glue", "GetJob", "not-enforced")
     assert get_job["checks"] == [{"action": "glue:GetJob", "resource": f"arn:aws:glue:us-east-1:{ACCOUNT}:job/etl"}]
     assert get_job["time"].endswith("Z") and get_job["time"] >= assume_role["time"]
-    assert list_buckets["service"] == "s3" and "checks" not in list_buckets and list_buckets["unmapped"]
+    assert (unmapped["service"], unmapped["operation"]) == ("sts", "GetSessionToken") and "checks" not in unmapped
+    assert unmapped["unmapped"] == "the operation has no IAM mapping in mlops_local.iam.actions"
     assert unknown["principal"]["kind"] == "unknown" and "never issued" in unknown["principal"]["reason"]
 
     assert log.write_jsonl(tmp_path / "runs" / "x" / "access.jsonl", mark) == 4
