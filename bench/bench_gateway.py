@@ -12,21 +12,25 @@ table says what the added time is made of.
 from __future__ import annotations
 
 import copy
-import importlib
+import io
 import json
 import statistics
 import sys
+import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from bench.common import main, percentile
+from bench.common import ROOT, main, percentile
 
 NAME = "gateway"
 TARGET_MS = 1.0
 ON, OFF = "on", "off"
 MODEL_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-model:1"
-BUCKET, KEY = "mlops-artifactbucket", "etl/features.json"
+BUCKET, KEY = "mlops-bench-data", "etl/features.json"
+CODE_BUCKET = "mlops-bench-code"
 STACK_TEMPLATE = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
 
 
@@ -55,15 +59,30 @@ class Kind:
     error: str | None = None
 
 
-def pipeline_definition() -> dict[str, Any]:
-    """templates/pipeline.yaml's pipeline as CreatePipeline takes it, with the template's default
-    hyperparameters: the largest request the checks see (rendered as the validation tests render it)."""
-    # Test helpers (untyped, so imported by name: mypy checks this module, not them).
-    tests = importlib.import_module("tests.mlops_local.test_validation")
-    template = tests.load(tests.PIPELINE)
-    definition: dict[str, Any] = tests.rendered_pipeline(
-        json.loads(template["Parameters"]["TrainingHyperparameters"]["Default"]))
-    return definition
+def deploy_pipeline(aws: Any, workdir: Path) -> dict[str, Any]:
+    """templates/pipeline.yaml deployed through the stand-in's CloudFormation (by TemplateURL, as
+    deploy.sh sends it), and its pipeline read back as UpdatePipeline takes it: the largest request
+    the checks see."""
+    from mlops_local.cloudformation.stacks import Stacks
+    from mlops_local.runtime import Runtime
+
+    Stacks(Runtime(aws, workdir, source_root=ROOT)).register()
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=CODE_BUCKET)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("lambdas/__init__.py", "")
+    s3.put_object(Bucket=CODE_BUCKET, Key="lambdas.zip", Body=archive.getvalue())
+    s3.put_object(Bucket=CODE_BUCKET, Key="pipeline.yaml", Body=(ROOT / "templates" / "pipeline.yaml").read_bytes())
+    cfn = aws.client("cloudformation")
+    cfn.create_stack(StackName="mlops-pipeline", TemplateURL=f"https://s3.amazonaws.com/{CODE_BUCKET}/pipeline.yaml",
+                     Capabilities=["CAPABILITY_NAMED_IAM"],
+                     Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in
+                                 {"ProjectName": "mlops", "LambdaCodeBucket": CODE_BUCKET,
+                                  "LambdaCodeKey": "lambdas.zip"}.items()])
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName="mlops-pipeline")
+               ["Stacks"][0].get("Outputs", [])}
+    return {"pipeline": aws.client("codepipeline").get_pipeline(name=outputs["PipelineName"])["pipeline"]}
 
 
 def kinds(definition: dict[str, Any]) -> list[Kind]:
@@ -72,7 +91,7 @@ def kinds(definition: dict[str, Any]) -> list[Kind]:
         Kind("sagemaker DescribeTrainingJob, unknown job (the error path)", "sagemaker",
              lambda c: c.describe_training_job(TrainingJobName="mlops-train-unknown"), error="ValidationException"),
         Kind("sagemaker DescribeModel", "sagemaker", lambda c: c.describe_model(ModelName="mlops-model")),
-        Kind("glue GetJob", "glue", lambda c: c.get_job(JobName="mlops-etl")),
+        Kind("glue GetJob", "glue", lambda c: c.get_job(JobName="mlops-bench-etl")),
         Kind("codepipeline GetPipeline", "codepipeline", lambda c: c.get_pipeline(name=pipeline)),
         Kind(f"codepipeline UpdatePipeline, the full definition ({len(json.dumps(definition)) / 1024:.0f} KB)",
              "codepipeline", lambda c: c.update_pipeline(**definition)),
@@ -82,17 +101,12 @@ def kinds(definition: dict[str, Any]) -> list[Kind]:
     ]
 
 
-def create_resources(aws: Any, definition: dict[str, Any]) -> None:
-    """What the mix reads, created once: both stand-ins see it (moto's backends are per process)."""
-    role_arn = definition["pipeline"]["roleArn"]
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                     "Principal": {"Service": "codepipeline.amazonaws.com"}}]}
-    aws.client("iam").create_role(RoleName=role_arn.rsplit("/", 1)[1], AssumeRolePolicyDocument=json.dumps(trust))
-    aws.client("codepipeline").create_pipeline(**definition)
+def create_resources(aws: Any, role_arn: str) -> None:
+    """What the rest of the mix reads, created once: both stand-ins see it (moto's backends are per process)."""
     aws.client("sagemaker").create_model(ModelName="mlops-model", ExecutionRoleArn=role_arn,
                                          PrimaryContainer={"Image": MODEL_IMAGE,
                                                            "ModelDataUrl": f"s3://{BUCKET}/model/model.tar.gz"})
-    aws.client("glue").create_job(Name="mlops-etl", Role=role_arn, GlueVersion="4.0",
+    aws.client("glue").create_job(Name="mlops-bench-etl", Role=role_arn, GlueVersion="4.0",
                                   Command={"Name": "glueetl", "ScriptLocation": f"s3://{BUCKET}/etl.py",
                                            "PythonVersion": "3"})
     s3 = aws.client("s3")
@@ -203,15 +217,16 @@ def run(size: str) -> dict[str, Any]:
     from mlops_local.gateway import Gateway, LocalAws
 
     rounds, warmup, repeats = (300, 10, 300) if size == "full" else (2, 1, 10)
-    definition = pipeline_definition()
-    mix = kinds(definition)
     single = Config(retries={"total_max_attempts": 1})  # one request per call: a retry would double a sample
     stand_ins = {ON: LocalAws(Gateway()),
                  OFF: LocalAws(Gateway(**{check.switch: False for check in CHECKS}))}
     for aws in stand_ins.values():  # start() resets moto: start both before creating anything
         aws.start()
     try:
-        create_resources(stand_ins[ON], definition)
+        with tempfile.TemporaryDirectory() as workdir:
+            definition = deploy_pipeline(stand_ins[ON], Path(workdir))
+        mix = kinds(definition)
+        create_resources(stand_ins[ON], definition["pipeline"]["roleArn"])
         clients = {config: {service: aws.client(service, config=single) for service in {k.service for k in mix}}
                    for config, aws in stand_ins.items()}
         recorded = recorded_checks(stand_ins[ON].gateway, mix, clients[ON])
