@@ -109,7 +109,7 @@ def resolve(access_key_id: str, token: str | None, account: str, region: str) ->
 
 
 def _session(access_key_id: str, token: str | None, account: str, region: str) -> Principal:
-    for session in backend("sts", account, partition(region)).assumed_roles:
+    for session in list(backend("sts", account, partition(region)).assumed_roles):
         if session.access_key_id != access_key_id:
             continue
         if token != session.session_token:
@@ -133,7 +133,7 @@ def service_may_assume(role_arn: str, service: str, account: str, region: str) -
     (resource_policy_required, IAM User Guide: "Policy evaluation for requests within a single account").
     """
     records = backend("iam", account, partition(region))
-    role = next((r for r in records.roles.values() if r.arn == role_arn), None)
+    role = next((r for r in list(records.roles.values()) if r.arn == role_arn), None)  # list(): a copy, taken at once
     if role is None:
         return f"the role {role_arn} does not exist"
     try:
