@@ -22,7 +22,6 @@ access key, mlops_local.iam.principals), which operation, and the IAM checks AWS
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import io
 import json
 import logging
@@ -31,16 +30,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-if TYPE_CHECKING:
-    from mlops_local.iam.actions import Mapped, Unmapped
-    from mlops_local.iam.principals import Principal
+from mlops_local.access_log import Access, AccessLog
+from mlops_local.rest_operations import REST_SERVICES, json_targets, rest_request
 
 logger = logging.getLogger(__name__)
 
@@ -138,182 +135,6 @@ def loopback_template_urls(body: bytes) -> bytes:
     return LOOPBACK_TEMPLATE_URL.sub(rb"\1https%3A%2F%2Fs3.amazonaws.com%2F", body)
 
 
-@dataclass(frozen=True)
-class Access:
-    """One request as the access log keeps it: who, what, and what IAM would check."""
-    time: float  # epoch seconds
-    principal: Principal
-    service: str  # botocore's service name (signing name when the gateway cannot tell)
-    operation: str
-    authorization: Mapped | Unmapped
-
-    def as_dict(self) -> dict[str, Any]:
-        from mlops_local.iam.actions import Mapped
-
-        stamp = dt.datetime.fromtimestamp(self.time, dt.timezone.utc).isoformat(timespec="milliseconds")
-        found: dict[str, Any] = {"time": stamp.replace("+00:00", "Z"), "principal": self.principal.as_dict(),
-                                 "service": self.service, "operation": self.operation}
-        if isinstance(self.authorization, Mapped):
-            found["checks"] = [{"action": check.action, "resource": check.resource,
-                                **({"conditions": {k: list(v) for k, v in check.conditions.items()}}
-                                   if check.conditions else {})} for check in self.authorization.checks]
-        else:
-            found["unmapped"] = self.authorization.reason
-        found["decision"] = "not-enforced"
-        return found
-
-
-class AccessLog:
-    """The requests the gateway served, in order, in memory (a run makes a few thousand).
-
-    `len(log)` marks a point; `records(since)` and `write_jsonl(path, since)` read from it on, e.g.
-    one pipeline execution's requests into runs/<execution-id>/access.jsonl."""
-
-    def __init__(self) -> None:
-        self._records: list[Access] = []
-        self._lock = threading.Lock()
-
-    def add(self, access: Access) -> None:
-        with self._lock:
-            self._records.append(access)
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def records(self, since: int = 0) -> list[Access]:
-        with self._lock:
-            return self._records[since:]
-
-    def write_jsonl(self, path: Path, since: int = 0) -> int:
-        """Write the records from `since` on as JSON lines; return how many."""
-        records = self.records(since)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as out:
-            for access in records:
-                out.write(json.dumps(access.as_dict()) + "\n")
-        return len(records)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._records.clear()
-
-
-# -- REST operations: which one a request is, from botocore's model of its HTTP binding ------------
-# Signing names that are not botocore's service name, for requests without an X-Amz-Target.
-_REST_SERVICES = {"sagemaker": "sagemaker-runtime"}
-
-
-@dataclass(frozen=True)
-class RestOperation:
-    """One REST operation's HTTP binding: method, URI template, the query keys and headers it requires."""
-    name: str
-    method: str
-    path: re.Pattern[str]
-    query: tuple[tuple[str, str | None], ...]  # (key, value or None: any value)
-    headers: tuple[str, ...]  # lower case
-    members: tuple[tuple[str, str, str], ...]  # (location, locationName, member) of query and header members
-    json_body: bool  # members without a location travel in a JSON body (rest-json without a payload member)
-
-    def matches(self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> bool:
-        return (method == self.method and self.path.fullmatch(path) is not None
-                and all(key in query and value in (None, query[key]) for key, value in self.query)
-                and all(header in headers for header in self.headers))
-
-    def params(self, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-        match = self.path.fullmatch(path)
-        found: dict[str, Any] = dict(match.groupdict()) if match else {}
-        for location, name, member in self.members:
-            value = query.get(name) if location == "querystring" else headers.get(name)
-            if value is not None:
-                found[member] = value
-        if self.json_body and body[:1] == b"{":
-            try:
-                found.update(json.loads(body))
-            except ValueError:
-                pass
-        elif self.name == "DeleteObjects":  # the one XML body the IAM checks read: the keys deleted
-            found["Delete"] = {"Objects": _deleted_objects(body)}
-        return found
-
-
-def _deleted_objects(body: bytes) -> list[dict[str, str]]:
-    from xml.etree import ElementTree
-
-    try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
-        return []
-    objects = [element for element in root if element.tag.rsplit("}", 1)[-1] == "Object"]
-    return [{child.tag.rsplit("}", 1)[-1]: child.text or "" for child in element} for element in objects]
-
-
-@functools.lru_cache(maxsize=None)
-def rest_operations(service: str) -> tuple[RestOperation, ...]:
-    """A REST service's operations, most specific first: more required query keys and headers, then
-    longer literal paths (GetObjectTagging before GetObject, CopyObject before PutObject)."""
-    from mlops_local.moto_access import service_model
-
-    model = service_model(service)
-    found = []
-    for name in model.operation_names:
-        operation = model.operation_model(name)
-        uri, _, literal_query = operation.http["requestUri"].partition("?")
-        pattern = re.sub(r"\\\{(\w+)(\\\+)?\\\}", lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})",
-                         re.escape(uri))
-        query: list[tuple[str, str | None]] = []
-        for part in filter(None, literal_query.split("&")):
-            key, equals, value = part.partition("=")
-            query.append((key, value if equals else None))
-        shape = operation.input_shape
-        members, headers = [], []
-        for member, member_shape in (shape.members.items() if shape else ()):
-            location = member_shape.serialization.get("location")
-            location_name = member_shape.serialization.get("name", member)
-            if location == "uri" and location_name != member:
-                pattern = pattern.replace(f"(?P<{location_name}>", f"(?P<{member}>")
-            elif location in ("querystring", "header"):
-                members.append((location, location_name.lower() if location == "header" else location_name, member))
-                if member in shape.required_members:
-                    if location == "querystring":
-                        query.append((location_name, None))
-                    else:
-                        headers.append(location_name.lower())
-        json_body = model.protocol == "rest-json" and not (shape is not None and shape.serialization.get("payload"))
-        found.append(RestOperation(name, operation.http["method"], re.compile(pattern), tuple(query), tuple(headers),
-                                   tuple(members), json_body))
-
-    def specificity(operation: RestOperation) -> tuple[int, int]:
-        literal = re.sub(r"\(\?P<\w+>[^)]*\)", "", operation.path.pattern)
-        return -len(operation.query) - len(operation.headers), -len(literal)
-
-    return tuple(sorted(found, key=specificity))
-
-
-@functools.lru_cache(maxsize=None)
-def _rest_operations_of(service: str, method: str) -> tuple[RestOperation, ...]:
-    return tuple(operation for operation in rest_operations(service) if operation.method == method)
-
-
-def rest_request(service: str, request: Request, body: bytes) -> tuple[str, dict[str, Any]]:
-    """(operation, parameters) of a REST request, as botocore would have built it; ("", {}) if none fits."""
-    headers = {key.lower(): value for key, value in request.headers.items()}
-    query = dict(request.args.items())
-    for operation in _rest_operations_of(service, request.method):
-        if operation.matches(request.method, request.path, query, headers):
-            return operation.name, operation.params(request.path, query, headers, body)
-    return "", {}
-
-
-@functools.lru_cache(maxsize=None)
-def _json_targets() -> dict[str, str]:
-    """X-Amz-Target prefix -> botocore service, for every JSON service the IAM tables map."""
-    from mlops_local.iam.actions import TABLES
-    from mlops_local.moto_access import service_model
-
-    prefixes = {service_model(name).metadata.get("targetPrefix"): name for name in TABLES}
-    return {prefix: name for prefix, name in prefixes.items() if prefix}
-
-
 @dataclass
 class Gateway:
     """WSGI app: registered handlers first, moto for the rest."""
@@ -403,9 +224,9 @@ class Gateway:
             principal = (principals.resolve(credentials[0], credentials[1], account, region) if credentials
                          else principals.Principal("anonymous", ""))
             if target:
-                service = _json_targets().get(target.rsplit(".", 1)[0], service)
+                service = json_targets().get(target.rsplit(".", 1)[0], service)
             elif service and not operation:
-                service = _REST_SERVICES.get(service, service)
+                service = REST_SERVICES.get(service, service)
                 operation, params = rest_request(service, request, body)
             authorization = actions.authorization(service, operation, params, account, region)
             self.access_log.add(Access(time.time(), principal, service, operation, authorization))

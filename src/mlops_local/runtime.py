@@ -14,7 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_local.gateway import AccessLog, LocalAws, account_id
+from mlops_local.access_log import AccessLog
+from mlops_local.gateway import LocalAws, account_id
 from mlops_local.lambda_workers import LambdaWorkers
 
 
@@ -207,7 +208,7 @@ class Runtime:
 
     @property
     def access_log(self) -> AccessLog:
-        """Every request the stand-in served: principal, operation, IAM checks (gateway.AccessLog)."""
+        """Every request the stand-in served: principal, operation, IAM checks (access_log.AccessLog)."""
         return self.aws.gateway.access_log
 
     def close(self) -> None:
