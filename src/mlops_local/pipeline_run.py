@@ -118,6 +118,8 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
                            "total_seconds": time.perf_counter() - started})
         run_dir = options.runs_dir / execution_id
         write_outputs(run_dir, summary, workdir)
+        # Every request of the run (deploy, upload, execution): who called, what IAM would check.
+        local.runtime.access_log.write_jsonl(run_dir / "access.jsonl")
         code = exit_code(summary)
         if before_close:
             before_close(local, summary)

@@ -98,6 +98,14 @@ def test_approved_registered_deployed_and_tested(tmp_path, sample):
     run_dir = tmp_path / summary["pipeline_execution_id"]
     assert json.loads((run_dir / "summary.json").read_text())["decision"] == "APPROVED"
     assert (run_dir / "report.md").exists() and (run_dir / "stand-in").is_dir()
+    # The access log: the deploy as the mlops-local user, each job worker as its own role's session.
+    access = [json.loads(line) for line in (run_dir / "access.jsonl").read_text().splitlines()]
+    callers = {(a["principal"]["arn"], a["operation"]) for a in access}
+    assert ("arn:aws:iam::123456789012:user/mlops-local", "CreateChangeSet") in callers
+    worker = next(a for a in access if a["operation"] == "StartJobRun")
+    assert worker["principal"]["arn"].startswith("arn:aws:sts::123456789012:assumed-role/")
+    assert worker["checks"][0]["action"] == "glue:StartJobRun"
+    assert worker["checks"][0]["resource"] == "arn:aws:glue:us-east-1:123456789012:job/mlops-etl"
 
 
 def test_rejected_model_stops_at_evaluation_and_is_recorded(tmp_path, sample):
