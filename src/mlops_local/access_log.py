@@ -2,6 +2,8 @@
 
 Kept in memory per gateway (a run makes a few thousand); `len(log)` marks a point, and
 `write_jsonl(path, since)` writes one execution's requests, e.g. runs/<execution-id>/access.jsonl.
+Nothing is denied. Given a `decide` function (iam.decisions.DryRun.decide), the written records
+carry what IAM would decide: judged when the log is written, so the request path pays nothing.
 """
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from mlops_local.iam.actions import Mapped, Unmapped
+    from mlops_local.iam.decisions import AccessDecision
     from mlops_local.iam.principals import Principal
 
 
@@ -26,7 +29,9 @@ class Access:
     operation: str
     authorization: Mapped | Unmapped
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, decided: AccessDecision | None = None) -> dict[str, Any]:
+        """The record as access.jsonl keeps it; `decided` adds the dry run's decision on it and on
+        each of its checks (without, the decision is "not-enforced")."""
         from mlops_local.iam.actions import Mapped
 
         stamp = dt.datetime.fromtimestamp(self.time, dt.timezone.utc).isoformat(timespec="milliseconds")
@@ -36,9 +41,12 @@ class Access:
             found["checks"] = [{"action": check.action, "resource": check.resource,
                                 **({"conditions": {k: list(v) for k, v in check.conditions.items()}}
                                    if check.conditions else {})} for check in self.authorization.checks]
+            if decided is not None and decided.checks:
+                for check, decision in zip(found["checks"], decided.checks):
+                    check.update(decision.as_dict())
         else:
             found["unmapped"] = self.authorization.reason
-        found["decision"] = "not-enforced"
+        found["decision"] = decided.decision if decided is not None else "not-enforced"
         return found
 
 
@@ -63,13 +71,15 @@ class AccessLog:
         with self._lock:
             return self._records[since:]
 
-    def write_jsonl(self, path: Path, since: int = 0) -> int:
-        """Write the records from `since` on as JSON lines; return how many."""
+    def write_jsonl(self, path: Path, since: int = 0,
+                    decide: Callable[[Access], AccessDecision] | None = None) -> int:
+        """Write the records from `since` on as JSON lines; return how many. With `decide`, each
+        record carries its dry-run decision (iam.decisions.DryRun.decide), judged now."""
         records = self.records(since)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as out:
             for access in records:
-                out.write(json.dumps(access.as_dict()) + "\n")
+                out.write(json.dumps(access.as_dict(decide(access) if decide else None)) + "\n")
         return len(records)
 
     def clear(self) -> None:

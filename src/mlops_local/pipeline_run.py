@@ -21,11 +21,12 @@ from mlops_local.codepipeline import PipelineEngine
 from mlops_local.sagemaker.endpoints import Endpoints
 from mlops_local.gateway import LocalAws
 from mlops_local.glue_runs import GlueRuns
+from mlops_local.iam.decisions import DryRun
 from mlops_local.sagemaker.processing_jobs import ProcessingJobs
 from mlops_local.sagemaker.shapes import ResponseShapes
 from mlops_local.runtime import Runtime
 from mlops_local.cloudformation.stacks import Stacks
-from mlops_local.summary import build_summary, collect, render_report
+from mlops_local.summary import access_summary, build_summary, collect, render_report
 from mlops_local.sagemaker.training_jobs import TrainingJobs
 
 PROJECT = "mlops"
@@ -119,7 +120,12 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
         run_dir = options.runs_dir / execution_id
         write_outputs(run_dir, summary, workdir)
         # Every request of the run (deploy, upload, execution): who called, what IAM would check.
-        local.runtime.access_log.write_jsonl(run_dir / "access.jsonl")
+        # Each with the decision IAM would make (a dry run, nothing denied), judged now, off the request path.
+        local.runtime.access_log.write_jsonl(run_dir / "access.jsonl",
+                                             decide=DryRun(local.aws.account_id, local.aws.gateway.region).decide)
+        with open(run_dir / "access.jsonl", encoding="utf-8") as lines:
+            summary["access"] = access_summary(json.loads(line) for line in lines)
+        write_outputs(run_dir, summary, workdir)  # again, with the access section
         code = exit_code(summary)
         if before_close:
             before_close(local, summary)

@@ -1,0 +1,191 @@
+"""A dry run of enforcement: what IAM would decide on each recorded request, nothing denied.
+
+`DryRun(account, region).decide(access)` judges one access-log record against the policies as
+deployed: the role's identity policies (inline and attached managed, from moto's IAM) and, where
+AWS has one and it is cheap to read, the resource's policy (an S3 bucket policy; a KMS key policy,
+which must allow by itself or delegate to IAM). Only role sessions are evaluated (Lambda workers
+today); the mlops-local administrator is allowed everything, as an AdministratorAccess profile is.
+
+It runs off the request path, when the access log is written (AccessLog.write_jsonl): a DryRun
+reads moto's records once per role and bucket and parses each policy text once per process
+(`_parsed`, keyed by the text, so a changed policy is parsed again). Records are judged against the
+policies at the time of writing, i.e. as deployed at the end of a run.
+
+aws:SecureTransport is true in every context: the gateway speaks HTTP on the loopback, but the
+clients it stands in for speak TLS to AWS (botocore's endpoints are https), so a template's
+DenyInsecureTransport statement must not match here, as it does not on AWS.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Optional
+
+from mlops_local.iam.actions import Check, Mapped, partition
+from mlops_local.iam.evaluation import evaluate
+from mlops_local.iam.policy import ContextValue, Policy, PolicyError, RequestContext, parse_policy
+from mlops_local.moto_access import backend
+
+if TYPE_CHECKING:
+    from mlops_local.access_log import Access
+
+ALLOWED, WOULD_DENY = "allowed", "would-deny"
+ADMINISTRATOR = "allowed (administrator)"
+
+
+@dataclass(frozen=True)
+class CheckDecision:
+    """The decision on one check: allowed (by which policy and statement) or would-deny (AWS's message)."""
+    decision: str  # ALLOWED or WOULD_DENY
+    reason: str = ""  # evaluation.Outcome's text, e.g. "no identity-based policy allows"
+    message: str = ""  # AWS's access-denied message, for a denial
+    policy: str | None = None
+    sid: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"decision": self.decision, "reason": self.reason}
+        if self.message:
+            found["message"] = self.message
+        if self.policy:
+            found.update(policy=self.policy, sid=self.sid)
+        return found
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    """The record's decision (allowed only if every check is) and one per check (role sessions only)."""
+    decision: str
+    checks: tuple[CheckDecision, ...] = ()
+
+    @property
+    def would_deny(self) -> bool:
+        return self.decision.startswith(WOULD_DENY)
+
+
+@lru_cache(maxsize=4096)
+def _parsed(text: str, name: str, arn: Optional[str]) -> Policy | str:
+    """A policy text parsed once; a text the evaluator cannot judge comes back as the reason (a str)."""
+    try:
+        return parse_policy(text, name=name, arn=arn)
+    except PolicyError as error:
+        return f"the policy {name} cannot be evaluated: {error}"
+
+
+def _text(document: Any) -> str:
+    """moto keeps documents as JSON text (sometimes URL-encoded by its CloudFormation parser) or bytes."""
+    from urllib.parse import unquote
+
+    if isinstance(document, bytes):
+        document = document.decode("utf-8")
+    if isinstance(document, str):
+        return document if document.lstrip().startswith("{") else unquote(document)
+    return json.dumps(document)
+
+
+class DryRun:
+    """Decisions against moto's IAM, S3 and KMS records as they are now (read lazily, once each)."""
+
+    def __init__(self, account: str, region: str) -> None:
+        self.account, self.region = account, region
+        self._roles: dict[str, Any] | None = None  # role ARN -> moto Role, read once
+        self._identity: dict[str, tuple[Policy, ...] | str] = {}
+        self._resource: dict[str, tuple[Policy | None, bool] | str] = {}
+
+    def decide(self, access: Access) -> AccessDecision:
+        principal = access.principal
+        if principal.administrator:
+            return AccessDecision(ADMINISTRATOR)
+        if principal.kind == "unknown":
+            return AccessDecision(f"{WOULD_DENY} (unrecognized credentials: {principal.reason})")
+        if principal.kind != "assumed-role" or not principal.role_arn:
+            return AccessDecision(f"not-evaluated ({principal.kind} principals are not evaluated yet)")
+        if not isinstance(access.authorization, Mapped):
+            return AccessDecision(f"{WOULD_DENY} (unmapped: {access.authorization.reason})")
+        policies = self.identity_policies(principal.role_arn)
+        if isinstance(policies, str):
+            return AccessDecision(f"{WOULD_DENY} ({policies})")
+        checks = tuple(self._check(check, principal.arn, principal.role_arn, policies)
+                       for check in access.authorization.checks)
+        denied = any(check.decision == WOULD_DENY for check in checks)
+        return AccessDecision(WOULD_DENY if denied else ALLOWED, checks)
+
+    def _check(self, check: Check, caller: str, role_arn: str, policies: tuple[Policy, ...]) -> CheckDecision:
+        # aws:SecureTransport: true, see the module docstring.
+        keys: dict[str, ContextValue] = {"aws:SecureTransport": True, **check.conditions}
+        ctx = RequestContext(caller, check.action, check.resource, self.account, role_arn=role_arn, keys=keys)
+        resource = self.resource_policy(check.resource)
+        if isinstance(resource, str):
+            return CheckDecision(WOULD_DENY, resource, resource)
+        resource_policy, required = resource
+        decision = evaluate(ctx, policies, resource_policy, resource_policy_required=required)
+        if decision.allowed:
+            return CheckDecision(ALLOWED, decision.outcome.value, policy=decision.policy, sid=decision.sid)
+        return CheckDecision(WOULD_DENY, decision.outcome.value, decision.message, decision.policy, decision.sid)
+
+    # -- identity policies ------------------------------------------------------------------
+    def identity_policies(self, role_arn: str) -> tuple[Policy, ...] | str:
+        """The role's inline and attached managed policies, parsed; or why they cannot be evaluated."""
+        if role_arn not in self._identity:
+            self._identity[role_arn] = self._read_identity(role_arn)
+        return self._identity[role_arn]
+
+    def _read_identity(self, role_arn: str) -> tuple[Policy, ...] | str:
+        if self._roles is None:
+            records = backend("iam", self.account, partition(self.region))
+            self._roles = {role.arn: role for role in list(records.roles.values())}  # list(): a copy at once
+        role = self._roles.get(role_arn)
+        if role is None:
+            return f"the role {role_arn} no longer exists"
+        found: list[Policy | str] = [_parsed(_text(text), name, None) for name, text in sorted(role.policies.items())]
+        for arn, managed in sorted(role.managed_policies.items()):
+            version = next((v for v in managed.versions if v.is_default), None)
+            found.append(_parsed(_text(version.document), managed.name, arn) if version
+                         else f"the managed policy {arn} has no default version")
+        problems = [item for item in found if isinstance(item, str)]
+        if problems:
+            return "; ".join(problems)
+        return tuple(item for item in found if isinstance(item, Policy))
+
+    # -- resource policies ------------------------------------------------------------------
+    def resource_policy(self, resource: str) -> tuple[Policy | None, bool] | str:
+        """(the resource's policy or None, whether it must allow by itself); or why it cannot be evaluated."""
+        parts = resource.split(":", 5)
+        if len(parts) < 6 or parts[2] not in ("s3", "kms"):
+            return None, False
+        key = parts[5].split("/", 1)[0] if parts[2] == "s3" else resource
+        if key not in self._resource:
+            self._resource[key] = self._bucket_policy(key) if parts[2] == "s3" else self._key_policy(parts)
+        return self._resource[key]
+
+    def _bucket_policy(self, bucket: str) -> tuple[Policy | None, bool] | str:
+        """moto's bucket policy (PutBucketPolicy), else one a stack deployed: the stand-in keeps
+        AWS::S3::BucketPolicy on the stack, not on the bucket (cloudformation.stack_models.BucketPolicyModel)."""
+        found = backend("s3", self.account, self.region).buckets.get(bucket)
+        text = _text(found.policy) if found is not None and found.policy else self._stack_bucket_policy(bucket)
+        if not text:
+            return None, False
+        policy = _parsed(text, f"bucket policy of {bucket}", None)
+        return policy if isinstance(policy, str) else (policy, False)
+
+    def _stack_bucket_policy(self, bucket: str) -> str | None:
+        from mlops_local.cloudformation.stack_models import BucketPolicyModel
+
+        for stack in list(backend("cloudformation", self.account, self.region).stacks.values()):
+            if stack.status.startswith("DELETE"):
+                continue
+            resources = getattr(stack.resource_map, "_parsed_resources", {})  # only what moto created
+            for resource in list(resources.values()):
+                if isinstance(resource, BucketPolicyModel) and resource.attributes.get("Bucket") == bucket:
+                    return _text(resource.attributes["Policy"])
+        return None
+
+    def _key_policy(self, arn: list[str]) -> tuple[Policy | None, bool] | str:
+        """A KMS key policy must allow by itself (or name the account to delegate to IAM). A key that
+        does not exist has none: the request fails on the key, so IAM policies alone are judged."""
+        keys = backend("kms", self.account, arn[3]).keys
+        key = keys.get(arn[5].split("/", 1)[-1]) if arn[5].startswith("key/") else None
+        if key is None:
+            return None, False
+        policy = _parsed(_text(key.policy), f"key policy of {arn[5]}", None)
+        return policy if isinstance(policy, str) else (policy, True)
