@@ -17,7 +17,8 @@ Handlers:
 
 Every request it serves is recorded in `gateway.access_log`: who called (the principal behind its
 access key, mlops_local.iam.principals), which operation, and the IAM checks AWS would make
-(mlops_local.iam.actions). Nothing is enforced yet: each record says `decision: "not-enforced"`.
+(mlops_local.iam.actions). Nothing is enforced yet: a run judges its records when it writes them
+(mlops_local.iam.decisions, a dry run) and denies nothing.
 """
 from __future__ import annotations
 

@@ -118,14 +118,13 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
             extra_timings={"setup_seconds": execution_started - started,
                            "total_seconds": time.perf_counter() - started})
         run_dir = options.runs_dir / execution_id
-        write_outputs(run_dir, summary, workdir)
-        # Every request of the run (deploy, upload, execution): who called, what IAM would check.
-        # Each with the decision IAM would make (a dry run, nothing denied), judged now, off the request path.
+        # Every request of the run (deploy, upload, execution): who called, what IAM would check, and
+        # the decision IAM would make (a dry run, nothing denied), judged now, off the request path.
         local.runtime.access_log.write_jsonl(run_dir / "access.jsonl",
                                              decide=DryRun(local.aws.account_id, local.aws.gateway.region).decide)
         with open(run_dir / "access.jsonl", encoding="utf-8") as lines:
             summary["access"] = access_summary(json.loads(line) for line in lines)
-        write_outputs(run_dir, summary, workdir)  # again, with the access section
+        write_outputs(run_dir, summary, workdir)
         code = exit_code(summary)
         if before_close:
             before_close(local, summary)
