@@ -254,7 +254,8 @@ def access_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     denials: Counter[tuple[str, str, str, str]] = Counter()
     for record in records:
         principal = record["principal"]
-        who = principal.get("role") or principal.get("arn") or principal["kind"]
+        who = (principal.get("role") or principal.get("arn")
+               or " ".join(filter(None, (principal["kind"], principal.get("access_key_id")))))
         requests[who] += 1
         if not str(record.get("decision", "")).startswith("would-deny"):
             continue
@@ -263,7 +264,9 @@ def access_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             denials[(who, check["action"], check["resource"], check.get("reason", ""))] += 1
         if not denied:  # unmapped, unrecognized credentials, a role gone: the record's own reason
             reason = str(record["decision"]).removeprefix("would-deny").strip(" ()")
-            denials[(who, f"{record['service']}:{record['operation']}", "", reason)] += 1
+            for check in record.get("checks") or [{"action": f"{record['service']}:{record['operation']}",
+                                                   "resource": ""}]:
+                denials[(who, check["action"], check["resource"], reason)] += 1
     return {"requests": sum(requests.values()),
             "principals": [{"principal": who, "requests": count,
                             "would_deny": sum(n for key, n in denials.items() if key[0] == who)}

@@ -15,10 +15,8 @@ from mlops_local.iam import principals
 from mlops_local.iam.actions import Check, Mapped, Unmapped
 from mlops_local.iam.decisions import DryRun
 from mlops_local.summary import access_summary, render_access
-from tests.mlops_local import test_engine
-from tests.mlops_local.test_engine import create_function, create_pipeline, data_source, lambda_action, wait_done
+from tests.mlops_local.engine_stand import create_function, create_pipeline, data_source, lambda_action, wait_done
 
-stand = test_engine.stand  # the engine tests' stand-in, runtime and pipeline engine (a fixture)
 
 HERE = "tests.mlops_local.test_access_decisions"
 ACCOUNT, REGION = "123456789012", "us-east-1"

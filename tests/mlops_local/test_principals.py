@@ -15,11 +15,9 @@ from botocore.exceptions import ClientError
 from mlops_local.gateway import Gateway, LocalAws
 from mlops_local.iam import principals
 from mlops_local.runtime import RoleNotAssumable, RoleSessions
-from tests.mlops_local import test_engine
-from tests.mlops_local.test_engine import actions_of, create_function, create_pipeline, data_source, lambda_action, \
+from tests.mlops_local.engine_stand import actions_of, create_function, create_pipeline, data_source, lambda_action, \
     wait_done
 
-stand = test_engine.stand  # the engine tests' stand-in, runtime and pipeline engine (a fixture)
 
 HERE = "tests.mlops_local.test_principals"
 ACCOUNT = "123456789012"

@@ -29,9 +29,9 @@ from mlops_local.sagemaker.processing_jobs import ProcessingJobs
 from mlops_local.sagemaker.shapes import ResponseShapes
 from mlops_local.sagemaker.training_jobs import TrainingJobs, pack_model
 from tests.conftest import ROOT
-from tests.mlops_local.test_sagemaker_jobs import BUCKET as TRAINING_BUCKET
-from tests.mlops_local.test_sagemaker_jobs import EXECUTION as TRAINING_EXECUTION
-from tests.mlops_local.test_sagemaker_jobs import splits, training_request
+from tests.mlops_local.sagemaker_requests import BUCKET as TRAINING_BUCKET
+from tests.mlops_local.sagemaker_requests import EXECUTION as TRAINING_EXECUTION
+from tests.mlops_local.sagemaker_requests import splits, training_request
 from tests.training.model_files import write_model_dir
 
 ACCOUNT = "123456789012"
@@ -248,7 +248,7 @@ def run_pipeline(aws: LocalAws, runtime: Runtime) -> dict[str, str]:
         archive.writestr("placeholder.py", "")
     aws.client("lambda").create_function(
         FunctionName="shape-sleep", Runtime="python3.11", Role=role, Timeout=60,
-        Handler="tests.mlops_local.test_engine.sleep_handler", Code={"ZipFile": buffer.getvalue()})
+        Handler="tests.mlops_local.engine_stand.sleep_handler", Code={"ZipFile": buffer.getvalue()})
     aws.client("codepipeline").create_pipeline(pipeline={
         "name": "shape-pipeline", "roleArn": role, "pipelineType": "V2", "executionMode": "QUEUED",
         "artifactStore": {"type": "S3", "location": "shape-artifacts"},

@@ -1,0 +1,48 @@
+"""Training-job requests and ETL-shaped S3 objects, shared by the SageMaker job and response-shape tests."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from training.features import FeatureSpec
+
+BUCKET = "sm-data"
+EXECUTION = "exec-1"
+ETL = f"s3://{BUCKET}/runs/{EXECUTION}/etl"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-training:c0ffee"
+ROLE = "arn:aws:iam::123456789012:role/sagemaker"
+TINY = {"epochs": "3", "batch_size": "64", "hidden_units": "8", "learning_rate": "0.01"}
+
+
+def splits() -> dict[str, bytes]:
+    """ETL-shaped objects: CSV part files (target, then feature_names) and features.json."""
+    spec = FeatureSpec(target="value", target_transform="log", input_columns=("a", "b"),
+                       numeric=(("a", 0.0, 1.0), ("b", 0.0, 1.0)), ordinal=(), categorical=())
+    rng = np.random.default_rng(0)
+    objects = {"features.json": json.dumps(spec.to_dict()).encode()}
+    for split, rows in (("train", 256), ("validation", 64), ("test", 64)):
+        x = rng.normal(size=(rows, 2))
+        y = np.exp(3.0 + 0.5 * x[:, 0] - 0.3 * x[:, 1])
+        lines = ["value,a,b"] + [",".join(repr(float(v)) for v in row) for row in np.column_stack([y, x])]
+        objects[f"{split}/part-00000.csv"] = ("\n".join(lines) + "\n").encode()
+        objects[f"{split}/_SUCCESS"] = b""
+    return objects
+
+
+def channel(name: str, uri: str) -> dict:
+    return {"ChannelName": name, "ContentType": "text/csv",
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                            "S3DataDistributionType": "FullyReplicated"}}}
+
+
+def training_request(name: str, channels=("train", "validation", "features"), image: str = IMAGE,
+                     hyperparameters=None) -> dict:
+    uris = {"train": f"{ETL}/train/", "validation": f"{ETL}/validation", "features": f"{ETL}/features.json"}
+    return {"TrainingJobName": name,
+            "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+            "RoleArn": ROLE, "HyperParameters": hyperparameters or TINY,
+            "InputDataConfig": [channel(c, uris[c]) for c in channels],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/runs/{EXECUTION}/training/"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600}}
