@@ -6,6 +6,9 @@ botocore validates client-side only required members, types and minimums (botoco
 answers, in its words (Coral's "N validation error(s) detected: Value '...' at 'a.b.1.member.c'
 failed to satisfy constraint: ..."). Patterns are Java regexes (`mlops_local.java_regex`).
 `LIMITS` holds the documented limits the models do not carry, each with its source.
+
+Over 400 lines on purpose: one walk over botocore's shapes plus the limits table beside it, each
+read with the other (the Java-regex translation is already its own module).
 """
 from __future__ import annotations
 
