@@ -72,15 +72,14 @@ class AccessLog:
             return self._records[since:]
 
     def write_jsonl(self, path: Path, since: int = 0,
-                    decide: Callable[[Access], AccessDecision] | None = None) -> int:
-        """Write the records from `since` on as JSON lines; return how many. With `decide`, each
-        record carries its dry-run decision (iam.decisions.DryRun.decide), judged now."""
-        records = self.records(since)
+                    decide: Callable[[Access], AccessDecision] | None = None) -> list[dict[str, Any]]:
+        """Write the records from `since` on as JSON lines and return them as written. With `decide`,
+        each record carries its dry-run decision (iam.decisions.DryRun.decide), judged now."""
+        written = [access.as_dict(decide(access) if decide else None) for access in self.records(since)]
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as out:
-            for access in records:
-                out.write(json.dumps(access.as_dict(decide(access) if decide else None)) + "\n")
-        return len(records)
+            out.writelines(json.dumps(record) + "\n" for record in written)
+        return written
 
     def clear(self) -> None:
         with self._lock:

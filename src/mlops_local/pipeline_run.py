@@ -120,10 +120,8 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
         run_dir = options.runs_dir / execution_id
         # Every request of the run (deploy, upload, execution): who called, what IAM would check, and
         # the decision IAM would make (a dry run, nothing denied), judged now, off the request path.
-        local.runtime.access_log.write_jsonl(run_dir / "access.jsonl",
-                                             decide=DryRun(local.aws.account_id, local.aws.gateway.region).decide)
-        with open(run_dir / "access.jsonl", encoding="utf-8") as lines:
-            summary["access"] = access_summary(json.loads(line) for line in lines)
+        summary["access"] = access_summary(local.runtime.access_log.write_jsonl(
+            run_dir / "access.jsonl", decide=DryRun(local.aws.account_id, local.aws.gateway.region).decide))
         write_outputs(run_dir, summary, workdir)
         code = exit_code(summary)
         if before_close:

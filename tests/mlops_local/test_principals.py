@@ -176,7 +176,7 @@ def test_the_access_log_records_principal_operation_and_checks(aws, tmp_path):
     assert unmapped["unmapped"] == "the operation has no IAM mapping in mlops_local.iam.actions"
     assert unknown["principal"]["kind"] == "unknown" and "never issued" in unknown["principal"]["reason"]
 
-    assert log.write_jsonl(tmp_path / "runs" / "x" / "access.jsonl", mark) == 4
+    assert len(log.write_jsonl(tmp_path / "runs" / "x" / "access.jsonl", mark)) == 4
     lines = (tmp_path / "runs" / "x" / "access.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == records
 
