@@ -8,9 +8,9 @@ the execution's model package carries in the Model Registry.
 from __future__ import annotations
 
 import json
-from collections import Counter
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
+from mlops_local.access_report import access_summary, render_access  # noqa: F401  (access_summary: pipeline_run)
 from mlops_local.s3_staging import split_s3_uri
 
 THRESHOLD_VARIABLE = "QualityThreshold"
@@ -244,48 +244,6 @@ def render_report(summary: Mapping[str, Any]) -> str:
     if summary.get("access"):
         lines += ["", *render_access(summary["access"])]
     return "\n".join(lines) + "\n"
-
-
-def access_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """summary.json's `access`, from access.jsonl's records with their dry-run decisions
-    (iam.decisions): requests per principal (a role's sessions count as the role) and each would-be
-    denial (action on resource, why) with how often it came up."""
-    requests: Counter[str] = Counter()
-    denials: Counter[tuple[str, str, str, str]] = Counter()
-    for record in records:
-        principal = record["principal"]
-        who = (principal.get("role") or principal.get("arn")
-               or " ".join(filter(None, (principal["kind"], principal.get("access_key_id")))))
-        requests[who] += 1
-        if not str(record.get("decision", "")).startswith("would-deny"):
-            continue
-        denied = [check for check in record.get("checks", []) if check.get("decision") == "would-deny"]
-        for check in denied:
-            denials[(who, check["action"], check["resource"], check.get("reason", ""))] += 1
-        if not denied:  # unmapped, unrecognized credentials, a role gone: the record's own reason
-            reason = str(record["decision"]).removeprefix("would-deny").strip(" ()")
-            for check in record.get("checks") or [{"action": f"{record['service']}:{record['operation']}",
-                                                   "resource": ""}]:
-                denials[(who, check["action"], check["resource"], reason)] += 1
-    return {"requests": sum(requests.values()),
-            "principals": [{"principal": who, "requests": count,
-                            "would_deny": sum(n for key, n in denials.items() if key[0] == who)}
-                           for who, count in sorted(requests.items(), key=lambda item: (-item[1], item[0]))],
-            "would_deny": [{"principal": who, "action": action, "resource": resource, "reason": reason, "count": n}
-                           for (who, action, resource, reason), n in sorted(denials.items())]}
-
-
-def render_access(access: Mapping[str, Any]) -> list[str]:
-    """The report's "Access (dry run, not enforced)" section: the gaps enforcement would hit."""
-    lines = ["## Access (dry run, not enforced)", "",
-             f"{access['requests']} requests; each role session's checked against its role's policies as "
-             "deployed (access.jsonl has every decision).", "",
-             "| principal | requests | would-be denials |", "|---|---|---|"]
-    lines += [f"| {p['principal']} | {p['requests']} | {p['would_deny']} |" for p in access["principals"]]
-    lines += ["", "Would-be denials:" if access["would_deny"] else "No would-be denials."]
-    lines += [f"- {d['principal']}: {d['action']} on {d['resource'] or '-'} ({d['reason']}) x{d['count']}"
-              for d in access["would_deny"]]
-    return lines
 
 
 def _num(value: float | None) -> str:

@@ -11,7 +11,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from mlops_local.summary import build_summary, render_report
+from mlops_local.summary import access_summary, build_summary, render_report
 
 EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
 OTHER_EXECUTION = "0f0f0f0f-1111-2222-3333-444444444444"
@@ -168,3 +168,22 @@ def test_the_threshold_is_the_executions_resolved_variable(aws, variables, expec
 
     assert summary["threshold"] == expected
     assert shown in render_report(summary)
+
+
+def test_the_report_ends_with_the_access_section_when_the_run_has_one(aws):
+    summary = summarise(aws, collected(until_evaluation("Failed", "judged"), "Failed"))
+    role = "arn:aws:iam::123456789012:role/worker"
+    summary["access"] = access_summary(
+        [{"principal": {"kind": "assumed-role", "arn": "arn:aws:sts::123456789012:assumed-role/worker/fn",
+                        "role": role, "session": "fn"}, "service": "glue", "operation": "GetJob",
+          "checks": [{"action": "glue:GetJob", "resource": "*", "decision": "denied",
+                      "reason": "no identity-based policy allows"}], "decision": "denied"}],
+        roles={role: (), "arn:aws:iam::123456789012:role/idle": ()})
+
+    report = render_report(summary)
+
+    assert "| Evaluation | MonitorEvaluation | Failed |" in report
+    access = report[report.index("## Access"):]
+    assert "enforced:" in access and f"- {role}: glue:GetJob on * (no identity-based policy allows) x1" in access
+    unused = access[access.index("### Granted but not used"):]
+    assert unused.endswith("\n- unused roles (no session made a request): idle\n")  # worker has no grants
