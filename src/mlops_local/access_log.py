@@ -2,8 +2,8 @@
 
 Kept in memory per gateway (a run makes a few thousand); `len(log)` marks a point, and
 `write_jsonl(path, since)` writes one execution's requests, e.g. runs/<execution-id>/access.jsonl.
-Nothing is denied. Given a `decide` function (iam.decisions.DryRun.decide), the written records
-carry what IAM would decide: judged when the log is written, so the request path pays nothing.
+A record carries the decision the gateway enforced (iam.enforcement); with enforcement off, a
+`decide` function (iam.decisions.Judge.decide) judges the written records when the log is written.
 """
 from __future__ import annotations
 
@@ -28,11 +28,14 @@ class Access:
     service: str  # botocore's service name (signing name when the gateway cannot tell)
     operation: str
     authorization: Mapped | Unmapped
+    decided: AccessDecision | None = None  # the decision enforced on the request path, if any
 
     def as_dict(self, decided: AccessDecision | None = None) -> dict[str, Any]:
-        """The record as access.jsonl keeps it; `decided` adds the dry run's decision on it and on
-        each of its checks (without, the decision is "not-enforced")."""
+        """The record as access.jsonl keeps it, with the decision enforced on it (or, when enforcement
+        was off, `decided`: the dry run's) and one per check; neither: "not-enforced"."""
         from mlops_local.iam.actions import Mapped
+
+        decided = self.decided or decided
 
         stamp = dt.datetime.fromtimestamp(self.time, dt.timezone.utc).isoformat(timespec="milliseconds")
         found: dict[str, Any] = {"time": stamp.replace("+00:00", "Z"), "principal": self.principal.as_dict(),
@@ -47,6 +50,7 @@ class Access:
         else:
             found["unmapped"] = self.authorization.reason
         found["decision"] = decided.decision if decided is not None else "not-enforced"
+        found["enforced"] = self.decided is not None  # judged on the request path, not afterwards
         return found
 
 
@@ -74,8 +78,9 @@ class AccessLog:
     def write_jsonl(self, path: Path, since: int = 0,
                     decide: Callable[[Access], AccessDecision] | None = None) -> list[dict[str, Any]]:
         """Write the records from `since` on as JSON lines and return them as written. With `decide`,
-        each record carries its dry-run decision (iam.decisions.DryRun.decide), judged now."""
-        written = [access.as_dict(decide(access) if decide else None) for access in self.records(since)]
+        a record that was not decided on the request path carries its dry-run decision, judged now."""
+        written = [access.as_dict(decide(access) if decide and access.decided is None else None)
+                   for access in self.records(since)]
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as out:
             out.writelines(json.dumps(record) + "\n" for record in written)

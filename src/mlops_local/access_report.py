@@ -23,8 +23,11 @@ def _denial(decision: str) -> bool:
 
 
 def enforcement(records: Iterable[Mapping[str, Any]]) -> str:
-    """"on" when a request was denied, "off" when one would have been (or none was judged), else "unknown":
-    with nothing denied the decisions cannot tell."""
+    """"on" when the records say they were enforced (or a request was denied), "off" when one would have
+    been denied (or none was judged), else "unknown" (records written before the `enforced` flag)."""
+    records = list(records)
+    if any(record.get("enforced") for record in records):
+        return ON
     decisions = {str(record.get("decision", "")) for record in records}
     if any(decision.startswith(DENIED) for decision in decisions):
         return ON

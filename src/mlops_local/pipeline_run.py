@@ -21,7 +21,8 @@ from mlops_local.codepipeline import PipelineEngine
 from mlops_local.sagemaker.endpoints import Endpoints
 from mlops_local.gateway import LocalAws
 from mlops_local.glue_runs import GlueRuns
-from mlops_local.iam.decisions import DryRun
+from mlops_local.iam.decisions import Judge
+from mlops_local.iam.unused import deployed_roles
 from mlops_local.sagemaker.processing_jobs import ProcessingJobs
 from mlops_local.sagemaker.shapes import ResponseShapes
 from mlops_local.runtime import Runtime
@@ -121,7 +122,8 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
         # Every request of the run (deploy, upload, execution): who called, what IAM would check, and
         # the decision IAM would make (a dry run, nothing denied), judged now, off the request path.
         summary["access"] = access_summary(local.runtime.access_log.write_jsonl(
-            run_dir / "access.jsonl", decide=DryRun(local.aws.account_id, local.aws.gateway.region).decide))
+            run_dir / "access.jsonl", decide=Judge(local.aws.account_id, local.aws.gateway.region).decide),
+            roles=deployed_roles(local.aws.account_id, local.aws.gateway.region))
         write_outputs(run_dir, summary, workdir)
         code = exit_code(summary)
         if before_close:

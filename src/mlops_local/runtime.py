@@ -13,10 +13,15 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from mlops_local.access_log import AccessLog
+from mlops_local.access_log import Access, AccessLog
 from mlops_local.gateway import LocalAws, account_id
 from mlops_local.lambda_workers import LambdaWorkers
+
+if TYPE_CHECKING:
+    from mlops_local.iam.actions import Check
+    from mlops_local.iam.principals import Principal
 
 
 class Changes:
@@ -124,10 +129,24 @@ class RoleCredentials:
     secret_access_key: str = field(repr=False)
     session_token: str = field(repr=False)
     expiration: dt.datetime = field(repr=False)  # UTC
+    role_arn: str = ""
+    session_name: str = ""
+    session_policy: str | None = field(default=None, repr=False)
 
     def environment(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": self.access_key_id, "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
                 "AWS_SESSION_TOKEN": self.session_token}
+
+    def client_options(self) -> dict[str, str]:
+        """boto3.client(...) keyword arguments that sign as this session."""
+        return {"aws_access_key_id": self.access_key_id, "aws_secret_access_key": self.secret_access_key,
+                "aws_session_token": self.session_token}
+
+    def principal(self) -> Principal:
+        from mlops_local.iam.principals import Principal
+
+        return Principal("assumed-role", self.arn, self.access_key_id, role_arn=self.role_arn,
+                         session_name=self.session_name, session_policy=self.session_policy)
 
 
 SESSION_SECONDS = 3600  # AssumeRole's default DurationSeconds (STS API Reference, AssumeRole)
@@ -150,23 +169,25 @@ class RoleSessions:
 
     def __init__(self, region: str) -> None:
         self.region = region
-        self._sessions: dict[tuple[str, str], RoleCredentials] = {}
+        self._sessions: dict[tuple[str, str, str | None], RoleCredentials] = {}
         self._lock = threading.Lock()
 
-    def credentials(self, role_arn: str, session_name: str, service: str) -> RoleCredentials:
-        """Raises RoleNotAssumable with a message naming the role and the service."""
+    def credentials(self, role_arn: str, session_name: str, service: str,
+                    policy: str | None = None) -> RoleCredentials:
+        """Raises RoleNotAssumable with a message naming the role and the service. `policy` is a session
+        policy (JSON text) that limits the session, as AssumeRole's Policy does."""
         from mlops_local.iam import principals
 
         with self._lock:
-            cached = self._sessions.get((role_arn, session_name))
+            cached = self._sessions.get((role_arn, session_name, policy))
             if cached is not None and self._usable(cached):
                 return cached
             decision = principals.service_may_assume(role_arn, service, account_id(), self.region)
             if isinstance(decision, str) or decision.denied:
                 reason = decision if isinstance(decision, str) else decision.message
                 raise RoleNotAssumable(f"{service} cannot assume the role {role_arn}: {reason}")
-            session = self._assume(role_arn, session_name)
-            self._sessions[(role_arn, session_name)] = session
+            session = self._assume(role_arn, session_name, policy)
+            self._sessions[(role_arn, session_name, policy)] = session
             return session
 
     def _usable(self, cached: RoleCredentials) -> bool:
@@ -177,16 +198,17 @@ class RoleSessions:
         principal = principals.resolve(cached.access_key_id, cached.session_token, account_id(), self.region)
         return remaining > RENEW_SECONDS and principal.arn == cached.arn
 
-    def _assume(self, role_arn: str, session_name: str) -> RoleCredentials:
+    def _assume(self, role_arn: str, session_name: str, policy: str | None) -> RoleCredentials:
         from mlops_local.iam.actions import partition
         from mlops_local.moto_access import backend
 
         sts = backend("sts", account_id(), partition(self.region))  # STS records live per partition
         session = sts.assume_role(region_name=self.region, role_session_name=session_name, role_arn=role_arn,
-                                  policy=None, duration=SESSION_SECONDS, external_id=None)
+                                  policy=policy, duration=SESSION_SECONDS, external_id=None)
         return RoleCredentials(arn=session.arn, access_key_id=session.access_key_id,
                                secret_access_key=session.secret_access_key, session_token=session.session_token,
-                               expiration=session.expiration.replace(tzinfo=dt.timezone.utc))
+                               expiration=session.expiration.replace(tzinfo=dt.timezone.utc),
+                               role_arn=role_arn, session_name=session_name, session_policy=policy)
 
 
 @dataclass
@@ -210,6 +232,36 @@ class Runtime:
     def access_log(self) -> AccessLog:
         """Every request the stand-in served: principal, operation, IAM checks (access_log.AccessLog)."""
         return self.aws.gateway.access_log
+
+    # -- acting as a principal --------------------------------------------------------------
+    def session(self, role_arn: str, session_name: str, service: str, policy: str | None = None) -> RoleCredentials:
+        """The role session a service acts with (RoleSessions.credentials; raises RoleNotAssumable)."""
+        return self.role_sessions.credentials(role_arn, session_name, service, policy)
+
+    def client_as(self, service: str, session: RoleCredentials, **kwargs: Any) -> Any:
+        """A client of the stand-in that signs as the session: its requests are judged as the role's."""
+        return self.aws.client(service, **session.client_options(), **kwargs)
+
+    def authorize(self, session: RoleCredentials, service: str, operation: str, params: Mapping[str, Any]) -> None:
+        """Judge and record what a service does as the session without a request to the gateway
+        (CodePipeline invoking a function, ...), as iam.actions maps the API call; raises
+        enforcement.AccessDenied (code, AWS's message) when IAM denies it."""
+        from mlops_local.iam import enforcement
+
+        enforcement.authorize(self.access_log, session.principal(), service, operation, params, account_id(),
+                              self.aws.gateway.region, enforce=self.aws.gateway.enforce)
+
+    def authorize_checks(self, session: RoleCredentials, service: str, operation: str,
+                         checks: Sequence[Check]) -> None:
+        """As `authorize`, for checks the caller makes up itself (an image pull: actions.image_pull)."""
+        import time
+
+        from mlops_local.iam import enforcement
+        from mlops_local.iam.actions import Mapped
+
+        access = Access(time.time(), session.principal(), service, operation, Mapped(service, operation, tuple(checks)))
+        enforcement.record(self.access_log, access, account_id(), self.aws.gateway.region,
+                           enforce=self.aws.gateway.enforce)
 
     def close(self) -> None:
         """End what the runtime itself keeps running: the idle Lambda workers."""

@@ -133,10 +133,17 @@ def stand(tmp_path_factory):
         # Continuations re-run only on a change signal here (30 s fallback), which the tests drive.
         engine = PipelineEngine(runtime, stack_applier=applied.append, poll_interval=(30.0, 30.0)).register()
         iam = aws.client("iam")
-        trust = {"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "codepipeline.amazonaws.com"}, "Action": "sts:AssumeRole"},
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+        trust = {"Version": "2012-10-17", "Statement": [  # one statement per service: moto's CreatePipeline
+            {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": service}}  # reads it so
+            for service in ("codepipeline.amazonaws.com", "lambda.amazonaws.com", "codebuild.amazonaws.com",
+                            "cloudformation.amazonaws.com")]}
         role = iam.create_role(RoleName="engine-role", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        # The engine's tests are about orchestration, not IAM: the pipeline and its functions share one role
+        # allowed the services they use (tests of enforcement make least-privilege roles of their own).
+        iam.put_role_policy(RoleName="engine-role", PolicyName="engine-tests", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
+                "codepipeline:*", "s3:*", "kms:*", "lambda:*", "cloudformation:*", "codebuild:*", "codecommit:*",
+                "iam:PassRole", "glue:*", "sagemaker:*", "ecr:*", "logs:*"]}]}))
         key = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
         s3 = aws.client("s3")
         for bucket in ("engine-artifacts", "engine-data"):

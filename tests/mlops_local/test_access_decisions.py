@@ -1,6 +1,6 @@
 """The dry run of enforcement: each recorded request judged against its role's policies as deployed.
 
-Records are judged when the access log is written (iam.decisions.DryRun), never denied; the run's
+Records are judged when the access log is written (iam.decisions.Judge), never denied; the run's
 summary lists the would-be denials per role (summary.access_summary, render_access).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from mlops_local.access_log import Access
 from mlops_local.iam import principals
 from mlops_local.iam.actions import Check, Mapped, Unmapped
-from mlops_local.iam.decisions import DryRun
+from mlops_local.iam.decisions import Judge
 from mlops_local.summary import access_summary, render_access
 from tests.mlops_local.engine_stand import create_function, create_pipeline, data_source, lambda_action, wait_done
 
@@ -54,7 +54,7 @@ def record(principal: principals.Principal, *checks: Check) -> Access:
 
 
 def decided(access: Access) -> dict:
-    return access.as_dict(DryRun(ACCOUNT, REGION).decide(access))
+    return access.as_dict(Judge(ACCOUNT, REGION).decide(access))
 
 
 def no_identity_allow(role: str, action: str, resource: str) -> str:
@@ -165,7 +165,7 @@ def glue_reader_handler(event, context):
     for call in (lambda: glue.get_job(JobName="etl"), lambda: glue.start_job_run(JobName="etl")):
         try:
             call()
-        except Exception:  # the job does not exist: moto answers, nothing is enforced
+        except Exception:  # GetJob: moto answers (no such job); StartJobRun: denied
             pass
     boto3.client("codepipeline").put_job_success_result(jobId=event["CodePipeline.job"]["id"])
 
@@ -180,52 +180,26 @@ def test_a_job_workers_access_log_carries_decisions(stand, tmp_path):
     log = stand.runtime.access_log
     mark = len(log)
     execution_id = stand.aws.client("codepipeline").start_pipeline_execution(name="glue-reader")["pipelineExecutionId"]
-    assert wait_done(stand, "glue-reader", execution_id)["status"] == "Succeeded"  # a dry run denies nothing
+    assert wait_done(stand, "glue-reader", execution_id)["status"] == "Succeeded"  # the handler swallows its denial
 
     path = tmp_path / "access.jsonl"
-    log.write_jsonl(path, mark, decide=DryRun(ACCOUNT, REGION).decide)
+    log.write_jsonl(path, mark, decide=Judge(ACCOUNT, REGION).decide)  # decided on the request path already
     records = [json.loads(line) for line in path.read_text().splitlines()]
     worker = {r["operation"]: r for r in records if r["principal"].get("role") == role}
     assert set(worker) == {"GetJob", "StartJobRun", "PutJobSuccessResult"}
     assert worker["GetJob"]["decision"] == "allowed" and worker["GetJob"]["checks"][0]["sid"] == "ReadJob"
     assert worker["PutJobSuccessResult"]["decision"] == "allowed"
-    assert worker["StartJobRun"]["decision"] == "would-deny"
+    assert worker["StartJobRun"]["decision"] == "denied"
     assert worker["StartJobRun"]["checks"][0]["message"] == no_identity_allow(
         "glue-reader", "glue:StartJobRun", JOB).replace("/worker ", "/glue-reader ")
     assert {r["decision"] for r in records if r["principal"]["kind"] == "user"} == {"allowed (administrator)"}
 
     access = access_summary(records)
     assert access["requests"] == len(records)
-    assert access["would_deny"] == [{"principal": role, "action": "glue:StartJobRun", "resource": JOB,
-                                     "reason": "no identity-based policy allows", "count": 1}]
-    assert {"principal": role, "requests": 3, "would_deny": 1} in access["principals"]
+    assert access["enforcement"] == "on"
+    assert access["denied"] == [{"principal": role, "action": "glue:StartJobRun", "resource": JOB,
+                                 "reason": "no identity-based policy allows", "count": 1}]
+    assert {"principal": role, "requests": 3, "denied": 1} in access["principals"]
     section = "\n".join(render_access(access))
-    assert section.startswith("## Access (dry run, not enforced)")
+    assert section.startswith("## Access") and "enforced" in section
     assert f"- {role}: glue:StartJobRun on {JOB} (no identity-based policy allows) x1" in section
-
-
-def test_access_summary_counts_unmapped_and_repeated_denials():
-    role = f"arn:aws:iam::{ACCOUNT}:role/r"
-    principal = {"kind": "assumed-role", "arn": "arn:aws:sts::1:assumed-role/r/s", "role": role, "session": "s"}
-    denied = {"action": "s3:PutObject", "resource": "arn:aws:s3:::b/k", "decision": "would-deny",
-              "reason": "no identity-based policy allows"}
-    put = {"principal": principal, "service": "s3", "operation": "PutObject", "checks": [denied],
-           "decision": "would-deny"}
-    records = [
-        put, put,
-        {"principal": principal, "service": "sts", "operation": "GetSessionToken", "unmapped": "no mapping",
-         "decision": "would-deny (unmapped: no mapping)"},
-        {"principal": {"kind": "user", "arn": "arn:aws:iam::1:user/mlops-local"}, "service": "s3",
-         "operation": "ListBuckets", "checks": [], "decision": "allowed (administrator)"},
-    ]
-    access = access_summary(records)
-    assert access == {
-        "requests": 4,
-        "principals": [{"principal": role, "requests": 3, "would_deny": 3},
-                       {"principal": "arn:aws:iam::1:user/mlops-local", "requests": 1, "would_deny": 0}],
-        "would_deny": [{"principal": role, "action": "s3:PutObject", "resource": "arn:aws:s3:::b/k",
-                        "reason": "no identity-based policy allows", "count": 2},
-                       {"principal": role, "action": "sts:GetSessionToken", "resource": "",
-                        "reason": "unmapped: no mapping", "count": 1}]}
-    assert "- arn:aws:iam::123456789012:role/r: sts:GetSessionToken on - (unmapped: no mapping) x1" in \
-        render_access(access)

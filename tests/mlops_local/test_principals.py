@@ -154,8 +154,8 @@ def test_the_access_log_records_principal_operation_and_checks(aws, tmp_path):
     mark = len(log)
     credentials = assume(aws, "job-role", "logged")
     glue = client_as(aws, "glue", credentials)
-    with pytest.raises(ClientError):
-        glue.get_job(JobName="etl")  # not enforced: moto answers (the job does not exist)
+    with pytest.raises(ClientError) as denied:
+        glue.get_job(JobName="etl")  # the role has no policy: denied before moto sees it
     aws.client("sts").get_session_token()  # an operation the IAM tables do not map
     with pytest.raises(ClientError):
         client_as(aws, "glue", {"AccessKeyId": "AKIAIOSFODNN7EXAMPLE", "SecretAccessKey": "x"}).get_job(JobName="x")
@@ -169,8 +169,13 @@ def test_the_access_log_records_principal_operation_and_checks(aws, tmp_path):
                                       "conditions": {"sts:RoleSessionName": ["logged"]}}]
     assert get_job["principal"] == {"kind": "assumed-role", "role": role_arn("job-role"), "session": "logged",
                                     "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/job-role/logged"}
-    assert (get_job["service"], get_job["operation"], get_job["decision"]) == ("glue", "GetJob", "not-enforced")
-    assert get_job["checks"] == [{"action": "glue:GetJob", "resource": f"arn:aws:glue:us-east-1:{ACCOUNT}:job/etl"}]
+    assert (get_job["service"], get_job["operation"], get_job["decision"]) == ("glue", "GetJob", "denied")
+    job = f"arn:aws:glue:us-east-1:{ACCOUNT}:job/etl"
+    message = (f"User: arn:aws:sts::{ACCOUNT}:assumed-role/job-role/logged is not authorized to perform: glue:GetJob "
+               f"on resource: {job} because no identity-based policy allows the glue:GetJob action")
+    assert get_job["checks"] == [{"action": "glue:GetJob", "resource": job, "decision": "denied",
+                                  "reason": "no identity-based policy allows", "message": message}]
+    assert denied.value.response["Error"] == {"Code": "AccessDeniedException", "Message": message}
     assert get_job["time"].endswith("Z") and get_job["time"] >= assume_role["time"]
     assert (unmapped["service"], unmapped["operation"]) == ("sts", "GetSessionToken") and "checks" not in unmapped
     assert unmapped["unmapped"] == "the operation has no IAM mapping in mlops_local.iam.actions"
@@ -188,6 +193,9 @@ def _role(stand, name: str, trust: dict) -> str:
 
 def test_a_lambda_job_worker_runs_as_its_execution_role(stand):
     role = _role(stand, "whoami-role", LAMBDA_TRUST)
+    stand.aws.client("iam").put_role_policy(RoleName="whoami-role", PolicyName="report", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
+            "codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"]}]}))
     create_function(stand, "whoami", f"{HERE}.whoami_handler")
     stand.aws.client("lambda").update_function_configuration(FunctionName="whoami", Role=role)
     create_pipeline(stand, "whoami", [data_source(), {"name": "Work", "actions": [
@@ -205,7 +213,9 @@ def test_a_lambda_job_worker_runs_as_its_execution_role(stand):
         reports = [r.as_dict() for r in log.records(mark) if r.operation == "PutJobSuccessResult"]
         assert len(reports) == 1 and reports[0]["principal"]["arn"] == session_arn
         assert reports[0]["principal"]["role"] == role
-        assert reports[0]["checks"] == [{"action": "codepipeline:PutJobSuccessResult", "resource": "*"}]
+        assert reports[0]["checks"] == [{"action": "codepipeline:PutJobSuccessResult", "resource": "*",
+                                         "decision": "allowed", "reason": "allowed by an identity-based policy",
+                                         "policy": "report", "sid": None}]
     first, second = seen
     assert first["Arn"] == second["Arn"] == session_arn
     assert first["KeyId"] == second["KeyId"] and first["KeyId"].startswith("ASIA")

@@ -12,7 +12,7 @@ from mlops_local.codepipeline.actions import SourceProvider
 from mlops_local.codepipeline.models import PipelineStore
 from mlops_local.codepipeline.responses import CodePipelineResponses
 from mlops_local.codepipeline.scheduler import Scheduler
-from mlops_local.runtime import Runtime
+from mlops_local.runtime import RoleCredentials, Runtime
 
 PREFIX = "CodePipeline_20150709."
 DEFAULT_ACTION_TIMEOUT = 3600.0
@@ -28,7 +28,7 @@ class PipelineEngine:
                  poll_interval: tuple[float, float] = DEFAULT_POLL_INTERVAL) -> None:
         self.runtime = runtime
         self.store = PipelineStore()
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str], Any] = {}
         self._client_lock = threading.Lock()
         self.scheduler = Scheduler(
             runtime, self.store, self.client,
@@ -52,12 +52,15 @@ class PipelineEngine:
             self.runtime.aws.gateway.operation(PREFIX + name, handler)
         return self
 
-    def client(self, service: str) -> Any:
-        """One boto3 client per service, shared by the engine's threads."""
+    def client(self, service: str, session: RoleCredentials | None = None) -> Any:
+        """One boto3 client per service and signer (the administrator, or a role session), shared by
+        the engine's threads."""
+        key = (service, session.access_key_id if session else "")
         with self._client_lock:  # boto3's default session is not thread-safe while creating clients
-            if service not in self._clients:
-                self._clients[service] = self.runtime.aws.client(service)
-            return self._clients[service]
+            if key not in self._clients:
+                self._clients[key] = (self.runtime.client_as(service, session) if session
+                                      else self.runtime.aws.client(service))
+            return self._clients[key]
 
     def wait(self, pipeline: str, execution_id: str, timeout: float | None = None) -> str:
         """Block until the execution ends; return its status (or the current one on timeout)."""

@@ -14,10 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from mlops_local.codepipeline.actions import (FAKE_ARTIFACT_CREDENTIALS, MAX_MESSAGE, MAX_SUMMARY, PROVIDERS,
+from mlops_local.codepipeline.actions import (MAX_MESSAGE, MAX_SUMMARY, PROVIDERS,
                                               ActionAbandoned, ActionContext, ActionFailed, ArtifactRef,
                                               SourceProvider, new_artifact_key)
 from mlops_local.codepipeline.models import ActionRun, Execution, Job, PipelineStore, compact
+from mlops_local.codepipeline.principals import artifact_credentials, pipeline_session
 from mlops_local.gateway import now
 from mlops_local.runtime import Runtime
 
@@ -27,9 +28,10 @@ VARIABLE = re.compile(r"#\{([A-Za-z0-9@_-]+)\.([A-Za-z0-9@_.-]+)\}")
 
 
 class Scheduler:
-    """Runs the executions of a `PipelineStore`; `client(service)` reaches the stand-in."""
+    """Runs the executions of a `PipelineStore`; `client(service, session=None)` reaches the stand-in
+    as the administrator or, given a role session, as that role."""
 
-    def __init__(self, runtime: Runtime, store: PipelineStore, client: Callable[[str], Any], *,
+    def __init__(self, runtime: Runtime, store: PipelineStore, client: Callable[..., Any], *,
                  sources: SourceProvider, stack_applier: Callable[[str], object] | None,
                  action_timeout: float, poll_interval: tuple[float, float]) -> None:
         self.runtime = runtime
@@ -129,6 +131,10 @@ class Scheduler:
             run.resolved = self._resolve(execution, declaration)
             run.inputs = self._inputs(execution, declaration)
             store = self._artifact_store(execution.definition)
+            session = pipeline_session(self.runtime, execution.pipeline, execution.definition)
+            if declaration.get("roleArn"):
+                raise ActionFailed("an action roleArn (CodePipeline assuming another role for one action) is not "
+                                   "supported by the local engine", "ConfigurationError")
             run.outputs = [ArtifactRef(a["name"], store["location"], new_artifact_key(execution.pipeline, a["name"]))
                            for a in declaration.get("outputArtifacts") or []]
             context = ActionContext(
@@ -137,7 +143,8 @@ class Scheduler:
                 declaration=declaration, configuration=run.resolved, inputs=run.inputs, outputs=run.outputs,
                 encryption_key=store.get("encryptionKey"), account_id=self.runtime.aws.account_id,
                 region=run.region, workdir=workdir, deadline=time.monotonic() + self._timeout(declaration),
-                client=self.client, sources=self.sources, stack_applier=self.stack_applier,
+                client=lambda service: self.client(service, session), internal=self.client, session=session,
+                sources=self.sources, stack_applier=self.stack_applier,
                 abandoned=execution.abandon.is_set,
                 progress=lambda **kw: self._progress(run, **kw),
                 new_job=lambda token: self._new_job(execution, run, token, store),
@@ -264,7 +271,8 @@ class Scheduler:
                                 "pipelineExecutionId": execution.id},
             "inputArtifacts": [a.job_artifact() for a in run.inputs],
             "outputArtifacts": [a.job_artifact() for a in run.outputs],
-            "artifactCredentials": dict(FAKE_ARTIFACT_CREDENTIALS),
+            "artifactCredentials": artifact_credentials(self.runtime, execution.pipeline, execution.definition,
+                                                        store["location"]),
             "continuationToken": token,
             "encryptionKey": dict(store["encryptionKey"]) if store.get("encryptionKey") else None})
         job = Job(id=str(uuid.uuid4()), account_id=self.runtime.aws.account_id, data=data)

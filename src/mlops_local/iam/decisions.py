@@ -1,15 +1,17 @@
-"""A dry run of enforcement: what IAM would decide on each recorded request, nothing denied.
+"""Each recorded request judged as IAM judges it: on the request path (enforcement) or after a run.
 
-`DryRun(account, region).decide(access)` judges one access-log record against the policies as
-deployed: the role's identity policies (inline and attached managed, from moto's IAM) and, where
-AWS has one and it is cheap to read, the resource's policy (an S3 bucket policy; a KMS key policy,
-which must allow by itself or delegate to IAM). Only role sessions are evaluated (Lambda workers
-today); the mlops-local administrator is allowed everything, as an AdministratorAccess profile is.
+`Judge(account, region).decide(access)` decides one access-log record against the policies as
+deployed: the caller's identity policies (a role's or a user's inline and attached managed
+policies, a user's groups', from moto's IAM), a session policy the session was issued with, and,
+where AWS has one, the resource's policy (an S3 bucket policy; a KMS key policy, which must allow by
+itself or delegate to IAM). The mlops-local administrator is allowed everything, as an
+AdministratorAccess profile is; unrecognized credentials and unmapped operations are denied.
 
-It runs off the request path, when the access log is written (AccessLog.write_jsonl): a DryRun
-reads moto's records once per role and bucket and parses each policy text once per process
-(`_parsed`, keyed by the text, so a changed policy is parsed again). Records are judged against the
-policies at the time of writing, i.e. as deployed at the end of a run.
+The gateway judges every request before serving it (iam.enforcement), with the verdict DENIED. With
+enforcement off (a debugging switch), a run judges its records when it writes the access log, with
+the verdict WOULD_DENY: a dry run. A Judge reads moto's records once per role and bucket, so the
+gateway makes one per request (policies change as stacks deploy); each policy text is parsed once
+per process (`_parsed`, keyed by the text, so a changed policy is parsed again).
 
 aws:SecureTransport is true in every context: the gateway speaks HTTP on the loopback, but the
 clients it stands in for speak TLS to AWS (botocore's endpoints are https), so a template's
@@ -30,14 +32,14 @@ from mlops_local.moto_access import backend
 if TYPE_CHECKING:
     from mlops_local.access_log import Access
 
-ALLOWED, WOULD_DENY = "allowed", "would-deny"
+ALLOWED, WOULD_DENY, DENIED = "allowed", "would-deny", "denied"
 ADMINISTRATOR = "allowed (administrator)"
 
 
 @dataclass(frozen=True)
 class CheckDecision:
     """The decision on one check: allowed (by which policy and statement) or would-deny (AWS's message)."""
-    decision: str  # ALLOWED or WOULD_DENY
+    decision: str  # ALLOWED, or the verdict: DENIED (enforced) or WOULD_DENY (dry run)
     reason: str = ""  # evaluation.Outcome's text, e.g. "no identity-based policy allows"
     message: str = ""  # AWS's access-denied message, for a denial
     policy: str | None = None
@@ -54,9 +56,14 @@ class CheckDecision:
 
 @dataclass(frozen=True)
 class AccessDecision:
-    """The record's decision (allowed only if every check is) and one per check (role sessions only)."""
+    """The record's decision (allowed only if every check is) and one per check (evaluated principals)."""
     decision: str
     checks: tuple[CheckDecision, ...] = ()
+    message: str = ""  # AWS's message for a denial: the first denied check's, or why nothing was evaluated
+
+    @property
+    def denied(self) -> bool:
+        return not self.decision.startswith(ALLOWED)
 
     @property
     def would_deny(self) -> bool:
@@ -83,45 +90,74 @@ def _text(document: Any) -> str:
     return json.dumps(document)
 
 
-class DryRun:
-    """Decisions against moto's IAM, S3 and KMS records as they are now (read lazily, once each)."""
+def _policies(holders: list[Any]) -> tuple[Policy, ...] | str:
+    """The inline and attached managed policies of moto IAM records (a role, a user, groups), parsed."""
+    found: list[Policy | str] = []
+    for holder in holders:
+        found += [_parsed(_text(text), name, None) for name, text in sorted(holder.policies.items())]
+        for arn, managed in sorted(holder.managed_policies.items()):
+            version = next((v for v in managed.versions if v.is_default), None)
+            found.append(_parsed(_text(version.document), managed.name, arn) if version
+                         else f"the managed policy {arn} has no default version")
+    problems = [item for item in found if isinstance(item, str)]
+    if problems:
+        return "; ".join(problems)
+    return tuple(item for item in found if isinstance(item, Policy))
 
-    def __init__(self, account: str, region: str) -> None:
-        self.account, self.region = account, region
+
+class Judge:
+    """Decisions against moto's IAM, S3 and KMS records as they are now (read lazily, once each).
+
+    verdict: what a denial is called, DENIED when the gateway enforces it, WOULD_DENY in a dry run."""
+
+    def __init__(self, account: str, region: str, verdict: str = WOULD_DENY) -> None:
+        self.account, self.region, self.verdict = account, region, verdict
         self._roles: dict[str, Any] | None = None  # role ARN -> moto Role, read once
         self._identity: dict[str, tuple[Policy, ...] | str] = {}
         self._resource: dict[str, tuple[Policy | None, bool] | str] = {}
+
+    def _refused(self, reason: str, message: str = "") -> AccessDecision:
+        return AccessDecision(f"{self.verdict} ({reason})", message=message or reason)
 
     def decide(self, access: Access) -> AccessDecision:
         principal = access.principal
         if principal.administrator:
             return AccessDecision(ADMINISTRATOR)
         if principal.kind == "unknown":
-            return AccessDecision(f"{WOULD_DENY} (unrecognized credentials: {principal.reason})")
-        if principal.kind != "assumed-role" or not principal.role_arn:
-            return AccessDecision(f"not-evaluated ({principal.kind} principals are not evaluated yet)")
+            return self._refused(f"unrecognized credentials: {principal.reason}")
+        if principal.kind == "anonymous":
+            return self._refused("the request is not signed")
         if not isinstance(access.authorization, Mapped):
-            return AccessDecision(f"{WOULD_DENY} (unmapped: {access.authorization.reason})")
-        policies = self.identity_policies(principal.role_arn)
+            return self._refused(f"unmapped: {access.authorization.reason}", access.authorization.message)
+        if principal.kind == "assumed-role" and principal.role_arn:
+            policies = self.identity_policies(principal.role_arn)
+        else:
+            policies = self.user_policies(principal.arn)
         if isinstance(policies, str):
-            return AccessDecision(f"{WOULD_DENY} ({policies})")
-        checks = tuple(self._check(check, principal.arn, principal.role_arn, policies)
+            return self._refused(policies)
+        session = _parsed(principal.session_policy, "session policy", None) if principal.session_policy else None
+        if isinstance(session, str):
+            return self._refused(session)
+        checks = tuple(self._check(check, principal.arn, principal.role_arn, policies, session)
                        for check in access.authorization.checks)
-        denied = any(check.decision == WOULD_DENY for check in checks)
-        return AccessDecision(WOULD_DENY if denied else ALLOWED, checks)
+        denied = next((check for check in checks if check.decision != ALLOWED), None)
+        if denied is None:
+            return AccessDecision(ALLOWED, checks)
+        return AccessDecision(self.verdict, checks, denied.message)
 
-    def _check(self, check: Check, caller: str, role_arn: str, policies: tuple[Policy, ...]) -> CheckDecision:
+    def _check(self, check: Check, caller: str, role_arn: str | None, policies: tuple[Policy, ...],
+               session: Policy | None) -> CheckDecision:
         # aws:SecureTransport: true, see the module docstring.
         keys: dict[str, ContextValue] = {"aws:SecureTransport": True, **check.conditions}
         ctx = RequestContext(caller, check.action, check.resource, self.account, role_arn=role_arn, keys=keys)
         resource = self.resource_policy(check.resource)
         if isinstance(resource, str):
-            return CheckDecision(WOULD_DENY, resource, resource)
+            return CheckDecision(self.verdict, resource, resource)
         resource_policy, required = resource
-        decision = evaluate(ctx, policies, resource_policy, resource_policy_required=required)
+        decision = evaluate(ctx, policies, resource_policy, resource_policy_required=required, session_policy=session)
         if decision.allowed:
             return CheckDecision(ALLOWED, decision.outcome.value, policy=decision.policy, sid=decision.sid)
-        return CheckDecision(WOULD_DENY, decision.outcome.value, decision.message, decision.policy, decision.sid)
+        return CheckDecision(self.verdict, decision.outcome.value, decision.message, decision.policy, decision.sid)
 
     # -- identity policies ------------------------------------------------------------------
     def identity_policies(self, role_arn: str) -> tuple[Policy, ...] | str:
@@ -137,15 +173,19 @@ class DryRun:
         role = self._roles.get(role_arn)
         if role is None:
             return f"the role {role_arn} no longer exists"
-        found: list[Policy | str] = [_parsed(_text(text), name, None) for name, text in sorted(role.policies.items())]
-        for arn, managed in sorted(role.managed_policies.items()):
-            version = next((v for v in managed.versions if v.is_default), None)
-            found.append(_parsed(_text(version.document), managed.name, arn) if version
-                         else f"the managed policy {arn} has no default version")
-        problems = [item for item in found if isinstance(item, str)]
-        if problems:
-            return "; ".join(problems)
-        return tuple(item for item in found if isinstance(item, Policy))
+        return _policies([role])
+
+    def user_policies(self, user_arn: str) -> tuple[Policy, ...] | str:
+        """An IAM user's inline and managed policies and those of its groups."""
+        if user_arn not in self._identity:
+            records = backend("iam", self.account, partition(self.region))
+            user = next((u for u in list(records.users.values()) if u.arn == user_arn), None)
+            if user is None:
+                self._identity[user_arn] = f"the user {user_arn} no longer exists"
+            else:
+                groups = [g for g in list(records.groups.values()) if user in g.users]
+                self._identity[user_arn] = _policies([user, *groups])
+        return self._identity[user_arn]
 
     # -- resource policies ------------------------------------------------------------------
     def resource_policy(self, resource: str) -> tuple[Policy | None, bool] | str:

@@ -15,7 +15,12 @@ account" (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_ev
    access for principals", so without an Allow in them (naming the caller, or the account to
    enable IAM policies) the request is denied (resource_policy_required=True);
 4. otherwise the request is implicitly denied. The account root user is allowed unless denied.
-Organizations SCPs/RCPs, permissions boundaries and session policies do not exist here.
+5. a session policy (AssumeRole's Policy: CodePipeline's artifact credentials here) limits the
+   session to the intersection of the role's policies and itself ("Session policies", IAM User
+   Guide, "Policies and permissions in AWS Identity and Access Management"). AWS lets a resource
+   policy that names the session ARN itself grant past a session policy; the stand-in applies the
+   session policy to every grant, which is stricter, never more lenient.
+Organizations SCPs/RCPs and permissions boundaries do not exist here.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ class Outcome(Enum):
     EXPLICIT_DENY_RESOURCE = "explicit deny in a resource-based policy"
     NO_IDENTITY_ALLOW = "no identity-based policy allows"
     NO_RESOURCE_ALLOW = "no resource-based policy allows"
+    EXPLICIT_DENY_SESSION = "explicit deny in a session policy"
+    NO_SESSION_ALLOW = "no session policy allows"
 
 
 _ALLOWED = {Outcome.ALLOWED_BY_IDENTITY, Outcome.ALLOWED_BY_RESOURCE, Outcome.ALLOWED_AS_ROOT}
@@ -76,6 +83,10 @@ def denial_message(ctx: RequestContext, outcome: Outcome, policy_arn: str | None
         return f"{head} because no resource-based policy allows the {ctx.action} action"
     if outcome is Outcome.NO_IDENTITY_ALLOW:
         return f"{head} because no identity-based policy allows the {ctx.action} action"
+    if outcome is Outcome.EXPLICIT_DENY_SESSION:
+        return f"{head} with an explicit deny in a session policy"
+    if outcome is Outcome.NO_SESSION_ALLOW:
+        return f"{head} because no session policy allows the {ctx.action} action"
     raise ValueError(f"{outcome} is not a denial")
 
 
@@ -108,7 +119,21 @@ def _resource_statements(policy: Policy | None, ctx: RequestContext,
 
 
 def evaluate(ctx: RequestContext, identity_policies: Sequence[Policy], resource_policy: Policy | None = None,
-             *, resource_policy_required: bool = False) -> Decision:
+             *, resource_policy_required: bool = False, session_policy: Policy | None = None) -> Decision:
+    """Allow or deny one request; with a session policy, an allow must also be the session policy's."""
+    decision = _evaluate(ctx, identity_policies, resource_policy, resource_policy_required=resource_policy_required)
+    if session_policy is None or ctx.is_service:
+        return decision
+    denied = _first((session_policy,), ctx, Effect.DENY)
+    if denied:
+        return _deny(ctx, Outcome.EXPLICIT_DENY_SESSION, *denied)
+    if decision.allowed and not _first((session_policy,), ctx, Effect.ALLOW):
+        return _deny(ctx, Outcome.NO_SESSION_ALLOW)
+    return decision
+
+
+def _evaluate(ctx: RequestContext, identity_policies: Sequence[Policy], resource_policy: Policy | None = None,
+              *, resource_policy_required: bool = False) -> Decision:
     """Allow or deny one request.
 
     identity_policies: every policy of the caller (inline and managed) as deployed; a service

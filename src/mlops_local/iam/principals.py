@@ -53,6 +53,7 @@ class Principal:
     role_arn: str | None = None  # the role behind a session
     session_name: str | None = None
     reason: str = ""
+    session_policy: str | None = None  # AssumeRole's Policy, which limits the session (JSON text)
 
     @property
     def known(self) -> bool:
@@ -117,7 +118,7 @@ def _session(access_key_id: str, token: str | None, account: str, region: str) -
         if session.expiration <= dt.datetime.now(dt.timezone.utc).replace(tzinfo=None):  # moto: naive UTC
             return _unknown(access_key_id, "the session has expired")
         return Principal("assumed-role", session.arn, access_key_id, role_arn=session.role_arn,
-                         session_name=session.session_name)
+                         session_name=session.session_name, session_policy=session.policy or None)
     return _unknown(access_key_id, "the access key id was never issued by the stand-in")
 
 

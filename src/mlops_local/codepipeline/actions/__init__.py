@@ -11,7 +11,7 @@ from typing import Callable
 from mlops_local.codepipeline.actions.cloudformation import deploy_cloudformation
 from mlops_local.codepipeline.actions.codebuild import build_codebuild
 from mlops_local.codepipeline.actions.codecommit import source_codecommit
-from mlops_local.codepipeline.actions.context import (FAKE_ARTIFACT_CREDENTIALS, MAX_MESSAGE, MAX_SUMMARY,
+from mlops_local.codepipeline.actions.context import (MAX_MESSAGE, MAX_SUMMARY,
                                                       ActionAbandoned, ActionContext, ActionFailed, ActionResult,
                                                       ArtifactRef, SourceProvider, new_artifact_key)
 from mlops_local.codepipeline.actions.lambda_invoke import invoke_lambda
@@ -28,5 +28,5 @@ PROVIDERS: dict[tuple[str, str, str], Provider] = {
     ("Invoke", "AWS", "Lambda"): invoke_lambda,
 }
 
-__all__ = ["FAKE_ARTIFACT_CREDENTIALS", "MAX_MESSAGE", "MAX_SUMMARY", "PROVIDERS", "ActionAbandoned", "ActionContext",
+__all__ = ["MAX_MESSAGE", "MAX_SUMMARY", "PROVIDERS", "ActionAbandoned", "ActionContext",
            "ActionFailed", "ActionResult", "ArtifactRef", "Provider", "SourceProvider", "new_artifact_key"]

@@ -6,6 +6,7 @@ records the image in `runtime.images`, whose programs then run from source (see 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import yaml
@@ -13,17 +14,23 @@ import yaml
 from mlops_local.codepipeline.actions.buildspec import BuildLog, run_buildspec
 from mlops_local.codepipeline.actions.context import (MAX_SUMMARY, ActionContext, ActionFailed, ActionResult,
                                                       extract_artifact, put_zip_artifact)
+from mlops_local.runtime import RoleNotAssumable
 
 
 def build_codebuild(ctx: ActionContext) -> ActionResult:
     project_name = ctx.require("ProjectName")
+    # CodePipeline starts the build and polls it as the pipeline's role ...
+    ctx.authorize("codebuild", "StartBuild", {"projectName": project_name})
     try:
-        projects = ctx.client("codebuild").batch_get_projects(names=[project_name]).get("projects", [])
+        projects = ctx.internal("codebuild").batch_get_projects(names=[project_name]).get("projects", [])
     except Exception as exc:
         raise ActionFailed(f"cannot read CodeBuild project {project_name}: {exc}") from None
     if not projects:
         raise ActionFailed(f"CodeBuild project {project_name} does not exist", "ConfigurationError")
     project = projects[0]
+    ctx.authorize("codebuild", "BatchGetBuilds", {"ids": [f"{project_name}:local"]})
+    # ... and CodeBuild fetches the input artifacts, runs the buildspec and uploads as the project's role.
+    ctx = _as_project_role(ctx, project)
     if not ctx.inputs:
         raise ActionFailed("a CodeBuild action needs an input artifact", "ConfigurationError")
     primary = ctx.input(ctx.configuration.get("PrimarySource")) if len(ctx.inputs) > 1 else ctx.inputs[0]
@@ -92,3 +99,19 @@ def build_codebuild(ctx: ActionContext) -> ActionResult:
         put_zip_artifact(ctx, artifact, "build.log", log_path.read_text(encoding="utf-8"))
     return ActionResult(summary=summary[:MAX_SUMMARY], variables=variables, external_url=log_path.as_uri(),
                         artifact_revision=primary.revision)
+
+
+def _as_project_role(ctx: ActionContext, project: dict) -> ActionContext:
+    """The context with `client` signing as the project's service role (codebuild.amazonaws.com)."""
+    role = project.get("serviceRole") or ""
+    try:
+        session = ctx.runtime.session(role, f"AWSCodeBuild-{project['name']}"[:64], "codebuild.amazonaws.com")
+    except RoleNotAssumable as exc:
+        raise ActionFailed(f"CodeBuild cannot act as the project's service role: {exc}", "ConfigurationError") from None
+    clients: dict[str, object] = {}
+
+    def client(service: str) -> object:
+        if service not in clients:
+            clients[service] = ctx.runtime.client_as(service, session)
+        return clients[service]
+    return dataclasses.replace(ctx, client=client, session=session)

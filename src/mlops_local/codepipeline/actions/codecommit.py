@@ -23,6 +23,10 @@ def source_codecommit(ctx: ActionContext) -> ActionResult:
     if ctx.source_override:
         raise ActionFailed("source revision overrides of CodeCommit actions are not supported locally: "
                            "the source is the working tree", "ConfigurationError")
+    # What CodePipeline's CodeCommit source does as the pipeline's role (CodePipeline User Guide,
+    # "CodePipeline service role": codecommit:GetBranch, GetCommit, UploadArchive, GetUploadArchiveStatus).
+    for operation in ("GetBranch", "GetCommit", "UploadArchive", "GetUploadArchiveStatus"):
+        ctx.authorize("codecommit", operation, {"repositoryName": repository})
     try:
         folder = Path(ctx.sources(repository, branch))
     except Exception as exc:

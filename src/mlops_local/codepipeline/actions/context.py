@@ -20,10 +20,6 @@ SourceProvider = Callable[[str, str], Path]
 
 MAX_SUMMARY = 2048
 MAX_MESSAGE = 5000
-# Not real credentials: the stand-in accepts any. They mark the event as the local engine's.
-FAKE_ARTIFACT_CREDENTIALS = {"accessKeyId": "ASIALOCALFAKEARTIFACT",
-                             "secretAccessKey": "local-stand-in-fake-artifact-credentials",
-                             "sessionToken": "local-stand-in-fake-session-token-not-a-secret"}
 
 
 class ActionFailed(Exception):
@@ -88,7 +84,9 @@ class ActionContext:
     region: str
     workdir: Path
     deadline: float                        # time.monotonic() by which the action must end
-    client: Callable[[str], Any]
+    client: Callable[[str], Any]           # signs as the pipeline's role: what CodePipeline does on AWS
+    internal: Callable[[str], Any]         # the stand-in's own reads (a function's code, a project's buildspec)
+    session: Any                           # runtime.RoleCredentials of the pipeline's role
     sources: SourceProvider
     stack_applier: Callable[[str], object] | None
     abandoned: Callable[[], bool]
@@ -120,6 +118,16 @@ class ActionContext:
     def provider_name(self) -> str:
         kind = self.declaration["actionTypeId"]
         return f"{kind['category']}/{kind['provider']}"
+
+    def authorize(self, service: str, operation: str, params: Mapping[str, Any]) -> None:
+        """What CodePipeline does as its role without a request to the stand-in (lambda Invoke,
+        codebuild StartBuild, codecommit GetBranch ...): judged and recorded; a denial fails the action."""
+        from mlops_local.iam.enforcement import AccessDenied
+
+        try:
+            self.runtime.authorize(self.session, service, operation, params)
+        except AccessDenied as exc:
+            raise ActionFailed(f"{exc.code}: {exc.message}", "JobFailed") from None
 
     def check_time(self) -> None:
         if self.abandoned():

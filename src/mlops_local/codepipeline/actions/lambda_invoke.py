@@ -33,8 +33,9 @@ def invoke_lambda(ctx: ActionContext) -> ActionResult:
     later ones (continuations, the next execution) reuse the worker and its imports.
     """
     name = ctx.require("FunctionName")
+    ctx.authorize("lambda", "Invoke", {"FunctionName": name})  # CodePipeline invokes as the pipeline's role
     try:
-        function = ctx.client("lambda").get_function(FunctionName=name)
+        function = ctx.internal("lambda").get_function(FunctionName=name)  # the stand-in reads the code
     except ClientError as exc:
         raise ActionFailed(f"Lambda function {name}: {exc.response['Error'].get('Message', exc)}",
                            "ConfigurationError") from None
