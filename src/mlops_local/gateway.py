@@ -115,6 +115,15 @@ QUERY_NAMESPACES = {"cloudformation": "http://cloudformation.amazonaws.com/doc/2
                     "sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
 
 
+def s3_error_response(error: AwsError) -> Response:
+    """Amazon S3's REST-XML error: <Error><Code>..</Code><Message>..</Message><RequestId>..</RequestId></Error>."""
+    from xml.sax.saxutils import escape
+
+    xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(error.code)}</Code>'
+           f"<Message>{escape(error.message)}</Message><RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>")
+    return Response(xml, status=error.status, content_type="application/xml")
+
+
 def query_error_response(error: AwsError, namespace: str) -> Response:
     """A query protocol service's error: <ErrorResponse><Error><Type>Sender</Type><Code>..."""
     from xml.sax.saxutils import escape
@@ -195,11 +204,16 @@ class Gateway:
             return self.moto(environ, start_response)
         return self._with_hooks(environ, start_response, hooks, params)
 
-    def _validate(self, service: str, operation: str, params: dict[str, Any], target: str) -> None:
-        """Every request of a JSON or query protocol service checked as AWS checks it, before an
-        override or moto sees it (mlops_local.validation: max, pattern, enum, documented limits)."""
-        from mlops_local import validation
+    def _validate(self, service: str, operation: str, params: dict[str, Any], target: str,
+                  request: Request | None = None) -> None:
+        """Every request of a JSON or query protocol service, and every Lambda and S3 (REST) request
+        when `request` is given, checked as AWS checks it, before an override or moto sees it
+        (mlops_local.validation: max, pattern, enum, documented limits; mlops_local.rest_validation)."""
+        from mlops_local import rest_validation, validation
 
+        if not target and not operation and request is not None:
+            rest_validation.check(request, request.get_data(cache=True))  # S3's errors: rest_validation.S3Error
+            return
         if target:
             service = validation.service_of_target(target.rsplit(".", 1)[0]) or ""
         elif service not in validation.QUERY_SERVICES:

@@ -108,14 +108,23 @@ def _rest_operations_of(service: str, method: str) -> tuple[RestOperation, ...]:
     return tuple(operation for operation in rest_operations(service) if operation.method == method)
 
 
-def rest_request(service: str, request: Request, body: bytes) -> tuple[str, dict[str, Any]]:
-    """(operation, parameters) of a REST request, as botocore would have built it; ("", {}) if none fits."""
+def rest_operation(service: str, request: Request) -> RestOperation | None:
+    """The operation a REST request is, None if none of the service's operations fits."""
     headers = {key.lower(): value for key, value in request.headers.items()}
     query = dict(request.args.items())
     for operation in _rest_operations_of(service, request.method):
         if operation.matches(request.method, request.path, query, headers):
-            return operation.name, operation.params(request.path, query, headers, body)
-    return "", {}
+            return operation
+    return None
+
+
+def rest_request(service: str, request: Request, body: bytes) -> tuple[str, dict[str, Any]]:
+    """(operation, parameters) of a REST request, as botocore would have built it; ("", {}) if none fits."""
+    operation = rest_operation(service, request)
+    if operation is None:
+        return "", {}
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    return operation.name, operation.params(request.path, dict(request.args.items()), headers, body)
 
 
 @functools.lru_cache(maxsize=None)

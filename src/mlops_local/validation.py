@@ -5,17 +5,14 @@ botocore validates client-side only required members, types and minimums (botoco
 `max`, off `pattern` or outside `enum`. `check(service, operation, params)` raises the error AWS
 answers, in its words (Coral's "N validation error(s) detected: Value '...' at 'a.b.1.member.c'
 failed to satisfy constraint: ..."). Patterns are Java regexes (`mlops_local.java_regex`).
-`LIMITS` holds the documented limits the models do not carry, each with its source.
-
-Over 400 lines on purpose: one walk over botocore's shapes plus the limits table beside it, each
-read with the other (the Java-regex translation is already its own module).
+`mlops_local.limits` holds the documented limits the models do not carry, each with its source;
+`mlops_local.rest_validation` brings REST requests (Lambda, S3) here.
 """
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 from mlops_local.gateway import AwsError
 from mlops_local.java_regex import compiled
@@ -114,8 +111,9 @@ class TypeMismatch(Exception):
 class Walker:
     """Collects the findings of one request against one service's shapes."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, unread: frozenset[str] = frozenset()) -> None:
         self.service = service
+        self.unread = unread  # top-level members the caller could not read (a REST body): not missing
         self.findings: list[Finding] = []
 
     def add(self, path: str, value: Any, constraint: str, redacted: bool) -> None:
@@ -159,7 +157,7 @@ class Walker:
     def structure(self, value: dict, shape: Any, path: str, hidden: bool) -> None:
         members = shape.members
         for name in shape.metadata.get("required", ()):
-            if value.get(name) is None:
+            if value.get(name) is None and not (not path and name in self.unread):
                 self.add(f"{path}.{lower_camel(name)}" if path else lower_camel(name), None,
                          "Member must not be null", False)
         for name, item in value.items():
@@ -205,111 +203,6 @@ class Walker:
             if "enum" in meta and value not in meta["enum"]:
                 faults.append(f"Member must satisfy enum value set: [{', '.join(meta['enum'])}]")
         return faults
-
-
-# -- documented limits the models do not carry ----------------------------------------------------
-@dataclass(frozen=True)
-class Limit:
-    """One documented limit: where it applies, what it says, and where AWS says it."""
-    service: str
-    operations: tuple[str, ...]
-    rule: str
-    source: str
-    check: Callable[[dict[str, Any]], list[AwsError | Finding]]
-
-
-def _stages(params: dict[str, Any]) -> list[AwsError | Finding]:
-    stages = (params.get("pipeline") or {}).get("stages") or []
-    found: list[AwsError | Finding] = []
-    if not 2 <= len(stages) <= 50:
-        bound = "greater than or equal to 2" if len(stages) < 2 else "less than or equal to 50"
-        found.append(Finding("pipeline.stages", stages, f"Member must have length {bound}", False))
-    for index, stage in enumerate(stages, 1):
-        actions = stage.get("actions") or []
-        if not 1 <= len(actions) <= 50:
-            bound = "greater than or equal to 1" if not actions else "less than or equal to 50"
-            found.append(Finding(f"pipeline.stages.{index}.member.actions", actions,
-                                 f"Member must have length {bound}", False))
-    total = sum(len(stage.get("actions") or []) for stage in stages)
-    if total > 500:
-        found.append(AwsError("ValidationException", f"The pipeline has {total} actions; the maximum number of "
-                                                     "actions per pipeline is 500"))
-    return found
-
-
-def _parameter_overrides(params: dict[str, Any]) -> list[AwsError | Finding]:
-    found: list[AwsError | Finding] = []
-    for s, stage in enumerate((params.get("pipeline") or {}).get("stages") or [], 1):
-        for a, action in enumerate(stage.get("actions") or [], 1):
-            overrides = (action.get("configuration") or {}).get("ParameterOverrides")
-            if overrides is not None and len(str(overrides).encode("utf-8")) > 1024:
-                found.append(AwsError(
-                    "InvalidActionDeclarationException",
-                    f"Action configuration for action '{action.get('name')}' of stage '{stage.get('name')}' "
-                    f"(pipeline.stages.{s}.member.actions.{a}.member): ParameterOverrides is "
-                    f"{len(str(overrides).encode('utf-8'))} bytes; the JSON object can be at most 1 kilobyte"))
-    return found
-
-
-def _output_variables(params: dict[str, Any]) -> list[AwsError | Finding]:
-    variables = params.get("outputVariables") or {}
-    size = sum(len(str(k).encode("utf-8")) + len(str(v).encode("utf-8")) for k, v in variables.items())
-    if size > 122880:
-        return [AwsError("OutputVariablesSizeExceededException",
-                         f"The output variables of the action are {size} bytes; all output variables combined "
-                         "can be at most 122880 bytes")]
-    return []
-
-
-def _lambda_environment(params: dict[str, Any]) -> list[AwsError | Finding]:
-    variables = (params.get("Environment") or {}).get("Variables") or {}
-    measured = json.dumps(variables, separators=(",", ":"))
-    if len(measured.encode("utf-8")) > 4096:
-        return [AwsError("InvalidParameterValueException",
-                         "Lambda was unable to configure your environment variables because the environment "
-                         f"variables you have provided exceeded the 4KB limit. String measured: {measured}")]
-    return []
-
-
-def _template_body(params: dict[str, Any]) -> list[AwsError | Finding]:
-    body = params.get("TemplateBody")
-    found: list[AwsError | Finding] = []
-    if isinstance(body, str) and len(body.encode("utf-8")) > 51200:
-        found.append(Finding("templateBody", body, "Member must have length less than or equal to 51200", False))
-    for parameter in params.get("Parameters") or []:
-        value = parameter.get("ParameterValue")
-        if isinstance(value, str) and len(value.encode("utf-8")) > 4096:
-            found.append(AwsError("ValidationError", f"Parameter '{parameter.get('ParameterKey')}' value is "
-                                                     f"{len(value.encode('utf-8'))} bytes; a parameter value can "
-                                                     "be at most 4,096 bytes"))
-    return found
-
-
-CODEPIPELINE_QUOTAS = "Quotas in AWS CodePipeline, docs.aws.amazon.com/codepipeline/latest/userguide/limits.html"
-CLOUDFORMATION_QUOTAS = ("AWS CloudFormation quotas, "
-                         "docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/cloudformation-limits.html")
-LIMITS: tuple[Limit, ...] = (
-    Limit("codepipeline", ("CreatePipeline", "UpdatePipeline"),
-          "Number of stages in a pipeline: minimum of 2, maximum of 50; number of actions in a stage: minimum of 1, "
-          "maximum of 50; maximum number of actions per pipeline: 500", CODEPIPELINE_QUOTAS, _stages),
-    Limit("codepipeline", ("CreatePipeline", "UpdatePipeline"),
-          "Maximum size of the JSON object that can be stored in the ParameterOverrides property: 1 kilobyte",
-          CODEPIPELINE_QUOTAS, _parameter_overrides),
-    Limit("codepipeline", ("PutJobSuccessResult",),
-          "Variable quotas: a maximum size limit of 122880 bytes for all output variables combined for a "
-          "particular action", CODEPIPELINE_QUOTAS, _output_variables),
-    Limit("lambda", ("CreateFunction", "UpdateFunctionConfiguration"),
-          "Function environment variables: 4 KB, for all environment variables associated with the function, in "
-          "aggregate", "Lambda quotas, docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html",
-          _lambda_environment),
-    Limit("cloudformation", ("CreateStack", "UpdateStack", "CreateChangeSet", "ValidateTemplate"),
-          "Template body size in a request: 51,200 bytes; parameter value: 4,096 bytes", CLOUDFORMATION_QUOTAS,
-          _template_body),
-)
-# Carried by botocore's models already (and checked by the walk), documented alike: CodePipeline action
-# configuration key <= 50 and value <= 1000 characters ("Maximum length of the action configuration value ...
-# 1000 characters", Quotas in AWS CodePipeline); SageMaker CreateTrainingJob HyperParameters: at most 100
-# entries, keys <= 256, values <= 2500 characters (CreateTrainingJob API reference, HyperParameters).
 
 
 # -- query protocol: the flat form as the nested request ---------------------------------------
@@ -365,12 +258,16 @@ def _query_value(form: dict[str, str], prefixes: set[str], shape: Any, key: str)
 
 
 # -- the entry point --------------------------------------------------------------------------
-def findings(service: str, operation: str, params: dict[str, Any]) -> tuple[list[Finding], list[AwsError]]:
-    """What AWS would reject in the request: constraint findings, and limit errors with their own codes."""
+def findings(service: str, operation: str, params: dict[str, Any],
+             unread: frozenset[str] = frozenset()) -> tuple[list[Finding], list[AwsError]]:
+    """What AWS would reject in the request: constraint findings, and limit errors with their own codes.
+    `unread`: top-level members that travel where the caller did not read (not reported missing)."""
     shape = service_model(service).operation_model(operation).input_shape
-    walker = Walker(service)
+    walker = Walker(service, unread)
     if shape is not None:
         walker.walk(params, shape, "")
+    from mlops_local.limits import LIMITS  # it imports Finding from here
+
     errors: list[AwsError] = []
     for limit in LIMITS:
         if limit.service == service and operation in limit.operations:
@@ -399,10 +296,10 @@ def message(service: str, found: list[Finding]) -> str:
     return f"{count} validation error{'s' if count > 1 else ''} detected: " + "; ".join(f.coral() for f in found)
 
 
-def check(service: str, operation: str, params: dict[str, Any]) -> None:
+def check(service: str, operation: str, params: dict[str, Any], unread: frozenset[str] = frozenset()) -> None:
     """Raise the AwsError AWS answers when it rejects the request (HTTP 400); return when it accepts it."""
     try:
-        found, errors = findings(service, operation, params)
+        found, errors = findings(service, operation, params, unread)
     except TypeMismatch as mismatch:
         raise AwsError("SerializationException" if service_model(service).protocol not in QUERY_PROTOCOLS
                        else error_code(service),

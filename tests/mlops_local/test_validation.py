@@ -9,7 +9,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from mlops_local import java_regex, validation
+from mlops_local import java_regex, limits, validation
 from mlops_local.gateway import AwsError, Gateway, LocalAws
 from tests.templates.cfn import PIPELINE, load, pipeline_resource, render, sample_values
 
@@ -128,7 +128,89 @@ def test_documented_limits_botocore_does_not_carry(service, operation, params, c
 
 
 def test_every_limit_cites_its_source():
-    assert all(limit.source and limit.rule for limit in validation.LIMITS)
+    assert all(limit.source and limit.rule for limit in limits.LIMITS)
+
+
+def template(parameters: int = 0, mappings: int = 0, resources: int = 1, outputs: int = 0, yaml: bool = False) -> str:
+    sections = {"Parameters": {f"P{i}": {"Type": "String"} for i in range(parameters)},
+                "Mappings": {f"M{i}": {"K": {"A": "v"}} for i in range(mappings)},
+                "Resources": {f"R{i}": {"Type": "AWS::SNS::Topic"} for i in range(resources)},
+                "Outputs": {f"O{i}": {"Value": "v"} for i in range(outputs)}}
+    if not yaml:
+        return json.dumps({key: value for key, value in sections.items() if value})
+    lines = []  # YAML with CloudFormation's short forms, as templates/*.yaml are written
+    for section, entries in sections.items():
+        if entries:
+            lines.append(f"{section}:")
+            lines += [f"  {name}:\n    Value: !Ref AWS::Region" for name in entries]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("body, text", [
+    (template(resources=500), None),
+    (template(resources=501), "Template format error: Number of resources, 501, is greater than maximum allowed, 500"),
+    (template(resources=501, yaml=True),
+     "Template format error: Number of resources, 501, is greater than maximum allowed, 500"),
+    (template(parameters=200, outputs=200, mappings=200), None),
+    (template(parameters=201), "Template format error: Parameter count 201 is greater than max allowed 200"),
+    (template(outputs=201), "Template format error: Outputs count 201 is greater than max allowed 200"),
+    (template(mappings=201), "Template format error: Mappings count 201 is greater than max allowed 200"),
+    ("Resources: [unclosed", None),  # CloudFormation's parser answers a malformed template, not this check
+], ids=["500-resources", "501-resources", "501-resources-yaml", "200-each", "201-parameters", "201-outputs",
+        "201-mappings", "malformed"])
+@pytest.mark.parametrize("operation", ["CreateStack", "UpdateStack", "CreateChangeSet", "ValidateTemplate"])
+def test_cloudformation_template_counts(operation, body, text):
+    params = {"TemplateBody": body, "StackName": "s", "ChangeSetName": "c"}
+    if text is None:
+        validation.check("cloudformation", operation, params)
+    else:
+        error = rejected("cloudformation", operation, params)
+        assert (error.code, error.message, error.status) == ("ValidationError", text, 400)
+
+
+@pytest.mark.parametrize("size, accepted", [(50000, True), (1024 * 1024, True), (1024 * 1024 + 1, False)],
+                         ids=["small", "1mb", "over-1mb"])
+def test_cloudformation_template_url_object_is_at_most_1_mb(aws, size, accepted):
+    aws.client("s3").create_bucket(Bucket="templates")
+    body = template(resources=1)
+    aws.client("s3").put_object(Bucket="templates", Key="t.json", Body=body + " " * (size - len(body)))
+    params = {"StackName": "s", "TemplateURL": "https://s3.amazonaws.com/templates/t.json"}
+    if accepted:
+        validation.check("cloudformation", "CreateStack", params)
+    else:
+        error = rejected("cloudformation", "CreateStack", params)
+        assert (error.code, error.message) == ("ValidationError", "Template may not exceed 1048576 bytes in size.")
+
+
+@pytest.mark.parametrize("url", ["https://s3.amazonaws.com/templates/big.json",
+                                 "https://templates.s3.us-east-1.amazonaws.com/big.json",
+                                 "http://127.0.0.1:4566/templates/big.json"], ids=["path", "virtual-host", "loopback"])
+def test_cloudformation_counts_a_template_url_template(aws, url):
+    aws.client("s3").create_bucket(Bucket="templates")
+    aws.client("s3").put_object(Bucket="templates", Key="big.json", Body=template(resources=501))
+    assert "Number of resources, 501" in rejected("cloudformation", "ValidateTemplate", {"TemplateURL": url}).message
+
+
+def test_a_template_url_to_no_object_is_left_to_cloudformation(aws):
+    validation.check("cloudformation", "CreateStack", {"StackName": "s",
+                                                       "TemplateURL": "https://s3.amazonaws.com/nobucket/t.json"})
+
+
+@pytest.mark.parametrize("value, accepted", [("x" * 100_000, True), ("x" * 102_400, False)],
+                         ids=["within-100kb", "over-100kb"])
+def test_resolved_action_configuration_is_at_most_100_kb(value, accepted):
+    errors = limits.resolved_configuration_errors({"FunctionName": "f", "UserParameters": value})
+    if accepted:
+        assert errors == []
+    else:
+        assert [error.code for error in errors] == ["ConfigurationError"]
+        assert "at most 100 KB (102400 bytes)" in errors[0].message
+
+
+def test_the_run_time_limit_is_a_row_of_the_table_no_request_applies():
+    rows = [limit for limit in limits.LIMITS if not limit.operations]
+    assert [limit.service for limit in rows] == ["codepipeline"]
+    assert rows[0].check({"UserParameters": "x" * 102_400})[0].code == "ConfigurationError"
 
 
 @pytest.mark.parametrize("pattern, accepted, refused", [
