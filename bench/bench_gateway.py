@@ -42,12 +42,11 @@ class Check:
     method: str
 
 
-# Every check the gateway makes per request; "on" switches them all on, "off" all off.
-# IAM enforcement (issue #10, items 1-4) goes here when the gateway gains it: its Gateway switch and
-# the method __call__ runs it with, e.g. Check("iam", switch="enforce", method="_authorize"). Nothing
-# else in this module changes: its in-process time is replayed from the arguments it was called with
-# (a replay must not grow state, e.g. the access log: point that at a throwaway file here).
-CHECKS = (Check("validation", switch="validate", method="_validate"),)
+# Every check the gateway makes per request; "on" switches them all on, "off" all off. Each one's
+# in-process time is replayed from the arguments it was called with (a replay must not grow state:
+# the IAM check appends to the access log, so replays() empties it afterwards).
+CHECKS = (Check("validation", switch="validate", method="_validate"),
+          Check("iam", switch="enforce", method="_authorize"))
 
 
 @dataclass(frozen=True)
@@ -97,8 +96,38 @@ def kinds(definition: dict[str, Any]) -> list[Kind]:
              "codepipeline", lambda c: c.update_pipeline(**definition)),
         Kind("cloudformation DescribeStacks (query protocol)", "cloudformation",
              lambda c: c.describe_stacks(StackName="mlops-bench")),
-        Kind("s3 HeadObject (REST: not checked)", "s3", lambda c: c.head_object(Bucket=BUCKET, Key=KEY)),
+        Kind("s3 HeadObject (REST)", "s3", lambda c: c.head_object(Bucket=BUCKET, Key=KEY)),
     ]
+
+
+def caller(aws: Any, pipeline_role: str) -> dict[str, str]:
+    """The mix is sent as a role session, as the pipeline's workers send theirs: the administrator's
+    requests need no policy evaluation and would time nothing. The role's policy is as large as the
+    pipeline role's (a dozen statements, conditions among them), the mix's grants last."""
+    iam = aws.client("iam")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "lambda.amazonaws.com"}}]}
+    arn = iam.create_role(RoleName="mlops-bench-caller", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    filler = [{"Sid": f"Unrelated{n}", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+               "Resource": f"arn:aws:s3:::other-bucket-{n}/prefix/*"} for n in range(8)]
+    grants = [
+        {"Sid": "ReadJobs", "Effect": "Allow", "Action": ["sagemaker:DescribeTrainingJob", "sagemaker:DescribeModel"],
+         "Resource": "arn:aws:sagemaker:us-east-1:123456789012:*/mlops-*"},
+        {"Sid": "ReadEtl", "Effect": "Allow", "Action": "glue:GetJob",
+         "Resource": "arn:aws:glue:us-east-1:123456789012:job/mlops-*"},
+        {"Sid": "Pipeline", "Effect": "Allow", "Action": ["codepipeline:GetPipeline", "codepipeline:UpdatePipeline"],
+         "Resource": "arn:aws:codepipeline:us-east-1:123456789012:mlops-*"},
+        {"Sid": "PassPipelineRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": pipeline_role,
+         "Condition": {"StringEquals": {"iam:PassedToService": "codepipeline.amazonaws.com"}}},
+        {"Sid": "Stacks", "Effect": "Allow", "Action": "cloudformation:DescribeStacks",
+         "Resource": "arn:aws:cloudformation:us-east-1:123456789012:stack/mlops-*/*"},
+        {"Sid": "Data", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/etl/*"},
+        {"Sid": "NoDelete", "Effect": "Deny", "Action": "s3:DeleteObject", "Resource": "*"}]
+    iam.put_role_policy(RoleName="mlops-bench-caller", PolicyName="bench", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [*filler, *grants]}))
+    session = aws.client("sts").assume_role(RoleArn=arn, RoleSessionName="bench")["Credentials"]
+    return {"aws_access_key_id": session["AccessKeyId"], "aws_secret_access_key": session["SecretAccessKey"],
+            "aws_session_token": session["SessionToken"]}
 
 
 def create_resources(aws: Any, role_arn: str) -> None:
@@ -203,6 +232,7 @@ def replayed(gateway: Any, recorded: dict[str, dict[str, tuple]], repeats: int) 
             method = getattr(gateway, check.method)
             run(method, args, kwargs)  # warm: models loaded, patterns compiled
             times[kind][check.name] = [timed(lambda: run(method, args, kwargs)) for _ in range(repeats)]
+            gateway.access_log.clear()  # the IAM check's replays appended records: drop them
     return times
 
 
@@ -227,7 +257,9 @@ def run(size: str) -> dict[str, Any]:
             definition = deploy_pipeline(stand_ins[ON], Path(workdir))
         mix = kinds(definition)
         create_resources(stand_ins[ON], definition["pipeline"]["roleArn"])
-        clients = {config: {service: aws.client(service, config=single) for service in {k.service for k in mix}}
+        signer = caller(stand_ins[ON], definition["pipeline"]["roleArn"])
+        clients = {config: {service: aws.client(service, config=single, **signer)
+                            for service in {k.service for k in mix}}
                    for config, aws in stand_ins.items()}
         recorded = recorded_checks(stand_ins[ON].gateway, mix, clients[ON])
         samples, totals = interleaved(mix, clients, rounds, warmup)

@@ -51,6 +51,9 @@ def add_run_options(parser: argparse.ArgumentParser, keep: str) -> None:
     parser.add_argument("--json", action="store_true", help="print summary.json instead of the report")
     parser.add_argument("--hyperparameter", "-H", action="append", default=[], metavar="KEY=VALUE",
                         help="training hyperparameter (repeatable)")
+    parser.add_argument("--no-enforce-iam", dest="enforce_iam", action="store_false",
+                        help="debugging only: serve requests IAM would deny; access.jsonl and the report "
+                             "then list them as would-be denials (local green no longer means AWS green)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     options = PipelineOptions(source_root=args.source_root.resolve(), data=args.data.resolve(),
                               dataset_config=args.dataset_config.resolve(),
                               runs_dir=args.runs_dir.resolve(), quality_threshold=threshold,
-                              keep_running=args.keep_running, hyperparameters=hyperparameters)
+                              keep_running=args.keep_running, hyperparameters=hyperparameters,
+                              enforce_iam=args.enforce_iam)
     try:
         code, summary = run_pipeline(options, say)
     except Exception as exc:  # the stand-in could not deploy or run: say what and where

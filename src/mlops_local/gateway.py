@@ -16,12 +16,17 @@ Handlers:
   `fn(params: dict, status: int, body: bytes)` runs after moto answered.
 
 Every request it serves is recorded in `gateway.access_log`: who called (the principal behind its
-access key, mlops_local.iam.principals), which operation, and the IAM checks AWS would make
-(mlops_local.iam.actions). Nothing is enforced yet: a run judges its records when it writes them
-(mlops_local.iam.decisions, a dry run) and denies nothing.
+access key, mlops_local.iam.principals), which operation, the IAM checks AWS makes
+(mlops_local.iam.actions) and the decision on them (mlops_local.iam.enforcement): a denied request
+gets the service's access-denied answer and never reaches a handler or moto. `Gateway(enforce=False)`
+is a debugging switch only: requests are then judged when a run writes its access log (a dry run).
+While a request is served, `current_principal()` names its caller (moto's CloudFormation creates a
+stack's resources inside the CreateStack request, as whom matters when the stack has no role).
 """
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -31,7 +36,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from werkzeug.serving import make_server
@@ -39,6 +44,9 @@ from werkzeug.wrappers import Request, Response
 
 from mlops_local.access_log import Access, AccessLog
 from mlops_local.rest_operations import REST_SERVICES, json_targets, rest_request
+
+if TYPE_CHECKING:
+    from mlops_local.iam.principals import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +56,12 @@ AfterHook = Callable[[dict[str, Any], int, bytes], None]
 CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/([^/]+)/([^/]+)/aws4_request")  # region, signing name
 FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
                     "aws_session_token": "testing"}
+_CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("caller", default=None)
+
+
+def current_principal() -> Principal | None:
+    """The caller of the request being served on this thread (None outside a request)."""
+    return _CALLER.get()
 
 
 class AwsError(Exception):
@@ -153,6 +167,7 @@ class Gateway:
     routes: list[tuple[str, re.Pattern, RouteHandler]] = field(default_factory=list)
     hooks: dict[tuple[str, str], list[AfterHook]] = field(default_factory=dict)
     validate: bool = True  # a debugging switch: False lets requests AWS would reject through
+    enforce: bool = True  # a debugging switch: False serves requests IAM would deny (judged afterwards)
     access_log: AccessLog = field(default_factory=AccessLog)
 
     def __post_init__(self) -> None:
@@ -182,9 +197,20 @@ class Gateway:
         environ["CONTENT_LENGTH"] = str(len(body))
         target = request.headers.get("X-Amz-Target", "")
         service, operation, params = self._identify(request, target, body)
-        if not request.path.startswith("/moto-api/"):  # moto's own control API is no AWS request
-            self._record(request, service, operation, params, target, body)
+        aws_request = not request.path.startswith("/moto-api/")  # moto's own control API is no AWS request
+        access = self._record(request, service, operation, params, target, body) if aws_request else None
+        caller = _CALLER.set(access.principal if access else None)
         try:
+            return self._serve(environ, start_response, request, access, aws_request,
+                               service, operation, params, target)
+        finally:
+            _CALLER.reset(caller)
+
+    def _serve(self, environ: dict[str, Any], start_response: Callable, request: Request, access: Access | None,
+               aws_request: bool, service: str, operation: str, params: dict[str, Any], target: str) -> Any:
+        try:
+            if aws_request:  # IAM first, as AWS authorizes a request before it validates its values
+                self._authorize(access)
             if self.validate:
                 self._validate(service, operation, params, target)
             if target in self.operations:
@@ -194,6 +220,8 @@ class Gateway:
                 if match and request.method == method:
                     return handler(request, **match.groupdict())(environ, start_response)
         except AwsError as error:
+            if access is not None and access.service == "s3":
+                return s3_error_response(error)(environ, start_response)
             return self._error_response(service, target, error)(environ, start_response)
         except Exception:  # a bug in our runtime must not look like an AWS answer
             logger.exception("local runtime failed on %s %s %s", request.method, request.path, target)
@@ -224,10 +252,35 @@ class Gateway:
             params = validation.query_request(service, operation, params)
         validation.check(service, operation, params)
 
+    def _authorize(self, access: Access | None) -> None:
+        """Judge the request as IAM does (enforcing), log it, and raise the service's access-denied
+        answer when IAM denies it. With enforcement off, log it undecided (a run judges it later)."""
+        from mlops_local.iam import enforcement
+
+        if access is None:  # _record failed (logged): never serve a request unjudged
+            if self.enforce:
+                raise AwsError("InternalFailure", "the local stand-in could not authorize the request; see its log",
+                               500)
+            return
+        if not self.enforce:
+            self.access_log.add(access)
+            return
+        try:
+            decided = enforcement.decide(access, account_id(), self.region)
+        except Exception:
+            logger.exception("could not judge %s %s", access.service, access.operation)
+            self.access_log.add(access)
+            raise AwsError("InternalFailure", "the local stand-in could not authorize the request; see its log",
+                           500) from None
+        self.access_log.add(dataclasses.replace(access, decided=decided))
+        if decided.denied:
+            denied = enforcement.error(access, decided)
+            raise AwsError(denied.code, denied.message, denied.status)
+
     def _record(self, request: Request, service: str, operation: str, params: dict[str, Any], target: str,
-                body: bytes) -> None:
-        """Log who made this request and what IAM would check (not enforced: nothing is denied here)."""
-        from mlops_local.iam import actions, principals
+                body: bytes) -> Access | None:
+        """Who made this request and what IAM checks (_authorize judges and logs it); None if that failed."""
+        from mlops_local.iam import actions, principals, s3_kms
 
         try:
             authorization_header = request.headers.get("Authorization", "")
@@ -244,9 +297,11 @@ class Gateway:
                 service = REST_SERVICES.get(service, service)
                 operation, params = rest_request(service, request, body)
             authorization = actions.authorization(service, operation, params, account, region)
-            self.access_log.add(Access(time.time(), principal, service, operation, authorization))
-        except Exception:  # the log must never fail a request
+            authorization = s3_kms.with_kms_checks(authorization, params, request.headers, account, region)
+            return Access(time.time(), principal, service, operation, authorization)
+        except Exception:  # a bug here must not fail the request silently: logged; enforcing, it is refused
             logger.exception("could not record %s %s %s", request.method, request.path, target)
+            return None
 
     def _error_response(self, service: str, target: str, error: AwsError) -> Response:
         if target or service not in QUERY_NAMESPACES:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from mlops_local.codepipeline import PipelineEngine
 from mlops_local.sagemaker.endpoints import Endpoints
-from mlops_local.gateway import LocalAws
+from mlops_local.gateway import Gateway, LocalAws
 from mlops_local.glue_runs import GlueRuns
 from mlops_local.iam.decisions import Judge
 from mlops_local.iam.unused import deployed_roles
@@ -45,13 +45,14 @@ class PipelineOptions:
     keep_running: bool = False
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 3600.0
+    enforce_iam: bool = True  # False: a debugging switch, requests IAM denies are served (judged afterwards)
 
 
 class LocalPipeline:
     """The stand-in with every runtime component, for one `run`."""
 
-    def __init__(self, workdir: Path, source_root: Path):
-        self.aws = LocalAws().start()
+    def __init__(self, workdir: Path, source_root: Path, enforce_iam: bool = True):
+        self.aws = LocalAws(Gateway(enforce=enforce_iam)).start()
         self.runtime = Runtime(self.aws, workdir, source_root)
         self.glue, self.training = GlueRuns(self.runtime), TrainingJobs(self.runtime)
         self.processing, self.endpoints = ProcessingJobs(self.runtime), Endpoints(self.runtime)
@@ -90,11 +91,13 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
     workdir = (options.runs_dir / f".stand-in-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "deploy.log"
-    local = LocalPipeline(workdir, options.source_root)
+    local = LocalPipeline(workdir, options.source_root, options.enforce_iam)
     summary: dict[str, Any] = {}
     run_dir: Path | None = None
     try:
         say(f"local AWS stand-in on {local.aws.url} (work dir {workdir})")
+        if not options.enforce_iam:
+            say("IAM enforcement is OFF (--no-enforce-iam, for debugging): requests IAM would deny are served")
         local.script("deploy.sh", "--project-name", PROJECT, f"DataObjectKey=raw/{options.data.name}",
                      f"QualityThreshold={options.quality_threshold:g}",
                      f"TrainingHyperparameters={json.dumps(dict(options.hyperparameters))}", log=log)
@@ -119,8 +122,8 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
             extra_timings={"setup_seconds": execution_started - started,
                            "total_seconds": time.perf_counter() - started})
         run_dir = options.runs_dir / execution_id
-        # Every request of the run (deploy, upload, execution): who called, what IAM would check, and
-        # the decision IAM would make (a dry run, nothing denied), judged now, off the request path.
+        # Every request of the run (deploy, upload, execution): who called, what IAM checked and its
+        # decision, made on the request path (with enforcement switched off: judged now, a dry run).
         summary["access"] = access_summary(local.runtime.access_log.write_jsonl(
             run_dir / "access.jsonl", decide=Judge(local.aws.account_id, local.aws.gateway.region).decide),
             roles=deployed_roles(local.aws.account_id, local.aws.gateway.region))

@@ -136,6 +136,25 @@ def test_service_principal_needs_the_resource_policy() -> None:
     assert evaluate(pull, [policy(allow())], None).outcome is Outcome.NO_RESOURCE_ALLOW
 
 
+SESSION_POLICY_CASES = {
+    "session-allows": ([allow("glue:*")], [allow("glue:StartJobRun", JOB)], Outcome.ALLOWED_BY_IDENTITY),
+    "session-narrower": ([allow("glue:*")], [allow("glue:GetJob", JOB)], Outcome.NO_SESSION_ALLOW),
+    "session-denies": ([allow("glue:*")], [allow("*"), deny("glue:StartJobRun")], Outcome.EXPLICIT_DENY_SESSION),
+    "identity-narrower": ([allow("glue:GetJob")], [allow("*")], Outcome.NO_IDENTITY_ALLOW),
+}
+
+
+@pytest.mark.parametrize("identity, session, expected", SESSION_POLICY_CASES.values(), ids=SESSION_POLICY_CASES.keys())
+def test_a_session_policy_limits_the_session(identity: list[dict[str, Any]], session: list[dict[str, Any]],
+                                             expected: Outcome) -> None:
+    """The session's permissions are the intersection of the role's policies and the session policy
+    (IAM User Guide, "Session policies")."""
+    decision = evaluate(ctx(), [policy(*identity)], session_policy=policy(*session, name="session policy"))
+    assert decision.outcome is expected
+    if expected is Outcome.NO_SESSION_ALLOW:
+        assert decision.message.endswith("because no session policy allows the glue:StartJobRun action")
+
+
 def test_account_root_is_allowed_unless_denied() -> None:
     root = ctx(principal=f"arn:aws:iam::{ACCOUNT}:root")
     assert evaluate(root, []).outcome is Outcome.ALLOWED_AS_ROOT

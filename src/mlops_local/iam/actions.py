@@ -245,20 +245,8 @@ S3: dict[str, Rule] = {
     "UploadPartCopy": lambda req: [_copy_source(req), Check("s3:PutObject", _object(req))],
 }
 
-# S3 calls KMS for SSE-KMS objects with the caller's permissions (kms:ViaService s3.<region>.amazonaws.com).
-# Source: S3 User Guide, "Using server-side encryption with AWS KMS keys (SSE-KMS)" and "Multipart upload
-# API and permissions": uploads need kms:GenerateDataKey, downloads kms:Decrypt, multipart and copy both.
-S3_KMS_ACTIONS: dict[str, tuple[str, ...]] = {
-    "PutObject": ("kms:GenerateDataKey",),
-    "GetObject": ("kms:Decrypt",),
-    "HeadObject": ("kms:Decrypt",),
-    "CreateMultipartUpload": ("kms:GenerateDataKey", "kms:Decrypt"),
-    "UploadPart": ("kms:GenerateDataKey", "kms:Decrypt"),
-    "CompleteMultipartUpload": ("kms:GenerateDataKey", "kms:Decrypt"),
-    "CopyObject": ("kms:GenerateDataKey", "kms:Decrypt"),
-}
-
-
+# S3 calls KMS for SSE-KMS objects with the caller's permissions: which action for which operation is
+# iam/s3_kms.py's (WRITES, READS), after the S3 API Reference's Permissions sections.
 def kms_via_service(action: str, key_arn: str, service: str, region: str, account: str) -> Check:
     """A KMS call a service makes for the principal (S3 SSE-KMS, CloudWatch Logs, ...), with its context keys."""
     return Check(action, key_arn, {"kms:ViaService": (f"{service}.{region}.amazonaws.com",),

@@ -77,7 +77,8 @@ def deploy_cloudformation(ctx: ActionContext) -> ActionResult:
         else:
             cfn.create_stack(**request)
     except ClientError as exc:
-        raise ActionFailed(f"CloudFormation rejected stack {stack}: {exc.response['Error'].get('Message', exc)}") \
+        error = exc.response["Error"]
+        raise ActionFailed(f"CloudFormation rejected stack {stack}: {error.get('Code')}: {error.get('Message', exc)}") \
             from None
     final = _wait_stack(ctx, cfn, stack)
     status = final["StackStatus"] if final else "DELETE_COMPLETE"
