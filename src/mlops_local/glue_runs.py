@@ -13,6 +13,10 @@ A run, in `<workdir>/glue/<run id>/`:
 - SUCCEEDED once every output folder is uploaded to its prefix (keys relative to the folder);
   FAILED with the log's last error line as ErrorMessage; STOPPED after BatchStopJobRun;
   TIMEOUT after the job's Timeout (minutes).
+
+A run acts as its job's Role, as Glue's does: the staging is signed as the role's session (assumed as
+glue.amazonaws.com, which the trust policy must allow) and the script runs with its credentials. A
+denial fails the run with AWS's denial text in ErrorMessage.
 """
 from __future__ import annotations
 
@@ -26,18 +30,25 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from mlops_local import processes, s3_staging
 from mlops_local.gateway import AwsError, now, paginate
-from mlops_local.runtime import Runtime
+from mlops_local.runtime import RoleCredentials, RoleNotAssumable, Runtime
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOG_GROUP = "/aws-glue/jobs"
 DEFAULT_TIMEOUT_MINUTES = 2880  # Glue's default for a job without Timeout
 ACTIVE = ("STARTING", "RUNNING", "STOPPING", "WAITING")
 EXTRA_PY_FILES = "--extra-py-files"
+SERVICE = "glue.amazonaws.com"
+SESSION_NAME = "GlueJobRunnerSession"  # the session name Glue's job runs assume their role with (CloudTrail)
+
+
+class StagingDenied(Exception):
+    """IAM denied the run's role a staging request; the message is the run's ErrorMessage."""
 
 
 @dataclass
@@ -57,6 +68,7 @@ class GlueRun:
     error_message: str | None = None
     process: subprocess.Popen | None = None
     stop_requested: bool = False
+    session: RoleCredentials | None = field(default=None, repr=False)  # the job's Role, once the run starts
 
     @property
     def log(self) -> Path:
@@ -173,7 +185,8 @@ class GlueRuns:
     # -- the run ----------------------------------------------------------------------------------
     def _execute(self, run: GlueRun) -> None:
         try:
-            argv, env, outputs = self._stage(run)
+            run.session = self._session(run)
+            argv, env, outputs = self._acting(run, "", lambda: self._stage(run))
             with self.lock:
                 if run.stop_requested:
                     self._finish(run, "STOPPED")
@@ -193,22 +206,59 @@ class GlueRuns:
                 self._finish(run, "FAILED", f"{processes.last_error(run.log)} (exit code {code}; "
                                             f"log: {run.log})")
             else:
-                s3 = self.runtime.aws.client("s3")
+                s3 = self.runtime.client_as("s3", run.session)
                 for uri, folder in outputs:
-                    keys = s3_staging.upload_dir(s3, folder, uri)
+                    keys = self._acting(run, uri, lambda: s3_staging.upload_dir(s3, folder, uri))
                     logger.info("Glue job %s run %s: uploaded %d file(s) to %s", run.job_name, run.id,
                                 len(keys), uri)
                 self._finish(run, "SUCCEEDED")
-        except s3_staging.StagingError as exc:
+        except (s3_staging.StagingError, StagingDenied, RoleNotAssumable) as exc:
             self._finish(run, "FAILED", str(exc))
         except Exception as exc:  # a bug here must end the run, not leave it RUNNING forever
             logger.exception("Glue job %s run %s: the local runtime failed", run.job_name, run.id)
             self._finish(run, "FAILED", f"local runtime error: {type(exc).__name__}: {exc}")
 
+    def _session(self, run: GlueRun) -> RoleCredentials:
+        """The job's Role session (Role is a name or an ARN, as CreateJob takes it)."""
+        role = str(run.job.get("Role") or "")
+        if not role.startswith("arn:"):
+            role = f"arn:aws:iam::{self.runtime.aws.account_id}:role/{role}"
+        return self.runtime.session(role, SESSION_NAME, SERVICE)
+
+    def _acting(self, run: GlueRun, uri: str, work: Callable[[], T]) -> T:
+        """`work` as the run's role: an S3 request IAM denied becomes StagingDenied with AWS's text, in the
+        shape the S3 client of a Glue job reports it ("... (Service: Amazon S3; Status Code: 403; Error Code:
+        AccessDenied; ...)", aws-samples/dbt-glue#169). The text comes from the access log: S3 answers a
+        denied HeadObject, the first request of a download, with no body."""
+        from botocore.exceptions import ClientError
+
+        assert run.session is not None
+        since = len(self.runtime.access_log)
+        try:
+            return work()
+        except (s3_staging.StagingError, ClientError) as exc:
+            message = self._denial(run.session, since)
+            if message is None:
+                if isinstance(exc, ClientError):
+                    raise s3_staging.StagingError(f"{uri or 'staging'}: {exc}") from None
+                raise
+            raise StagingDenied(f"{message} (Service: Amazon S3; Status Code: 403; Error Code: AccessDenied)") \
+                from None
+
+    def _denial(self, session: RoleCredentials, since: int) -> str | None:
+        """AWS's message for the latest S3 request of the session denied after access-log mark `since`."""
+        for access in reversed(self.runtime.access_log.records(since)):
+            decided = access.decided
+            if (access.principal.access_key_id == session.access_key_id and decided is not None
+                    and decided.denied):
+                return decided.message
+        return None
+
     def _stage(self, run: GlueRun) -> tuple[list[str], dict[str, str], list[tuple[str, Path]]]:
-        """The command, environment and (s3 prefix, local folder) outputs of a run."""
+        """The command, environment and (s3 prefix, local folder) outputs of a run, staged as its role."""
         run.base.mkdir(parents=True, exist_ok=True)
-        s3 = self.runtime.aws.client("s3")
+        assert run.session is not None
+        s3 = self.runtime.client_as("s3", run.session)
         script_uri = (run.job.get("Command") or {}).get("ScriptLocation", "")
         try:
             s3_staging.split_s3_uri(script_uri)
@@ -243,7 +293,7 @@ class GlueRuns:
             else:
                 arguments += [key, value]
 
-        env = {**os.environ, **self.runtime.aws.environment()}
+        env = {**os.environ, **self.runtime.aws.environment(), **run.session.environment()}
         env["PYTHONPATH"] = os.pathsep.join(python_path + [p for p in [env.get("PYTHONPATH")] if p])
         argv = [sys.executable, str(script), "--JOB_NAME", run.job_name, *arguments]
         with run.log.open("w", encoding="utf-8") as log:

@@ -1,4 +1,5 @@
-"""Training-job requests and ETL-shaped S3 objects, shared by the SageMaker job and response-shape tests."""
+"""Training-job requests, ETL-shaped S3 objects and execution roles, shared by the SageMaker job, endpoint and
+response-shape tests."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,9 @@ BUCKET = "sm-data"
 EXECUTION = "exec-1"
 ETL = f"s3://{BUCKET}/runs/{EXECUTION}/etl"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-training:c0ffee"
-ROLE = "arn:aws:iam::123456789012:role/sagemaker"
+ROLE_NAME = "sagemaker"
+ROLE = f"arn:aws:iam::123456789012:role/{ROLE_NAME}"
+REPOSITORY_ARN = "arn:aws:ecr:us-east-1:123456789012:repository/mlops-training"
 TINY = {"epochs": "3", "batch_size": "64", "hidden_units": "8", "learning_rate": "0.01"}
 
 
@@ -46,3 +49,32 @@ def training_request(name: str, channels=("train", "validation", "features"), im
             "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/runs/{EXECUTION}/training/"},
             "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
             "StoppingCondition": {"MaxRuntimeInSeconds": 600}}
+
+
+# -- execution roles ------------------------------------------------------------------------------
+def role_session_arn(role_name: str) -> str:
+    """The principal SageMaker's staging and pulls are made as (session name "SageMaker")."""
+    return f"arn:aws:sts::123456789012:assumed-role/{role_name}/SageMaker"
+
+
+def execution_statements(bucket: str = BUCKET, without: tuple[str, ...] = ()) -> list[dict]:
+    """What a job or model needs of its role here: list, read and write the bucket, pull the training image;
+    `without` leaves actions out (a statement left empty goes)."""
+    statements = [
+        {"Sid": "List", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
+        {"Sid": "ReadWrite", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": f"arn:aws:s3:::{bucket}/*"},
+        {"Sid": "Token", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
+        {"Sid": "Pull", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], "Resource": REPOSITORY_ARN}]
+    kept = [{**s, "Effect": "Allow", "Action": [a for a in s["Action"] if a not in without]} for s in statements]
+    return [s for s in kept if s["Action"]]
+
+
+def create_role(iam, name: str, statements: list[dict], service: str = "sagemaker.amazonaws.com") -> str:
+    """A role that `service` may assume, with one inline policy of `statements`; returns its ARN."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    if statements:
+        iam.put_role_policy(RoleName=name, PolicyName="access",
+                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+    return arn

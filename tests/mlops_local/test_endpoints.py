@@ -1,6 +1,7 @@
 """Endpoints served by local model-server processes, behind the gateway's SageMaker API.
 
-One stand-in for the module: moto keeps the records, `Endpoints` runs the servers. Models are
+One stand-in for the module: moto keeps the records, `Endpoints` runs the servers as the model's execution
+role. Models are
 small with known weights (tests/training/model_files.py), so predictions are checked by hand and
 against training.predictor.Predictor.
 """
@@ -25,6 +26,7 @@ from training.predictor import Predictor
 
 from tests.conftest import ROOT, load_event
 from tests.lambdas.pipeline_stubs import expect_success, stubbed_codepipeline
+from tests.mlops_local.sagemaker_requests import REPOSITORY_ARN, create_role, execution_statements, role_session_arn
 from tests.training.model_files import BY_HAND, RECORDS, SPEC, write_model_dir
 
 ACCOUNT = "123456789012"
@@ -57,6 +59,7 @@ def local(tmp_path_factory, models):
         runtime.images.add(IMAGE, ROOT / "src" / "training" / "Dockerfile")
         endpoints = Endpoints(runtime)
         endpoints.register()
+        create_role(aws.client("iam"), ROLE.rsplit("/", 1)[1], execution_statements(BUCKET))
         try:
             s3 = aws.client("s3")
             s3.create_bucket(Bucket=BUCKET)
@@ -84,9 +87,9 @@ def model_data(name: str) -> str:
     return f"s3://{BUCKET}/{name}/model.tar.gz"
 
 
-def deploy(sm, name: str, data: str = "a", image: str = IMAGE, endpoint: str | None = None) -> str:
+def deploy(sm, name: str, data: str = "a", image: str = IMAGE, endpoint: str | None = None, role: str = ROLE) -> str:
     """Model + endpoint config named `name`; an endpoint too when `endpoint` is given."""
-    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE,
+    sm.create_model(ModelName=name, ExecutionRoleArn=role,
                     PrimaryContainer={"Image": image, "ModelDataUrl": model_data(data)})
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
@@ -182,7 +185,8 @@ def test_list_endpoints_overlays_the_real_status(local, sm):
 @pytest.mark.parametrize("image, data, reason", [
     (UNBUILT_IMAGE, "a", f"image {UNBUILT_IMAGE} is not known here"),
     (IMAGE, "broken", "lacks dense.npz"),
-    (IMAGE, "missing", f"Could not find model data at s3://{BUCKET}/missing/model.tar.gz"),
+    (IMAGE, "missing", f'Failed to download model data for container "container_1" from URL: '
+                       f'"s3://{BUCKET}/missing/model.tar.gz". Please ensure'),
 ], ids=["unknown-image", "server-exits", "no-model-data"])
 def test_an_endpoint_that_cannot_serve_fails_with_its_reason(local, sm, smr, image, data, reason):
     name = f"ep-fail-{data}-{'unbuilt' if image == UNBUILT_IMAGE else 'built'}"
@@ -214,6 +218,58 @@ def test_a_server_that_died_is_a_model_error_without_an_original_status(local, s
         smr.invoke_endpoint(EndpointName="ep-dies", Body=CSV_BODY, ContentType="text/csv")
     assert "OriginalStatusCode" not in caught.value.response
     assert "exited with status" in caught.value.response["Error"]["Message"]
+
+
+# -- acting as the model's execution role ------------------------------------------------------------
+def test_the_server_fetches_its_model_and_runs_as_the_execution_role(local, sm):
+    mark = len(local[1].access_log)
+    deploy(sm, "ep-role-1", endpoint="ep-role")
+    assert settle(local, sm, "ep-role")["EndpointStatus"] == "InService"
+    process = local[2].served("ep-role").process
+    environ = dict(item.split("=", 1) for item in
+                   Path(f"/proc/{process.pid}/environ").read_text().split("\0") if "=" in item)
+    session = local[1].session(ROLE, "SageMaker", "sagemaker.amazonaws.com")
+    assert environ["AWS_ACCESS_KEY_ID"] == session.access_key_id != "testing"
+    assert environ["AWS_SESSION_TOKEN"] == session.session_token
+    acted = {(a.service, a.operation) for a in local[1].access_log.records(mark)
+             if a.principal.arn == role_session_arn(ROLE.rsplit("/", 1)[1])}
+    assert {("s3", "GetObject"), ("ecr", "BatchGetImage")} <= acted
+
+
+@pytest.mark.parametrize("action, reason, resource", [
+    ("s3:GetObject", f'Failed to download model data for container "container_1" from URL: '
+                     f'"s3://{BUCKET}/a/model.tar.gz". Please ensure that there is an object located at the URL and '
+                     "that the role passed to CreateModel has permissions to download the object.",
+     f'"arn:aws:s3:::{BUCKET}/a/model.tar.gz"'),
+    ("ecr:BatchGetImage", "The role '{role}' does not have BatchGetImage permission for the image: "
+                          f"'{IMAGE}'.", REPOSITORY_ARN),
+], ids=["lacks-get-object-on-model-data", "lacks-batch-get-image"])
+def test_an_execution_role_that_lacks_an_action_fails_the_endpoint(local, sm, action, reason, resource):
+    name = "ep-lacks-" + action.split(":")[1].lower()
+    role = create_role(local[0].client("iam"), f"role-{name}", execution_statements(BUCKET, without=(action,)))
+    deploy(sm, f"{name}-1", endpoint=name, role=role)
+    described = settle(local, sm, name)
+    assert described["EndpointStatus"] == "Failed"
+    assert described["FailureReason"].startswith(reason.format(role=role))
+    assert (f"User: {role_session_arn(f'role-{name}')} is not authorized to perform: {action} on resource: "
+            f"{resource} because no identity-based policy allows the {action} action") in described["FailureReason"]
+    assert local[2].served(name).process is None
+
+
+@pytest.mark.parametrize("role_name", ["trusts-lambda", None], ids=["role-trusts-lambda", "role-does-not-exist"])
+def test_create_model_refuses_a_role_sagemaker_cannot_assume(local, sm, role_name):
+    role = f"arn:aws:iam::{ACCOUNT}:role/nobody"
+    if role_name:
+        role = create_role(local[0].client("iam"), role_name, [], service="lambda.amazonaws.com")
+    with pytest.raises(ClientError) as caught:
+        sm.create_model(ModelName=f"untrusted-{role_name}", ExecutionRoleArn=role,
+                        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": model_data("a")})
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert caught.value.response["Error"]["Message"] == (
+        f"Could not assume role {role}. Please ensure that the role exists and allows principal "
+        "'sagemaker.amazonaws.com' to assume the role.")
+    with pytest.raises(ClientError):
+        sm.describe_model(ModelName=f"untrusted-{role_name}")
 
 
 # -- update and delete ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Glue job runs through the stand-in: the ETL script runs under local Spark with S3 staged around it."""
+"""Glue job runs through the stand-in: the ETL script runs under local Spark with S3 staged around it, as the
+job's role."""
 from __future__ import annotations
 
 import csv
@@ -19,10 +20,12 @@ from mlops_local.runtime import Runtime
 
 from tests.lambdas.pipeline_stubs import invoke_worker as invoke
 
-pytestmark = pytest.mark.spark
-
 BUCKET = "glue-data"
 JOB = "mlops-etl"
+ROLE = "arn:aws:iam::123456789012:role/glue"
+KEY_SCRIPT = (b"import os, pathlib, sys\n"
+              b"out = sys.argv[sys.argv.index('--output') + 1]\n"
+              b"pathlib.Path(out, 'key.txt').write_text(os.environ['AWS_ACCESS_KEY_ID'])\n")
 ROWS = 2000
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED", "TIMEOUT", "ERROR"}
 
@@ -49,12 +52,27 @@ def training_zip() -> bytes:
     return buffer.getvalue()
 
 
+def create_role(iam, name: str, without: tuple[str, ...] = (), service: str = "glue.amazonaws.com") -> str:
+    """A role `service` may assume, allowed to list, read and write the bucket but for the actions `without`."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    statements = [{"Sid": "List", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{BUCKET}"},
+                  {"Sid": "ReadWrite", "Action": ["s3:GetObject", "s3:PutObject"],
+                   "Resource": f"arn:aws:s3:::{BUCKET}/*"}]
+    kept = [{**s, "Effect": "Allow", "Action": [a for a in s["Action"] if a not in without]} for s in statements]
+    iam.put_role_policy(RoleName=name, PolicyName="access", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [s for s in kept if s["Action"]]}))
+    return arn
+
+
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory):
     with LocalAws(Gateway()) as aws:
         runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("glue-runtime"), source_root=ROOT)
         glue_runs = GlueRuns(runtime).register()
         s3, glue = aws.client("s3"), aws.client("glue")
+        create_role(aws.client("iam"), "glue")
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key="raw/diamonds.csv.gz", Body=sample_csv_gz(ROWS))
         s3.put_object(Bucket=BUCKET, Key="config/diamonds.yaml",
@@ -64,15 +82,16 @@ def stand_in(tmp_path_factory):
         s3.put_object(Bucket=BUCKET, Key="config/broken.yaml", Body=broken.encode())
         s3.put_object(Bucket=BUCKET, Key="code/glue/etl.py", Body=(ROOT / "src/glue_jobs/etl.py").read_bytes())
         s3.put_object(Bucket=BUCKET, Key="code/glue/training.zip", Body=training_zip())
+        s3.put_object(Bucket=BUCKET, Key="code/keys.py", Body=KEY_SCRIPT)
         glue.create_job(
-            Name=JOB, Role="arn:aws:iam::123456789012:role/glue", GlueVersion="5.0",
+            Name=JOB, Role=ROLE, GlueVersion="5.0",
             Command={"Name": "glueetl", "PythonVersion": "3", "ScriptLocation": f"s3://{BUCKET}/code/glue/etl.py"},
             ExecutionProperty={"MaxConcurrentRuns": 3},
             DefaultArguments={"--job-bookmark-option": "job-bookmark-disable",
                               "--extra-py-files": f"s3://{BUCKET}/code/glue/training.zip",
                               "--TempDir": f"s3://{BUCKET}/tmp/glue/",
                               "--endpoint-test-rows": "50"})
-        glue.create_job(Name="no-script", Role="arn:aws:iam::123456789012:role/glue",
+        glue.create_job(Name="no-script", Role="glue",  # a role name, as CreateJob also takes it
                         Command={"Name": "glueetl", "ScriptLocation": f"s3://{BUCKET}/code/missing.py"})
         yield aws, runtime
         glue_runs.close()  # runs a deselected test would have waited for
@@ -116,6 +135,7 @@ def runs(stand_in):
     return {"good": submitted["variables"]["JobRunId"], "broken": start(glue, "exec-broken", config="broken.yaml")}
 
 
+@pytest.mark.spark
 def test_the_job_workers_drive_a_run_through_the_stand_in(stand_in, runs):
     aws, runtime = stand_in
     glue, s3 = aws.client("glue"), aws.client("s3")
@@ -138,6 +158,7 @@ def test_the_job_workers_drive_a_run_through_the_stand_in(stand_in, runs):
     assert int(outcome["variables"]["RowsIn"]) == ROWS and polls > 1
 
 
+@pytest.mark.spark
 def test_a_run_stages_s3_runs_the_script_and_uploads_its_outputs(stand_in, runs):
     aws, runtime = stand_in
     glue, s3 = aws.client("glue"), aws.client("s3")
@@ -161,6 +182,7 @@ def test_a_run_stages_s3_runs_the_script_and_uploads_its_outputs(stand_in, runs)
     assert "--extra-py-files" in log and "training.zip" in log and "s3://" not in log.split("\n")[0]
 
 
+@pytest.mark.spark
 def test_a_bad_dataset_config_fails_naming_the_column(stand_in, runs):
     aws, runtime = stand_in
     run = wait(runtime, aws.client("glue"), runs["broken"])
@@ -171,6 +193,7 @@ def test_a_bad_dataset_config_fails_naming_the_column(stand_in, runs):
     assert listed["KeyCount"] == 0  # a failed run uploads nothing
 
 
+@pytest.mark.spark
 def test_batch_stop_job_run_stops_a_running_job(stand_in, runs):
     aws, runtime = stand_in
     glue = aws.client("glue")
@@ -186,6 +209,7 @@ def test_batch_stop_job_run_stops_a_running_job(stand_in, runs):
     assert again["Errors"][0]["ErrorDetail"]["ErrorCode"] == "InvalidInputException"
 
 
+@pytest.mark.spark
 def test_get_job_runs_lists_newest_first_and_pages(stand_in, runs):
     aws, _ = stand_in
     glue = aws.client("glue")
@@ -215,3 +239,47 @@ def test_unknown_jobs_and_runs(stand_in, call, code):
     with pytest.raises(ClientError) as caught:
         call(aws.client("glue"))
     assert caught.value.response["Error"]["Code"] == code
+
+
+# -- acting as the job's role ------------------------------------------------------------------------
+def key_job(aws, name: str, role: str) -> str:
+    """A job whose script (no Spark) writes the access key it was given; returns a run's id."""
+    glue = aws.client("glue")
+    glue.create_job(Name=name, Role=role, GlueVersion="5.0",
+                    Command={"Name": "glueetl", "PythonVersion": "3", "ScriptLocation": f"s3://{BUCKET}/code/keys.py"})
+    return glue.start_job_run(JobName=name, Arguments={"--output": f"s3://{BUCKET}/runs/{name}/keys/"})["JobRunId"]
+
+
+def test_a_run_acts_as_its_role_in_its_staging_and_its_script(stand_in):
+    aws, runtime = stand_in
+    mark = len(runtime.access_log)
+    run = wait(runtime, aws.client("glue"), key_job(aws, "keys-of-the-role", ROLE), job="keys-of-the-role", timeout=30)
+    assert run["JobRunState"] == "SUCCEEDED", run.get("ErrorMessage")
+    key = aws.client("s3").get_object(Bucket=BUCKET, Key="runs/keys-of-the-role/keys/key.txt")["Body"].read().decode()
+    assert key != "testing" and key == runtime.session(ROLE, "GlueJobRunnerSession", "glue.amazonaws.com").access_key_id
+    staged = {a.operation for a in runtime.access_log.records(mark) if a.service == "s3"
+              and a.principal.arn == "arn:aws:sts::123456789012:assumed-role/glue/GlueJobRunnerSession"}
+    assert {"HeadObject", "GetObject", "PutObject"} <= staged
+
+
+@pytest.mark.parametrize("name, action, resource", [
+    ("lacks-get", "s3:GetObject", f"arn:aws:s3:::{BUCKET}/code/keys.py"),
+    ("lacks-put", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/runs/lacks-put/keys/key.txt"),
+], ids=["lacks-get-object-on-the-script", "lacks-put-object-on-the-output"])
+def test_a_run_whose_role_lacks_an_action_fails_naming_it(stand_in, name, action, resource):
+    aws, runtime = stand_in
+    role = create_role(aws.client("iam"), f"glue-{name}", without=(action,))
+    run = wait(runtime, aws.client("glue"), key_job(aws, name, role), job=name, timeout=30)
+    assert run["JobRunState"] == "FAILED"
+    assert (f"User: arn:aws:sts::123456789012:assumed-role/glue-{name}/GlueJobRunnerSession is not authorized to "
+            f'perform: {action} on resource: "{resource}" because no identity-based policy allows the {action} '
+            "action") in run["ErrorMessage"]
+    assert "Status Code: 403; Error Code: AccessDenied" in run["ErrorMessage"]
+
+
+def test_a_role_glue_cannot_assume_fails_the_run(stand_in):
+    aws, runtime = stand_in
+    role = create_role(aws.client("iam"), "trusts-sagemaker", service="sagemaker.amazonaws.com")
+    run = wait(runtime, aws.client("glue"), key_job(aws, "untrusted", role), job="untrusted", timeout=30)
+    assert run["JobRunState"] == "FAILED"
+    assert run["ErrorMessage"].startswith(f"glue.amazonaws.com cannot assume the role {role}")

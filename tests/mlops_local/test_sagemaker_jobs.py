@@ -1,4 +1,5 @@
-"""SageMaker training and processing jobs through the stand-in: the image's programs run locally."""
+"""SageMaker training and processing jobs through the stand-in: the image's programs run locally, as the
+job's RoleArn."""
 from __future__ import annotations
 
 import io
@@ -19,7 +20,8 @@ from mlops_local.sagemaker.training_jobs import TrainingJobs
 
 from tests.lambdas.pipeline_stubs import invoke_worker as invoke
 from tests.mlops_local.sagemaker_requests import (
-    BUCKET, ETL, EXECUTION, IMAGE, ROLE, TINY, channel, splits, training_request)
+    BUCKET, ETL, EXECUTION, IMAGE, REPOSITORY_ARN, ROLE, ROLE_NAME, TINY, channel, create_role, execution_statements,
+    role_session_arn, splits, training_request)
 
 MODEL_FILES = {"model.keras", "dense.npz", "model.json", "features.json"}
 DONE = {"Completed", "Failed", "Stopped"}
@@ -31,6 +33,7 @@ def stand_in(tmp_path_factory):
         runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("sagemaker-runtime"), source_root=ROOT)
         runtime.images.add(IMAGE, ROOT / "src/training/Dockerfile")
         training, processing = TrainingJobs(runtime).register(), ProcessingJobs(runtime).register()
+        create_role(aws.client("iam"), ROLE_NAME, execution_statements())
         s3 = aws.client("s3")
         s3.create_bucket(Bucket=BUCKET)
         for key, body in splits().items():
@@ -241,3 +244,81 @@ def test_errors_in_sagemaker_terms(stand_in, call, code, message):
         call(sagemaker)
     assert caught.value.response["Error"]["Code"] == code
     assert message in caught.value.response["Error"]["Message"]
+
+
+# -- acting as the job's role ------------------------------------------------------------------------
+KEY_SCRIPT = ["python3", "-c", "import os, pathlib, sys; "
+              "pathlib.Path(sys.argv[1], 'key.txt').write_text(os.environ['AWS_ACCESS_KEY_ID'])",
+              "/opt/ml/processing/out"]
+
+
+def key_job(name: str, role: str) -> dict:
+    """A processing job that reads features.json and writes the access key its process was given."""
+    return {"ProcessingJobName": name, "RoleArn": role,
+            "AppSpecification": {"ImageUri": IMAGE, "ContainerEntrypoint": KEY_SCRIPT},
+            "ProcessingInputs": [{"InputName": "features", "S3Input": {
+                "S3Uri": f"{ETL}/features.json", "LocalPath": "/opt/ml/processing/features",
+                "S3DataType": "S3Prefix", "S3InputMode": "File"}}],
+            "ProcessingOutputConfig": {"Outputs": [{"OutputName": "out", "S3Output": {
+                "S3Uri": f"s3://{BUCKET}/runs/{EXECUTION}/keys/{name}", "LocalPath": "/opt/ml/processing/out",
+                "S3UploadMode": "EndOfJob"}}]},
+            "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
+                                                      "VolumeSizeInGB": 10}}}
+
+
+def test_a_job_acts_as_its_role_in_its_staging_and_its_process(stand_in):
+    aws, runtime, _, _ = stand_in
+    sagemaker, s3 = aws.client("sagemaker"), aws.client("s3")
+    mark = len(runtime.access_log)
+    sagemaker.create_processing_job(**key_job("keys-of-the-role", ROLE))
+    described = wait(runtime, sagemaker.describe_processing_job, "ProcessingJobStatus",
+                     ProcessingJobName="keys-of-the-role", timeout=60)
+    assert described["ProcessingJobStatus"] == "Completed", described.get("FailureReason")
+
+    key = s3.get_object(Bucket=BUCKET, Key=f"runs/{EXECUTION}/keys/keys-of-the-role/key.txt")["Body"].read().decode()
+    assert key != "testing" and key == runtime.session(ROLE, "SageMaker", "sagemaker.amazonaws.com").access_key_id
+    staged = {(a.service, a.operation) for a in runtime.access_log.records(mark)
+              if a.principal.arn == role_session_arn(ROLE_NAME)}
+    assert {("s3", "ListObjectsV2"), ("s3", "GetObject"), ("s3", "PutObject"), ("ecr", "BatchGetImage")} <= staged
+
+
+@pytest.mark.parametrize("name, action, reason, resource", [
+    ("lacks-get", "s3:GetObject", "ClientError: Data download failed:",
+     f"arn:aws:s3:::{BUCKET}/runs/{EXECUTION}/etl/features.json"),
+    ("lacks-list", "s3:ListBucket", "ClientError: Data download failed:", f"arn:aws:s3:::{BUCKET}"),
+    ("lacks-put", "s3:PutObject", "ClientError: Data upload failed:",
+     f"arn:aws:s3:::{BUCKET}/runs/{EXECUTION}/keys/lacks-put/key.txt"),
+    ("lacks-pull", "ecr:BatchGetImage", "ClientError: Cannot pull algorithm container.", REPOSITORY_ARN),
+], ids=["lacks-get-object", "lacks-list-bucket", "lacks-put-object", "lacks-batch-get-image"])
+def test_a_job_whose_role_lacks_an_action_fails_naming_it(stand_in, name, action, reason, resource):
+    aws, runtime, _, _ = stand_in
+    role = create_role(aws.client("iam"), f"role-{name}", execution_statements(without=(action,)))
+    sagemaker = aws.client("sagemaker")
+    sagemaker.create_processing_job(**key_job(name, role))
+    described = wait(runtime, sagemaker.describe_processing_job, "ProcessingJobStatus", ProcessingJobName=name,
+                     timeout=60)
+    assert described["ProcessingJobStatus"] == "Failed"
+    failure = described["FailureReason"]
+    assert failure.startswith(reason), failure
+    quoted = f'"{resource}"' if action.startswith("s3:") else resource  # S3's denials quote the ARN
+    assert (f"User: {role_session_arn(f'role-{name}')} is not authorized to perform: {action} on resource: "
+            f"{quoted} because no identity-based policy allows the {action} action") in failure
+
+
+@pytest.mark.parametrize("role_name, create", [
+    ("trusts-glue-1", lambda sm, role: sm.create_training_job(**{**training_request("untrusted"), "RoleArn": role})),
+    ("trusts-glue-2", lambda sm, role: sm.create_processing_job(**key_job("untrusted", role))),
+    (None, lambda sm, role: sm.create_training_job(**{**training_request("untrusted"), "RoleArn": role})),
+], ids=["training-role-trusts-glue", "processing-role-trusts-glue", "role-does-not-exist"])
+def test_a_role_sagemaker_cannot_assume_is_refused_at_create(stand_in, role_name, create):
+    aws, _, training, processing = stand_in
+    role = "arn:aws:iam::123456789012:role/nobody"
+    if role_name:
+        role = create_role(aws.client("iam"), role_name, execution_statements(), service="glue.amazonaws.com")
+    with pytest.raises(ClientError) as caught:
+        create(aws.client("sagemaker"), role)
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert caught.value.response["Error"]["Message"] == (
+        f"Could not assume role {role}. Please ensure that the role exists and allows principal "
+        "'sagemaker.amazonaws.com' to assume the role.")
+    assert "untrusted" not in training.jobs and "untrusted" not in processing.jobs

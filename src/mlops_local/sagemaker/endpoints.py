@@ -7,6 +7,11 @@ old one) and reports the real status over moto's records. `reconcile()` notices 
 moto's CloudFormation created, replaced or deleted. Each server start gets a folder
 `<workdir>/endpoints/<name>/<generation>/` with `model/` and `server.log`.
 
+A server starts as SageMaker's does, as the model's ExecutionRoleArn (sagemaker.execution_role): the
+image pull judged as the role, the model data fetched with its session, its credentials in the server's
+environment; a denial fails the endpoint with SageMaker's FailureReason and AWS's denial text.
+CreateModel is served here too, to refuse a role SageMaker cannot assume as AWS does.
+
 Over ~400 lines on purpose: one state machine (create, update, delete, reconcile, serve) whose
 transitions share one lock and read best side by side; the server process is in model_servers.
 """
@@ -28,8 +33,10 @@ from werkzeug.wrappers import Request, Response
 
 from mlops_local import moto_access, processes
 from mlops_local.gateway import AwsError, paginate
-from mlops_local.sagemaker.model_servers import Container, LocalServer, StartFailed, fetch_model, find_container
-from mlops_local.runtime import Runtime
+from mlops_local.runtime import RoleCredentials, Runtime
+from mlops_local.sagemaker import execution_role
+from mlops_local.sagemaker.model_servers import (
+    Container, LocalServer, ModelDataFailed, StartFailed, fetch_model, find_container, model_data_failure)
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +93,7 @@ class Endpoints:
     # -- wiring ---------------------------------------------------------------------------
     def register(self) -> None:
         gateway = self.runtime.aws.gateway
+        gateway.operation("SageMaker.CreateModel", self.create_model)
         gateway.operation("SageMaker.CreateEndpoint", self.create_endpoint)
         gateway.operation("SageMaker.UpdateEndpoint", self.update_endpoint)
         gateway.operation("SageMaker.DeleteEndpoint", self.delete_endpoint)
@@ -99,6 +107,21 @@ class Endpoints:
         self.reconcile()
 
     # -- SageMaker API --------------------------------------------------------------------
+    def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
+        """moto's CreateModel, after the check SageMaker makes: it assumes the ExecutionRoleArn."""
+        role = params.get("ExecutionRoleArn")
+        if role:
+            try:
+                execution_role.session(self.runtime, role)
+            except execution_role.RoleUnusable:
+                raise AwsError("ValidationException", execution_role.could_not_assume(role)) from None
+        with moto_access.aws_errors():
+            model = self._moto().create_model(
+                model_name=params.get("ModelName", ""), execution_role_arn=role or "",
+                primary_container=params.get("PrimaryContainer"), vpc_config=params.get("VpcConfig"),
+                containers=params.get("Containers"), tags=params.get("Tags"))
+        return {"ModelArn": model.arn}
+
     def create_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params.get("EndpointName", "")
         if name in self._moto().endpoints:  # moto would silently replace it
@@ -377,7 +400,16 @@ class Endpoints:
             argv = image.command("serve")
         except KeyError as exc:
             raise StartFailed(f"model {container.model_name}: {exc.args[0]}") from None
-        model_dir = fetch_model(self.runtime.aws.client("s3"), container, folder)
+        acting = self._acting(container)
+        since = len(self.runtime.access_log)
+        try:
+            model_dir = fetch_model(self.runtime.client_as("s3", acting), container, folder)
+        except ModelDataFailed as exc:
+            bucket = exc.url[5:].split("/", 1)[0]
+            message = execution_role.denial(self.runtime, acting, since, bucket)
+            if message is None:
+                raise
+            raise StartFailed(f"{model_data_failure(exc.url)} (AccessDenied: {message})") from None
         spawned: list[subprocess.Popen] = []
 
         def track(process: subprocess.Popen) -> None:
@@ -390,11 +422,31 @@ class Endpoints:
 
         try:
             return LocalServer.start(argv, model_dir, folder / "server.log",
-                                     {**image.environment(), **container.environment},
+                                     {**image.environment(), **acting.environment(), **container.environment},
                                      container.variant, self.start_timeout, spawned=track)
         finally:
             with self._lock:
                 self._starting.difference_update(spawned)
+
+    def _acting(self, container: Container) -> RoleCredentials:
+        """The model's execution role session, once the image pull is judged as it."""
+        role = container.execution_role
+        try:
+            acting = execution_role.session(self.runtime, role)
+        except execution_role.RoleUnusable:
+            raise StartFailed(execution_role.could_not_assume(role)) from None
+        denied = execution_role.pull(self.runtime, acting, container.image)
+        if denied is None:
+            return acting
+        # SageMaker's FailureReasons (aws/sagemaker-python-sdk#2002; aws/amazon-sagemaker-examples#275), with
+        # AWS's denial text
+        if "ecr:BatchGetImage" in denied.message:
+            reason = f"The role '{role}' does not have BatchGetImage permission for the image: '{container.image}'."
+        else:
+            reason = (f"Please make sure all images included in the model for the production variant "
+                      f"{container.variant} exist, and that the execution role used to create the model has "
+                      "permissions to access them.")
+        raise StartFailed(f"{reason} ({denied.code}: {denied.message})")
 
     def _folder(self, name: str) -> Path:
         """(lock held) The next unused generation folder of an endpoint."""

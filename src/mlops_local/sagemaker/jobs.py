@@ -5,6 +5,11 @@ operations are served here, from records kept here. Each kind (`training_jobs`, 
 stages its inputs, names the image's program to run as a local process (`mlops_local.processes`)
 and uploads its outputs. Statuses move as SageMaker reports them: InProgress -> Completed / Failed,
 or Stopping -> Stopped; every change bumps `runtime.changes`.
+
+A job acts as its RoleArn (sagemaker.execution_role): CreateXJob refuses a role SageMaker cannot
+assume, the staging is signed as the role's session, the image pull is judged as it, and the job's
+process gets the session's credentials. A denial fails the job with SageMaker's FailureReason and
+AWS's denial text.
 """
 from __future__ import annotations
 
@@ -16,14 +21,16 @@ import re
 import subprocess
 import threading
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from mlops_local import processes
 from mlops_local.gateway import AwsError, now, paginate
-from mlops_local.runtime import LocalImage, Runtime
-from mlops_local.s3_staging import StagingError, split_s3_uri
+from mlops_local.runtime import LocalImage, RoleCredentials, Runtime
+from mlops_local.s3_staging import S3Client, StagingError, split_s3_uri
+from mlops_local.sagemaker import execution_role
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class Job:
     process: subprocess.Popen | None = None
     stop_requested: bool = False
     max_runtime_exceeded: bool = False
+    session: RoleCredentials | None = field(default=None, repr=False)  # the RoleArn's, once the job runs
 
     @property
     def log(self) -> Path:
@@ -103,6 +111,10 @@ class SageMakerJobs(ABC):
                            f"'{self.noun[0].lower() + self.noun[1:]}Name' failed to satisfy constraint: "
                            f"Member must satisfy regular expression pattern: {NAME.pattern}")
         self.validate(params)
+        try:  # SageMaker assumes the role when the job is created, and refuses one it cannot assume
+            execution_role.session(self.runtime, params["RoleArn"])
+        except execution_role.RoleUnusable:
+            raise AwsError("ValidationException", execution_role.could_not_assume(params["RoleArn"])) from None
         region = self.runtime.aws.gateway.region
         arn = f"arn:aws:sagemaker:{region}:{self.runtime.aws.account_id}:{self.arn_kind}/{name.lower()}"
         with self.lock:
@@ -174,8 +186,13 @@ class SageMakerJobs(ABC):
         ...
 
     @abstractmethod
+    def image_uri(self, request: dict[str, Any]) -> str:
+        ...
+
+    @abstractmethod
     def prepare(self, job: Job) -> tuple[list[str], dict[str, str]]:
-        """Stage the inputs; return the command and its extra environment."""
+        """Stage the inputs (as the job's role: self.s3(job), self.staging); return the command and its
+        extra environment."""
         ...
 
     @abstractmethod
@@ -200,8 +217,12 @@ class SageMakerJobs(ABC):
         try:
             job.base.mkdir(parents=True, exist_ok=True)
             job.log.write_text("", encoding="utf-8")
+            job.session = self._session(job)
             argv, extra = self.prepare(job)
-            env = {**os.environ, **self.runtime.aws.environment(), **extra}
+            self._pull(job)
+            # The container's AWS credentials are the role's (SageMaker serves them to it); the request's
+            # Environment comes last, as a container's own variables would.
+            env = {**os.environ, **self.runtime.aws.environment(), **job.session.environment(), **extra}
             with self.lock:
                 if job.stop_requested:
                     self._end(job, "Stopped", "Stopped", "Stopped before the job started")
@@ -231,6 +252,47 @@ class SageMakerJobs(ABC):
             logger.exception("SageMaker %s job %s: the local runtime failed", self.kind, job.name)
             self._end(job, "Failed", "Failed", "The job failed",
                       f"InternalServerError: local runtime error: {type(exc).__name__}: {exc}")
+
+    # -- acting as the job's role --------------------------------------------------------------
+    def _session(self, job: Job) -> RoleCredentials:
+        try:
+            return execution_role.session(self.runtime, job.request["RoleArn"])
+        except execution_role.RoleUnusable:  # e.g. the role was deleted or its trust changed since CreateXJob
+            # SageMaker's FailureReason for it (aws/sagemaker-python-sdk#35)
+            raise JobFailure(f"ClientError: SageMaker was unable to assume the role '{job.request['RoleArn']}'") \
+                from None
+
+    def _pull(self, job: Job) -> None:
+        """The image pull, judged as the job's role. SageMaker's FailureReason for an image it cannot pull
+        (aws/sagemaker-python-sdk#57, #1968), with AWS's denial text."""
+        assert job.session is not None
+        denied = execution_role.pull(self.runtime, job.session, self.image_uri(job.request))
+        if denied is not None:
+            raise JobFailure("ClientError: Cannot pull algorithm container. Either the image does not exist or "
+                             f"its permissions are incorrect. ({denied.code}: {denied.message})")
+
+    def s3(self, job: Job) -> S3Client:
+        """An S3 client signed as the job's role session."""
+        assert job.session is not None
+        return self.runtime.client_as("s3", job.session)
+
+    @contextmanager
+    def staging(self, job: Job, direction: str, uri: str) -> Iterator[None]:
+        """Data moved as the job's role (`direction`: "download" / "upload"); a failure ends the job with
+        SageMaker's FailureReason, e.g. `ClientError: Data download failed:Unable to download object
+        s3://... (AccessDenied: Access Denied)` (aws/amazon-sagemaker-examples#4384), carrying AWS's
+        denial text from the access log. The upload text follows the download's (no AWS source found)."""
+        assert job.session is not None
+        since = len(self.runtime.access_log)
+        try:
+            yield
+        except StagingError as exc:
+            bucket, _ = split_s3_uri(uri)
+            message = execution_role.denial(self.runtime, job.session, since, bucket)
+            detail = f"(AccessDenied: {message})" if message else f"({exc})"
+            where = "from" if direction == "download" else "to"
+            raise JobFailure(f"ClientError: Data {direction} failed:Unable to {direction} data {where} {uri} "
+                             f"{detail}") from None
 
     def _running(self, job: Job) -> None:
         """Called once the process started; the secondary status of a running job."""

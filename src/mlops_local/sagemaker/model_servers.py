@@ -1,6 +1,7 @@
 """Local model servers: what an endpoint config serves, its model data, and the server process.
 
-`find_container` resolves an endpoint config to the container SageMaker would run, `fetch_model`
+`find_container` resolves an endpoint config to the container SageMaker would run (and the model's
+execution role, which SageMaker pulls the image and fetches the model data with), `fetch_model`
 stages its model.tar.gz, and `LocalServer` runs the image's `serve` program on a free loopback
 port and forwards requests to it over keep-alive connections.
 """
@@ -27,6 +28,22 @@ class StartFailed(Exception):
     """A server could not be started; the message is the endpoint's FailureReason."""
 
 
+class ModelDataFailed(StartFailed):
+    """The model data could not be downloaded (the message says why, after SageMaker's text)."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"{model_data_failure(url)} ({detail})")
+        self.url = url
+
+
+def model_data_failure(url: str) -> str:
+    """SageMaker's FailureReason for model data it cannot download (aws-samples/cvat-on-aws-china#3,
+    aws-solutions-library-samples/fraud-detection-using-machine-learning#9)."""
+    return (f'Failed to download model data for container "container_1" from URL: "{url}". Please ensure '
+            "that there is an object located at the URL and that the role passed to CreateModel has "
+            "permissions to download the object.")
+
+
 @dataclass(frozen=True)
 class Container:
     """The first production variant's container, as SageMaker would run it."""
@@ -35,6 +52,7 @@ class Container:
     image: str
     model_data_url: str
     environment: dict[str, str]
+    execution_role: str = ""                # the model's ExecutionRoleArn
 
 
 def find_container(sagemaker: Any, config_name: str) -> tuple[Container, list[dict[str, Any]]]:
@@ -64,7 +82,8 @@ def find_container(sagemaker: Any, config_name: str) -> tuple[Container, list[di
     for summary in variants[:1]:
         summary["DeployedImages"] = [{"SpecifiedImage": container["Image"], "ResolvedImage": container["Image"]}]
     return Container(model_name, variant["VariantName"], container["Image"], container["ModelDataUrl"],
-                     {str(k): str(v) for k, v in environment.items()}), variants
+                     {str(k): str(v) for k, v in environment.items()}, str(model.get("ExecutionRoleArn") or "")
+                     ), variants
 
 
 def variant_summary(variant: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +112,7 @@ def fetch_model(s3: S3Client, container: Container, folder: Path) -> Path:
     try:
         s3.download_file(bucket, key, str(tarball))
     except Exception as exc:
-        raise StartFailed(f"Could not find model data at {url} (model {container.model_name}): {exc}") from None
+        raise ModelDataFailed(url, f"model {container.model_name}: {exc}") from None
     try:
         return unpack_model(tarball, folder / "model")
     except Exception as exc:

@@ -52,6 +52,9 @@ class ProcessingJobs(SageMakerJobs):
                 return str(folder.joinpath(*PurePosixPath(value).relative_to(root).parts))
         return value
 
+    def image_uri(self, request: dict[str, Any]) -> str:
+        return str(request["AppSpecification"]["ImageUri"])
+
     def prepare(self, job: Job) -> tuple[list[str], dict[str, str]]:
         request = job.request
         app = request["AppSpecification"]
@@ -60,10 +63,12 @@ class ProcessingJobs(SageMakerJobs):
         if not entrypoint:
             raise JobFailure(f"ClientError: the image {app['ImageUri']} runs from source here and has no "
                              "entry point of its own; give AppSpecification.ContainerEntrypoint")
-        s3 = self.runtime.aws.client("s3")
+        s3 = self.s3(job)
         for item in request.get("ProcessingInputs") or []:
             source = item["S3Input"]
-            if not s3_staging.download_prefix(s3, source["S3Uri"], self.local(job, source["LocalPath"])):
+            with self.staging(job, "download", source["S3Uri"]):
+                found = s3_staging.download_prefix(s3, source["S3Uri"], self.local(job, source["LocalPath"]))
+            if not found:
                 raise JobFailure(f"ClientError: No objects found under S3 URL \"{source['S3Uri']}\" given in "
                                  f"input '{item['InputName']}'")
         for item in (request.get("ProcessingOutputConfig") or {}).get("Outputs") or []:
@@ -81,10 +86,11 @@ class ProcessingJobs(SageMakerJobs):
         self.runtime.changes.notify()
 
     def succeed(self, job: Job) -> None:
-        s3 = self.runtime.aws.client("s3")
+        s3 = self.s3(job)
         for item in (job.request.get("ProcessingOutputConfig") or {}).get("Outputs") or []:
             target = item["S3Output"]
-            s3_staging.upload_dir(s3, self.local(job, target["LocalPath"]), target["S3Uri"])
+            with self.staging(job, "upload", target["S3Uri"]):
+                s3_staging.upload_dir(s3, self.local(job, target["LocalPath"]), target["S3Uri"])
         message = read_text(job.base / "ml" / "output" / "message")
         with self.lock:
             job.exit_message = message or None

@@ -63,21 +63,26 @@ class TrainingJobs(SageMakerJobs):
             if not isinstance(value, str):
                 raise AwsError("ValidationException", f"hyperparameter {key} must be a string")
 
+    def image_uri(self, request: dict[str, Any]) -> str:
+        return str(request["AlgorithmSpecification"]["TrainingImage"])
+
     def prepare(self, job: Job) -> tuple[list[str], dict[str, str]]:
         request = job.request
-        image = self._image(request["AlgorithmSpecification"]["TrainingImage"])
+        image = self._image(self.image_uri(request))
         try:
             argv = image.command("train")
         except KeyError as exc:
             raise JobFailure(f"ClientError: {exc.args[0]}") from None
         self._progress(job, "Downloading", "Downloading input data")
-        s3 = self.runtime.aws.client("s3")
+        s3 = self.s3(job)
         data = job.base / "input" / "data"
         channels: dict[str, str] = {}
         for channel in request.get("InputDataConfig") or []:
             name, uri = channel["ChannelName"], channel["DataSource"]["S3DataSource"]["S3Uri"]
             folder = data / name
-            if not s3_staging.download_prefix(s3, uri, folder):
+            with self.staging(job, "download", uri):
+                found = s3_staging.download_prefix(s3, uri, folder)
+            if not found:
                 bucket, _ = s3_staging.split_s3_uri(uri)
                 raise JobFailure(f'ClientError: No S3 objects found under S3 URL "{uri}" given in input data '
                                  f"source. Please ensure that the bucket exists in the selected region "
@@ -107,14 +112,15 @@ class TrainingJobs(SageMakerJobs):
         return python_command(argv), env
 
     def succeed(self, job: Job) -> None:
-        s3 = self.runtime.aws.client("s3")
+        s3 = self.s3(job)
         output = f"{job.request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{job.name}/output"
         tarball = pack_model(job.base / "model", job.base / "upload" / "model.tar.gz")
-        s3_staging.upload_file(s3, tarball, f"{output}/model.tar.gz")
-        output_data = job.base / "output" / "data"
-        if any(output_data.iterdir()):
-            pack_model(output_data, job.base / "upload" / "output.tar.gz")
-            s3_staging.upload_file(s3, job.base / "upload" / "output.tar.gz", f"{output}/output.tar.gz")
+        with self.staging(job, "upload", output):
+            s3_staging.upload_file(s3, tarball, f"{output}/model.tar.gz")
+            output_data = job.base / "output" / "data"
+            if any(output_data.iterdir()):
+                pack_model(output_data, job.base / "upload" / "output.tar.gz")
+                s3_staging.upload_file(s3, job.base / "upload" / "output.tar.gz", f"{output}/output.tar.gz")
         with self.lock:
             job.model_artifacts = f"{output}/model.tar.gz"
             job.metrics = self._metrics(job)
