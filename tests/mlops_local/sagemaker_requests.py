@@ -57,12 +57,14 @@ def role_session_arn(role_name: str) -> str:
     return f"arn:aws:sts::123456789012:assumed-role/{role_name}/SageMaker"
 
 
-def execution_statements(bucket: str = BUCKET, without: tuple[str, ...] = ()) -> list[dict]:
-    """What a job or model needs of its role here: list, read and write the bucket, pull the training image;
-    `without` leaves actions out (a statement left empty goes)."""
+def execution_statements(*buckets: str, without: tuple[str, ...] = ()) -> list[dict]:
+    """What a job or model needs of its role here: list, read and write the buckets (BUCKET when none is
+    named), pull the training image; `without` leaves actions out (a statement left empty goes)."""
+    buckets = buckets or (BUCKET,)
     statements = [
-        {"Sid": "List", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
-        {"Sid": "ReadWrite", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": f"arn:aws:s3:::{bucket}/*"},
+        {"Sid": "List", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{b}" for b in buckets]},
+        {"Sid": "ReadWrite", "Action": ["s3:GetObject", "s3:PutObject"],
+         "Resource": [f"arn:aws:s3:::{b}/*" for b in buckets]},
         {"Sid": "Token", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
         {"Sid": "Pull", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], "Resource": REPOSITORY_ARN}]
     kept = [{**s, "Effect": "Allow", "Action": [a for a in s["Action"] if a not in without]} for s in statements]
