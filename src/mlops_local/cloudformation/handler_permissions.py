@@ -180,6 +180,11 @@ EXCLUSIONS: tuple[Exclusion, ...] = tuple([
            "FunctionScalingConfig CapacityProviderConfig",
            "capacity providers and their scaling apply only to functions configured for them"),
     *_rows(_FN, "lambda:TagResource lambda:UntagResource", TAGS, _TAGGING),
+    # A function consumes a customer-managed runtime through a runtime alias (Lambda API Reference,
+    # FunctionRuntimeConfig: RuntimeArn + RuntimeAlias; AWS::Lambda::RuntimeAlias), named by Runtime; an
+    # image function has no Runtime ("Specifying a runtime results in an error ... container image").
+    *_rows(_FN, "lambda:AssociateRuntimeAlias", "Runtime",
+           "a runtime alias is associated only with a function that names a Runtime (never an image function)"),
     *_rows(_LOGS, "logs:PutRetentionPolicy logs:DeleteRetentionPolicy", "RetentionInDays",
            "retention is put (or removed) only with RetentionInDays"),
     *_rows(_LOGS, "logs:PutDataProtectionPolicy logs:DeleteDataProtectionPolicy logs:CreateLogDelivery "
@@ -501,10 +506,17 @@ def failure_message(denial: Denial, *, request_id: str | None = None, request_to
     github.com/samvera/serverless-iiif/issues/115 for lambda:GetLayerVersion, Service: Lambda, 403).
     An action on "*" is named without "on resource", as that message shows.
     """
-    prefix = denial.action.split(":", 1)[0]
+    return handler_failure(denial.action, denial.context.resource, denial.decision.message, request_id=request_id,
+                           request_token=request_token)
+
+
+def handler_failure(action: str, resource: str, message: str, *, request_id: str | None = None,
+                    request_token: str | None = None) -> str:
+    """`failure_message` from the denied action, its resource and IAM's denial text."""
+    prefix = action.split(":", 1)[0]
     status = access_denied_error(_SDK_SERVICE.get(prefix, prefix))[1] if _known(prefix) else 400
-    text = denial.decision.message
-    if denial.context.resource == "*":
+    text = message
+    if resource == "*":
         text = text.replace(" on resource: *", "", 1)
     return (f'Resource handler returned message: "{text} (Service: {sdk_service_name(prefix)}, Status Code: '
             f'{status}, Request ID: {request_id or uuid.uuid4()})" (RequestToken: {request_token or uuid.uuid4()}, '

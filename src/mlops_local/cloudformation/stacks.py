@@ -1,8 +1,9 @@
 """The CloudFormation resource types moto drops, created by moto's own CloudFormation.
 
-`Stacks.register()` installs the models of `mlops_local.cloudformation.stack_models` into moto's CloudFormation
-and recomputes a stack's outputs after ExecuteChangeSet (moto keeps the old ones); `render` shows
-a deployed stack as moto resolved it, and `apply` re-creates provided resources deleted out of band.
+`Stacks.register()` installs the models of `mlops_local.cloudformation.stack_models` into moto's
+CloudFormation, the handler-permission checks and rollbacks of `stack_permissions`, and recomputes a
+stack's outputs after ExecuteChangeSet (moto keeps the old ones); `render` shows a deployed stack as
+moto resolved it, and `apply` re-creates provided resources deleted out of band.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from mlops_local.moto_access import backend
 from mlops_local.runtime import Runtime
+from mlops_local.cloudformation import stack_permissions
 from mlops_local.cloudformation.stack_models import install_models
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ class Stacks:
 
     def register(self) -> None:
         install_models()
+        stack_permissions.install(self.runtime)  # handler permissions, and AWS's rollback when a resource fails
         self.runtime.aws.gateway.after("cloudformation", "ExecuteChangeSet", self.after_execute_change_set)
 
     def after_execute_change_set(self, params: dict[str, Any], status: int, body: bytes) -> None:
@@ -41,6 +44,8 @@ class Stacks:
             stack = cloudformation.stacks[cloudformation.change_sets[change_set_id].stack_id]
         else:
             stack = self._stack(params["StackName"])
+        if stack.status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+            return  # rolled back (stack_permissions): no outputs to compute, nothing to create by computing them
         stack._parse_template()
         stack.output_map = stack._create_output_map()
 
