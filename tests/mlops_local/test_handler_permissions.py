@@ -334,15 +334,8 @@ def test_star_only_actions_match_the_service_authorization_reference() -> None:
 
 
 # -- the templates' stack roles against the stacks they deploy ---------------------------------------------
-# Real gaps (role, resource type, action): the lead fixes the templates, then empties this table.
-KNOWN_GAPS = {
-    # The ScalableTarget create handler lists these with no property that controls them, and alarm
-    # names it would use are not under ${ProjectName}-: granting them means "*". Not granted until
-    # confirmed on AWS that a target without scheduled actions needs them.
-    ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget", "cloudwatch:PutMetricAlarm"),
-    ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget", "cloudwatch:DeleteAlarms"),
-    ("EndpointStackRole", "AWS::ApplicationAutoScaling::ScalableTarget", "cloudwatch:DescribeAlarms"),
-}
+# Real gaps (role, resource type, action) would be listed here, each with its reason.
+KNOWN_GAPS: set[tuple[str, str, str]] = set()  # none left: every handler action is granted or excluded with its reason
 
 
 def template_gaps() -> dict[tuple[str, str, str], str]:

@@ -48,7 +48,8 @@ def aws(runtime):
     cfn, iam = runtime.aws.client("cloudformation"), runtime.aws.client("iam")
     for role in iam.list_roles()["Roles"]:  # a stack is deleted with its role: let it delete everything
         grant(runtime.aws, role["RoleName"], [])
-    for stack in cfn.list_stacks()["StackSummaries"]:
+    # newest first: a stack whose role another stack made cannot be deleted once that role is gone, as on AWS
+    for stack in sorted(cfn.list_stacks()["StackSummaries"], key=lambda s: s["CreationTime"], reverse=True):
         if stack["StackStatus"] != "DELETE_COMPLETE":
             cfn.delete_stack(StackName=stack["StackId"])
     for role in iam.list_roles()["Roles"]:
@@ -234,3 +235,45 @@ def test_with_enforcement_off_the_checks_are_recorded_and_nothing_fails(aws, run
     (record,) = [r for r in runtime.access_log.records(since) if r.operation == "AWS::SNS::Topic create"]
     assert record.decided is None and record.as_dict()["decision"] == "not-enforced"
     assert record.principal.role_arn == role
+
+
+# -- the real stack roles ---------------------------------------------------------------------------------------
+def test_the_endpoint_stack_role_deploys_the_prod_endpoint_stack(aws, runtime):
+    """templates/pipeline.yaml's EndpointStackRole, as deployed, holds every handler permission of the prod
+    endpoint stack (alarms and scaling included: moto drops those types, their handlers are checked still)."""
+    import io
+    import zipfile
+
+    s3, cfn = aws.client("s3"), aws.client("cloudformation")
+    s3.create_bucket(Bucket="perm-code")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("lambdas/__init__.py", "")
+    s3.put_object(Bucket="perm-code", Key="lambdas.zip", Body=archive.getvalue())
+    s3.put_object(Bucket="perm-code", Key="pipeline.yaml", Body=(ROOT / "templates" / "pipeline.yaml").read_bytes())
+    cfn.create_stack(StackName="perm-pipeline", TemplateURL="https://s3.amazonaws.com/perm-code/pipeline.yaml",
+                     Capabilities=["CAPABILITY_NAMED_IAM"], Parameters=[
+                         {"ParameterKey": k, "ParameterValue": v} for k, v in
+                         {"ProjectName": "mlops", "LambdaCodeBucket": "perm-code",
+                          "LambdaCodeKey": "lambdas.zip"}.items()])
+    assert status(aws, "perm-pipeline") == "CREATE_COMPLETE"
+    package = aws.client("sagemaker").create_model_package(
+        ModelPackageGroupName="mlops-models", ModelApprovalStatus="Approved",
+        InferenceSpecification={"Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/mlops:1",
+                                                "ModelDataUrl": "s3://perm-code/model.tar.gz"}],
+                                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]})
+    key = aws.client("kms").list_keys()["Keys"][0]["KeyArn"]
+    parameters = {"EndpointName": "mlops-prod", "Stage": "prod", "DataCaptureUri": "s3://perm-code/capture",
+                  "ExecutionId": "3f2c1a7e-5b4d-4c3e-9a1b-0d2e3f4a5b6c", "ModelPackageArn": package["ModelPackageArn"],
+                  "ExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/mlops-sagemaker-execution", "KmsKeyArn": key}
+    since = len(runtime.access_log)
+    cfn.create_stack(StackName="perm-endpoint", TemplateBody=(ROOT / "templates" / "endpoint.yaml").read_text(),
+                     RoleARN=f"arn:aws:iam::{ACCOUNT}:role/mlops-endpoint-stack",
+                     Tags=[{"Key": "Stage", "Value": "prod"}],
+                     Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()])
+    failures = [e for e in events(aws, "perm-endpoint") if e[1].endswith("FAILED")]
+    assert status(aws, "perm-endpoint") == "CREATE_COMPLETE", failures
+    checked = {r.operation: r.decided.decision for r in runtime.access_log.records(since) if " create" in r.operation}
+    assert checked == {f"AWS::{t} create": "allowed" for t in (
+        "SageMaker::Model", "SageMaker::EndpointConfig", "SageMaker::Endpoint", "CloudWatch::Alarm",
+        "ApplicationAutoScaling::ScalableTarget", "ApplicationAutoScaling::ScalingPolicy")}

@@ -361,6 +361,14 @@ SERVICE_LINKED_ROLES: dict[str, tuple[str, str, str]] = {
               "sagemaker.application-autoscaling.amazonaws.com"),
 }
 
+# The alarms a scalable target's handlers put and delete are Application Auto Scaling's target tracking
+# alarms, "TargetTracking-<ResourceId>-AlarmHigh-<id>" (Application Auto Scaling User Guide, "Target
+# tracking scaling policies"; the service's own role is granted them as alarm:TargetTracking*:
+# AWSApplicationAutoscalingSageMakerEndpointPolicy), described by name (DescribeAlarms is authorized
+# per alarm; only composite alarms need "*", CloudWatch permissions reference).
+TARGET_TRACKING_ALARMS = frozenset({(_TARGET, "cloudwatch:PutMetricAlarm"), (_TARGET, "cloudwatch:DeleteAlarms"),
+                                    (_TARGET, "cloudwatch:DescribeAlarms")})
+
 # Grant operations carry kms:GrantIsForAWSResource (AWS KMS Developer Guide, "kms:GrantIsForAWSResource").
 _GRANT_ACTIONS = {"kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"}
 
@@ -418,6 +426,11 @@ def checks(action: str, resource_type: str, properties: Mapping[str, Any], resou
         arns = [key if key.startswith("arn:") else f"arn:{partition}:kms:{region}:{account}:key/{key}"
                 for key in found if "alias/" not in key]
         return [Check(action, arn, keys) for arn in arns] or [Check(action, "*", keys)]
+    if (resource_type, action) in TARGET_TRACKING_ALARMS:
+        resource_id = properties.get("ResourceId")
+        if isinstance(resource_id, str) and resource_id:
+            return [Check(action, f"arn:{partition}:cloudwatch:{region}:{account}:alarm:TargetTracking-{resource_id}-"
+                                  "AlarmHigh", {})]
     if prefix == "s3" and action.startswith("s3:GetObject") and resource_type == _FN:
         bucket, key = properties.get("Code", {}).get("S3Bucket"), properties.get("Code", {}).get("S3Key")
         if bucket and key:

@@ -431,6 +431,8 @@ def _parse_and_create_resource(logical_id: str, resource_json: dict[str, Any], r
     condition = resource_json.get("Condition")
     if condition and not resources_map.lazy_condition_map[condition]:
         return None
+    if parsing.resource_class_from_type(resource_json["Type"]) is None:
+        _check_dropped(op, logical_id, resource_json, resources_map, account_id, region_name)
     parsed = parsing.parse_resource_and_generate_name(logical_id, resource_json, resources_map)
     if not parsed:
         return None
@@ -453,6 +455,21 @@ def _parse_and_create_resource(logical_id: str, resource_json: dict[str, Any], r
     op.properties[logical_id] = properties
     _resource_event(op.stack, logical_id, resource_type, "CREATE_COMPLETE", physical_id=_physical_id(resource))
     return resource
+
+
+def _check_dropped(op: StackOperation, logical_id: str, resource_json: dict[str, Any], resources_map: Any,
+                   account_id: str, region_name: str) -> None:
+    """A type moto has no model for (it skips it) is still checked: on AWS its handler runs."""
+    from moto.cloudformation.parsing import clean_json
+
+    properties = dict(clean_json(copy.deepcopy(resource_json.get("Properties", {}) or {}), resources_map))
+    try:
+        _allowed(op, resources_map, logical_id, resource_json["Type"], hp.Operation.CREATE, properties, "",
+                 account_id, region_name)
+    except ResourceFailed:
+        _resource_event(op.stack, logical_id, resource_json["Type"], "CREATE_IN_PROGRESS")
+        op.stack.events.append(op.stack.events.pop(-2))  # IN_PROGRESS before the FAILED _allowed added
+        raise
 
 
 def _parse_and_update_resource(logical_id: str, resource_json: dict[str, Any], resources_map: Any,
