@@ -212,7 +212,7 @@ class Gateway:
             if aws_request:  # IAM first, as AWS authorizes a request before it validates its values
                 self._authorize(access)
             if self.validate:
-                self._validate(service, operation, params, target)
+                self._validate(service, operation, params, target, request)
             if target in self.operations:
                 return json_response(self.operations[target](params))(environ, start_response)
             for method, pattern, handler in self.routes:
@@ -220,7 +220,9 @@ class Gateway:
                 if match and request.method == method:
                     return handler(request, **match.groupdict())(environ, start_response)
         except AwsError as error:
-            if access is not None and access.service == "s3":
+            from mlops_local.rest_validation import S3Error
+
+            if (access is not None and access.service == "s3") or isinstance(error, S3Error):
                 return s3_error_response(error)(environ, start_response)
             return self._error_response(service, target, error)(environ, start_response)
         except Exception:  # a bug in our runtime must not look like an AWS answer
@@ -309,8 +311,9 @@ class Gateway:
         return query_error_response(error, QUERY_NAMESPACES[service])
 
     def _identify(self, request: Request, target: str, body: bytes) -> tuple[str, str, dict]:
-        scope = CREDENTIAL_SCOPE.search(request.headers.get("Authorization", ""))
-        service = scope.group(2) if scope else ""
+        from mlops_local.rest_validation import signing_service
+
+        service = signing_service(request)  # SigV4 header or presigned URL; SigV2 is S3's
         if target:
             try:
                 params = json.loads(body or b"{}")

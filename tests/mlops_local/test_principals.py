@@ -109,8 +109,10 @@ def test_credentials_the_stand_in_did_not_issue_are_unknown(aws, key, token, rea
      "tok", {}, ("ASIAX", "tok")),
     ("", None, {"X-Amz-Credential": "AKIAY/20260101/us-east-1/s3/aws4_request", "X-Amz-Security-Token": "t"},
      ("AKIAY", "t")),
+    ("AWS AKIAV2:c2lnbmF0dXJl", "t", {}, ("AKIAV2", "t")),
+    ("", None, {"AWSAccessKeyId": "ASIAV2", "Signature": "x", "x-amz-security-token": "t"}, ("ASIAV2", "t")),
     ("", None, {}, None),
-], ids=["header", "presigned-url", "unsigned"])
+], ids=["header", "presigned-url", "s3-sigv2-header", "s3-sigv2-presigned-url", "unsigned"])
 def test_signed_credentials(authorization, token, query, expected):
     assert principals.signed_credentials(authorization, token, query) == expected
 

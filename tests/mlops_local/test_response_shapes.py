@@ -31,7 +31,7 @@ from mlops_local.sagemaker.training_jobs import TrainingJobs, pack_model
 from tests.conftest import ROOT
 from tests.mlops_local.sagemaker_requests import BUCKET as TRAINING_BUCKET
 from tests.mlops_local.sagemaker_requests import EXECUTION as TRAINING_EXECUTION
-from tests.mlops_local.sagemaker_requests import splits, training_request
+from tests.mlops_local.sagemaker_requests import create_role, execution_statements, splits, training_request
 from tests.training.model_files import write_model_dir
 
 ACCOUNT = "123456789012"
@@ -237,6 +237,13 @@ def run_pipeline(aws: LocalAws, runtime: Runtime) -> dict[str, str]:
         {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": f"{service}.amazonaws.com"}}
         for service in ("codepipeline", "lambda")]}
     role = iam.create_role(RoleName="shape-pipeline", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName="shape-pipeline", PolicyName="pipeline", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [  # the pipeline's and its function's (one role here)
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+             "Resource": [f"arn:aws:s3:::{BUCKET}/raw/*", "arn:aws:s3:::shape-artifacts/*"]},
+            {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"},
+            {"Effect": "Allow", "Action": ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
+             "Resource": "*"}]}))
     s3.create_bucket(Bucket="shape-artifacts")
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     s3.put_object(Bucket=BUCKET, Key="raw/data.csv", Body=b"a,b\n1,2\n")
@@ -282,7 +289,10 @@ def made(tmp_path_factory) -> Any:
         engine = PipelineEngine(runtime, stack_applier=stacks.apply)
         engine.register()
         try:
-            s3, sm = aws.client("s3"), aws.client("sagemaker")
+            s3, sm, iam = aws.client("s3"), aws.client("sagemaker"), aws.client("iam")
+            for role in ("sagemaker", "mlops-sagemaker"):  # the services act as these roles
+                create_role(iam, role, execution_statements(TRAINING_BUCKET, BUCKET))
+            create_role(iam, "glue", execution_statements(BUCKET), service="glue.amazonaws.com")
             s3.create_bucket(Bucket=BUCKET)
             model_dir = write_model_dir(tmp_path_factory.mktemp("model") / "model")
             tarball = pack_model(model_dir, model_dir.parent / "model.tar.gz")

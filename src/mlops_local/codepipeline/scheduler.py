@@ -19,6 +19,7 @@ from mlops_local.codepipeline.actions import (MAX_MESSAGE, MAX_SUMMARY, PROVIDER
                                               SourceProvider, new_artifact_key)
 from mlops_local.codepipeline.models import ActionRun, Execution, Job, PipelineStore, compact
 from mlops_local.codepipeline.principals import artifact_credentials, pipeline_session
+from mlops_local import limits
 from mlops_local.gateway import now
 from mlops_local.runtime import Runtime
 
@@ -129,6 +130,8 @@ class Scheduler:
                 raise ActionFailed(f"action type {kind['category']}/{kind['owner']}/{kind['provider']} is not "
                                    "supported by the local pipeline engine", "ConfigurationError")
             run.resolved = self._resolve(execution, declaration)
+            for error in limits.resolved_configuration_errors(run.resolved):  # CodePipeline's 100 KB
+                raise ActionFailed(error.message, error.code)
             run.inputs = self._inputs(execution, declaration)
             store = self._artifact_store(execution.definition)
             session = pipeline_session(self.runtime, execution.pipeline, execution.definition)

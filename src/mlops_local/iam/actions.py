@@ -247,6 +247,8 @@ S3: dict[str, Rule] = {
 
 # S3 calls KMS for SSE-KMS objects with the caller's permissions: which action for which operation is
 # iam/s3_kms.py's (WRITES, READS), after the S3 API Reference's Permissions sections.
+
+
 def kms_via_service(action: str, key_arn: str, service: str, region: str, account: str) -> Check:
     """A KMS call a service makes for the principal (S3 SSE-KMS, CloudWatch Logs, ...), with its context keys."""
     return Check(action, key_arn, {"kms:ViaService": (f"{service}.{region}.amazonaws.com",),

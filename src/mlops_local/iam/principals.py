@@ -79,15 +79,19 @@ def admin(account: str, region: str = "us-east-1") -> Principal:
 
 def signed_credentials(authorization: str, security_token: str | None,
                        query: Mapping[str, str]) -> tuple[str, str | None] | None:
-    """(access key id, security token) of a SigV4 request: its Authorization and X-Amz-Security-Token
-    headers, or the X-Amz-Credential/X-Amz-Security-Token query parameters of a presigned URL; None
-    when the request is not signed."""
+    """(access key id, security token) of a signed request: its Authorization and X-Amz-Security-Token
+    headers, or the query parameters of a presigned URL (SigV4's X-Amz-Credential, S3's SigV2
+    AWSAccessKeyId, which boto3 still makes for S3 by default); None when the request is not signed."""
     match = _CREDENTIAL.search(authorization)
     if match:
         return match.group(1), security_token
+    if authorization.startswith("AWS ") and ":" in authorization:  # S3's signature version 2: AWS key:signature
+        return authorization[4:].split(":", 1)[0], security_token
     credential = query.get("X-Amz-Credential")
     if credential:
         return credential.split("/", 1)[0], query.get("X-Amz-Security-Token")
+    if query.get("AWSAccessKeyId") and query.get("Signature"):  # S3's signature version 2 presigned URL
+        return query["AWSAccessKeyId"], query.get("x-amz-security-token")
     return None
 
 
