@@ -237,6 +237,34 @@ def test_with_enforcement_off_the_checks_are_recorded_and_nothing_fails(aws, run
     assert record.principal.role_arn == role
 
 
+# -- types moto drops ---------------------------------------------------------------------------------------------
+ALARM = json.dumps({"Resources": {
+    "Bucket": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "perm-test-bucket"}},
+    "Alarm": {"Type": "AWS::CloudWatch::Alarm", "DependsOn": "Bucket", "Properties": {
+        "AlarmName": "perm-alarm", "Namespace": "AWS/SageMaker", "MetricName": "Invocation5XXErrors",
+        "ComparisonOperator": "GreaterThanThreshold", "EvaluationPeriods": 1, "Period": 60, "Statistic": "Sum",
+        "Threshold": 1}}}})
+
+
+def test_a_type_moto_drops_is_still_checked_on_create_and_delete(aws):
+    """moto has no AWS::CloudWatch::Alarm model (it skips the resource); its handlers run on AWS all the same."""
+    role = stack_role(aws, "perm-stack", denied=["cloudwatch:PutMetricAlarm"])
+    cfn = aws.client("cloudformation")
+    cfn.create_stack(StackName="perm", TemplateBody=ALARM, RoleARN=role)
+    assert status(aws, "perm") == "ROLLBACK_COMPLETE"
+    assert [(e[0], e[1]) for e in events(aws, "perm") if e[0] == "Alarm"] == [
+        ("Alarm", "CREATE_IN_PROGRESS"), ("Alarm", "CREATE_FAILED")]
+    cfn.delete_stack(StackName="perm")
+    grant(aws, "perm-stack", ["cloudwatch:DeleteAlarms"])
+    cfn.create_stack(StackName="perm", TemplateBody=ALARM, RoleARN=role)
+    assert status(aws, "perm") == "CREATE_COMPLETE"
+    cfn.delete_stack(StackName="perm")
+    assert status(aws, "perm") == "DELETE_FAILED" and not bucket_exists(aws, "perm-test-bucket")
+    (failed,) = [e for e in events(aws, "perm") if e[1] == "DELETE_FAILED" and e[0] == "Alarm"]
+    assert "not authorized to perform: cloudwatch:DeleteAlarms on resource: " \
+        f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:perm-alarm" in failed[2]
+
+
 # -- the real stack roles ---------------------------------------------------------------------------------------
 def test_the_endpoint_stack_role_deploys_the_prod_endpoint_stack(aws, runtime):
     """templates/pipeline.yaml's EndpointStackRole, as deployed, holds every handler permission of the prod

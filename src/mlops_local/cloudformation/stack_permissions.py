@@ -6,9 +6,10 @@ or, without RoleARN, as the caller of the request that started the operation ("I
 AWS CloudFormation uses a temporary session that is generated from your user credentials", CreateStack
 RoleARN). moto 5.2.5 creates, updates and deletes a stack's resources inside the CreateStack /
 UpdateStack / ExecuteChangeSet / DeleteStack request, on the request's thread, so the caller is the
-gateway's `current_principal()`. Each resource operation is recorded in the access log (operation
-"<type> create|update|delete", the handler actions of cloudformation.handler_permissions) and, when the
-gateway enforces, a denial fails that resource with CloudFormation's message.
+gateway's `current_principal()` (the mlops-local administrator is allowed everything). Each resource
+operation is recorded in the access log (operation "<type> create|update|delete", the handler actions
+of cloudformation.handler_permissions) and, when the gateway enforces, a denial fails that resource with
+CloudFormation's message; with enforcement off (a debugging switch) it is recorded and nothing fails.
 
 moto's own behaviour when a resource fails: the request answers 500 and the stack stays
 CREATE_IN_PROGRESS with what was created. Here, as on AWS, the request succeeds and the stack ends:
@@ -21,12 +22,19 @@ CREATE_IN_PROGRESS with what was created. Here, as on AWS, the request succeeds 
 - delete: the resource DELETE_FAILED, the others deleted, the stack DELETE_FAILED and still listed.
 Differences kept: moto deletes the resources an update removes first, AWS in the cleanup after the
 update; a denied removal is recorded (DELETE_FAILED) and the resource kept, and the update goes on, as
-AWS's cleanup does. A replacement (a createOnly property changed) is checked as create + delete.
+AWS's cleanup does. A replacement (a createOnly property changed) is checked as create + delete at once
+(AWS deletes the old resource in the cleanup: stricter here). Rollback steps of types moto drops are not
+checked (the forward step was).
 
 The patch (`install`, called by Stacks.register, once per process; the latest runtime's access log and
 enforce switch are used): four CloudFormationBackend methods set the operation and settle its ending;
 parsing.parse_and_create_resource / parse_and_update_resource are moto's own, with the check between
 naming and creating; ResourceMap._delete_resource checks before deleting; DeleteStack's RoleARN is read.
+Types moto drops (it skips them) are checked all the same: on AWS their handlers run. What is checked,
+and as whom, is cloudformation.stack_checks'.
+
+Over 400 lines on purpose: moto's four stack operations, its three resource steps and the rollbacks share
+one record of the operation (StackOperation); split, an ending would live apart from the steps it undoes.
 """
 from __future__ import annotations
 
@@ -39,10 +47,10 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from mlops_local.cloudformation import handler_permissions as hp
-from mlops_local.iam import actions as iam_actions
+from mlops_local.cloudformation.stack_checks import acting_principal, authorization, failure_reason
 
 if TYPE_CHECKING:
     from mlops_local.iam.principals import Principal
@@ -50,9 +58,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SERVICE = "cloudformation.amazonaws.com"
 STACK_TYPE = "AWS::CloudFormation::Stack"
-_VERB = {hp.Operation.CREATE: "create", hp.Operation.UPDATE: "update", hp.Operation.DELETE: "delete"}
 
 
 class ResourceFailed(Exception):
@@ -121,41 +127,18 @@ def install(runtime: Runtime) -> None:
         responses.CloudFormationResponse.delete_stack = _response_delete_stack  # type: ignore[method-assign]
 
 
-# -- who acts --------------------------------------------------------------------------------------------
-def acting_principal(role_arn: str | None, account: str, region: str) -> Principal | None:
-    """The stack role's CloudFormation session, or the caller of the request being served.
-
-    A role whose trust policy does not let cloudformation.amazonaws.com assume it (or that does not exist)
-    refuses the request: "ValidationError ... Role arn:aws:iam::<acct>:role/<name> is invalid or cannot be
-    assumed" (CreateStack; quoted in github.com/awslabs/aws-service-catalog-puppet/issues/568).
-    """
-    from moto.cloudformation.exceptions import ValidationError
-
-    from mlops_local.gateway import current_principal
-    from mlops_local.iam import principals
-
-    if not role_arn:
-        return current_principal()
-    decision = principals.service_may_assume(role_arn, SERVICE, account, region)
-    if isinstance(decision, str) or decision.denied:
-        reason = decision if isinstance(decision, str) else decision.message
-        if _enforcing():
-            raise ValidationError(message=f"Role {role_arn} is invalid or cannot be assumed")
-        logger.warning("not enforced: %s cannot assume %s: %s", SERVICE, role_arn, reason)
-    partition = role_arn.split(":")[1]
-    return principals.Principal("assumed-role", f"arn:{partition}:sts::{account}:assumed-role/"
-                                f"{role_arn.rsplit('/', 1)[-1]}/{hp.SESSION_NAME}",
-                                role_arn=role_arn, session_name=hp.SESSION_NAME)
-
-
 def _enforcing() -> bool:
     runtime = _runtime()
     return runtime is None or runtime.aws.gateway.enforce
 
 
+def _who(backend: Any, role_arn: str | None) -> Principal | None:
+    return acting_principal(role_arn, backend.account_id, backend.region_name, enforce=_enforcing())
+
+
 # -- the backend operations --------------------------------------------------------------------------------
 def _create_stack(self: Any, name: str, template: str, parameters: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-    op = StackOperation("create", acting_principal(kwargs.get("role_arn"), self.account_id, self.region_name), self)
+    op = StackOperation("create", _who(self, kwargs.get("role_arn")), self)
     with _operation(op):
         try:
             stack = _installed["create_stack"](self, name, template, parameters, *args, **kwargs)
@@ -172,7 +155,7 @@ def _update_stack(self: Any, name: str, template: str, role_arn: str | None, par
                   tags: dict[str, str] | None) -> Any:
     stack = self.get_stack(name)
     role_arn = role_arn or stack.role_arn  # UpdateStack without RoleARN keeps the stack's role (moto drops it)
-    op = StackOperation("update", acting_principal(role_arn, self.account_id, self.region_name), self, stack)
+    op = StackOperation("update", _who(self, role_arn), self, stack)
     saved = _Saved.of(stack)
     with _operation(op):
         op.properties = _resolved_all(op, stack.resource_map)
@@ -190,7 +173,7 @@ def _execute_change_set(self: Any, change_set_name: str, stack_name: str | None 
     stack = self.stacks[change_set.stack_id]
     role_arn = change_set.role_arn or stack.role_arn
     kind = "create" if change_set.change_set_type == "CREATE" else "update"
-    op = StackOperation(kind, acting_principal(role_arn, self.account_id, self.region_name), self, stack)
+    op = StackOperation(kind, _who(self, role_arn), self, stack)
     saved = _Saved.of(stack)
     with _operation(op):
         op.properties = _resolved_all(op, stack.resource_map) if kind == "update" else {}
@@ -221,20 +204,29 @@ def _delete_stack(self: Any, name_or_stack_id: str) -> None:
     if stack is None:
         return _installed["delete_stack"](self, name_or_stack_id)
     role_arn = _DELETE_ROLE.get() or stack.role_arn
-    op = StackOperation("delete", acting_principal(role_arn, self.account_id, self.region_name), self, stack)
+    op = StackOperation("delete", _who(self, role_arn), self, stack)
     exports = [export for export in self.exports.values() if export.exporting_stack_id == stack.stack_id]
     with _operation(op):
         op.properties = _resolved_all(op, stack.resource_map)
+        for logical_id, resource_type in _dropped(stack.resource_map):  # moto never made them: checked only
+            with contextlib.suppress(ResourceFailed):
+                _allowed(op, stack.resource_map, logical_id, resource_type, hp.Operation.DELETE,
+                         op.properties.get(logical_id, {}), "", self.account_id, self.region_name)
         try:
-            return _installed["delete_stack"](self, stack.stack_id)
+            _installed["delete_stack"](self, stack.stack_id)
         except Exception as exc:
             if not _settle(op, exc):
                 raise
+        if not op.failures:
+            return None
     # DELETE_FAILED: the stack stays, with what could not be deleted (moto had already let go of it).
+    if stack.events and (stack.events[-1].resource_type, stack.events[-1].resource_status) == (
+            STACK_TYPE, "DELETE_COMPLETE"):
+        stack.events.pop()  # moto's, when only a type it drops failed
     self.stacks[stack.stack_id] = stack
     self.deleted_stacks.pop(stack.stack_id, None)
     self.exports.update({export.name: export for export in exports})
-    _keep_only_remaining(stack)
+    _keep_only_remaining(stack, keep=set(op.failures))  # a type moto drops stays listed if its delete failed
     _set_status(stack, "DELETE_FAILED", _reason("delete", op.failures))
     return None
 
@@ -349,12 +341,12 @@ def _roll_back_update(op: StackOperation, stack: Any, saved: _Saved) -> None:
         _set_status(stack, "UPDATE_ROLLBACK_COMPLETE", None)
 
 
-def _keep_only_remaining(stack: Any) -> None:
+def _keep_only_remaining(stack: Any, keep: Iterable[str] = ()) -> None:
     """The stack lists only what still exists (moto's map creates any listed resource it lacks, on access)."""
-    resource_map = stack.resource_map
+    resource_map, kept = stack.resource_map, set(keep)
     resource_map._resource_json_map = {logical_id: resource for logical_id, resource
                                        in resource_map._resource_json_map.items()
-                                       if logical_id in resource_map._parsed_resources}
+                                       if logical_id in resource_map._parsed_resources or logical_id in kept}
 
 
 # -- events --------------------------------------------------------------------------------------------------
@@ -412,8 +404,24 @@ def _resolve(op: StackOperation, resource_map: Any, logical_id: str) -> dict[str
 
 
 def _resolved_all(op: StackOperation, resource_map: Any) -> dict[str, dict[str, Any]]:
-    return {logical_id: _resolve(op, resource_map, logical_id) for logical_id in list(resource_map._resource_json_map)
-            if not isinstance(resource_map._parsed_resources.get(logical_id), (str, type(None)))}
+    """Every deployed resource's properties (those moto made, and those of types it drops)."""
+    deployed = [logical_id for logical_id in list(resource_map._resource_json_map)
+                if not isinstance(resource_map._parsed_resources.get(logical_id), (str, type(None)))]
+    deployed += [logical_id for logical_id, _ in _dropped(resource_map)]
+    return {logical_id: _resolve(op, resource_map, logical_id) for logical_id in deployed}
+
+
+def _dropped(resource_map: Any) -> list[tuple[str, str]]:
+    """(logical id, type) of the resources whose type moto has no model for and whose condition holds."""
+    from moto.cloudformation.parsing import resource_class_from_type
+
+    found = []
+    for logical_id, resource in list(resource_map._resource_json_map.items()):
+        condition = resource.get("Condition")
+        if resource_class_from_type(resource.get("Type", "")) is None and (
+                not condition or resource_map.lazy_condition_map[condition]):
+            found.append((logical_id, resource["Type"]))
+    return found
 
 
 # -- the resource hooks ------------------------------------------------------------------------------------------
@@ -481,6 +489,16 @@ def _parse_and_update_resource(logical_id: str, resource_json: dict[str, Any], r
     if op is None:
         return _installed["parse_and_update_resource"](logical_id, resource_json, resources_map, account_id,
                                                        region_name)
+    if parsing.resource_class_from_type(resource_json["Type"]) is None:  # moto drops it: checked only
+        if logical_id in op.failures and not op.rolling_back:
+            raise ResourceFailed(logical_id, op.failures[logical_id][1])
+        if not op.rolling_back:
+            properties = dict(parsing.clean_json(copy.deepcopy(resource_json.get("Properties", {}) or {}),
+                                                 resources_map))
+            _allowed(op, resources_map, logical_id, resource_json["Type"], hp.Operation.UPDATE, properties, "",
+                     account_id, region_name)
+            op.properties[logical_id] = properties
+        return None
     original = resources_map[logical_id]
     if op.rolling_back and logical_id not in op.updated:
         return original  # the failed update never changed it: nothing to roll back
@@ -569,16 +587,16 @@ def _allowed(op: StackOperation, resource_map: Any, logical_id: str, resource_ty
     if op.principal is None or runtime is None:
         return True
     previous = op.properties.get(logical_id) if operation is hp.Operation.UPDATE else None
-    mapped = _authorization(resource_type, operation, properties, previous, bool(op.stack.tags), name, physical,
-                            account, region)
-    verb = _VERB[operation]
+    mapped = authorization(resource_type, operation, properties, previous, bool(op.stack.tags), name, physical,
+                           account, region)
+    verb = operation.value
     access = Access(time.time(), op.principal, "cloudformation", mapped.operation, mapped)
     enforce = runtime.aws.gateway.enforce
     decision = enforcement.decide(access, account, region) if enforce else None
     runtime.access_log.add(replace(access, decided=decision))
     if decision is None or not decision.denied:
         return True
-    reason = _failure(mapped, decision)
+    reason = failure_reason(mapped, decision)
     _resource_event(op.stack, logical_id, resource_type, f"{verb.upper()}_FAILED", reason)
     if op.rolling_back:
         op.rollback_failures[logical_id] = reason
@@ -587,68 +605,3 @@ def _allowed(op: StackOperation, resource_map: Any, logical_id: str, resource_ty
         return False  # AWS deletes an update's removals in the cleanup, whose failures do not fail the update
     op.failures[logical_id] = (verb, reason)
     raise ResourceFailed(logical_id, reason)
-
-
-def _authorization(resource_type: str, operation: hp.Operation, properties: dict[str, Any],
-                   previous: dict[str, Any] | None, stack_tags: bool, name: str, physical: str, account: str,
-                   region: str) -> iam_actions.Mapped | iam_actions.Unmapped:
-    """The handler actions as IAM checks: create+read, update+read (create + delete for a replacement, or
-    for a type without an update handler), delete; a type without handlers cannot be checked: Unmapped."""
-    label = f"{resource_type} {_VERB[operation]}"
-    try:
-        handlers = hp.schema(resource_type, region).get("handlers") or {}
-        if operation is hp.Operation.UPDATE and ("update" not in handlers or _replaces(resource_type, properties,
-                                                                                       previous, region)):
-            actions = hp.required(resource_type, hp.Operation.CREATE, properties, stack_tags=stack_tags, region=region)
-            actions += [a for a in hp.required(resource_type, hp.Operation.DELETE, previous or properties,
-                                               region=region) if a not in actions]
-        else:
-            actions = hp.required(resource_type, operation, properties, previous=previous, stack_tags=stack_tags,
-                                  region=region)
-    except hp.UnknownResourceType as exc:
-        return iam_actions.Unmapped("cloudformation", label, str(exc))
-    arn = _arn(resource_type, properties, name or physical, physical, account, region)
-    checks = tuple(iam_actions.Check(check.action, check.resource, {k: _condition(v) for k, v in check.keys.items()})
-                   for action in actions
-                   for check in hp.checks(action, resource_type, properties, arn, account, region))
-    region_key = {"aws:RequestedRegion": (region,)}
-    return iam_actions.Mapped("cloudformation", label, tuple(replace(c, conditions={**region_key, **c.conditions})
-                                                             for c in checks))
-
-
-def _replaces(resource_type: str, properties: dict[str, Any], previous: dict[str, Any] | None, region: str) -> bool:
-    """An update that changes a createOnly property replaces the resource (CloudFormation User Guide,
-    "Update behaviors of stack resources": Replacement)."""
-    if previous is None:
-        return False
-    create_only = [p.split("/")[-1] for p in hp.schema(resource_type, region).get("createOnlyProperties", [])]
-    return any(properties.get(name) != previous.get(name) for name in create_only)
-
-
-def _arn(resource_type: str, properties: dict[str, Any], name: str, physical: str, account: str, region: str) -> str:
-    """The resource's ARN: its physical id when that is one, else from its name (given, or the generated one)."""
-    from moto.cloudformation.parsing import resource_name_property_from_type
-
-    if physical.startswith("arn:") and resource_type not in (hp._TARGET, hp._POLICY):
-        return physical
-    name_property = resource_name_property_from_type(resource_type)
-    if name_property and name and not properties.get(name_property):
-        properties = {**properties, name_property: name}
-    return hp.arn_guess(resource_type, properties, account, region)
-
-
-def _condition(value: Any) -> tuple[str, ...]:
-    if isinstance(value, bool):
-        return ("true" if value else "false",)
-    if isinstance(value, (str, int, float)):
-        return (str(value),)
-    return tuple(str(item) for item in value)
-
-
-def _failure(mapped: iam_actions.Mapped | iam_actions.Unmapped, decision: Any) -> str:
-    """CloudFormation's status reason for the first check IAM denied (or why nothing could be checked)."""
-    if isinstance(mapped, iam_actions.Mapped):
-        for check, decided in zip(mapped.checks, decision.checks):
-            if decided.decision != "allowed":
-                return hp.handler_failure(check.action, check.resource, decided.message)
-    return str(decision.message or decision.decision)
