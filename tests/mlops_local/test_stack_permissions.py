@@ -305,3 +305,22 @@ def test_the_endpoint_stack_role_deploys_the_prod_endpoint_stack(aws, runtime):
     assert checked == {f"AWS::{t} create": "allowed" for t in (
         "SageMaker::Model", "SageMaker::EndpointConfig", "SageMaker::Endpoint", "CloudWatch::Alarm",
         "ApplicationAutoScaling::ScalableTarget", "ApplicationAutoScaling::ScalingPolicy")}
+
+
+@pytest.mark.parametrize("change_set_type", ["CREATE", "UPDATE"])
+def test_a_change_set_whose_resource_is_denied_rolls_back(aws, change_set_type):
+    """What `aws cloudformation deploy` does: CreateChangeSet, then ExecuteChangeSet."""
+    role = stack_role(aws, "perm-stack")
+    cfn = aws.client("cloudformation")
+    if change_set_type == "UPDATE":
+        cfn.create_stack(StackName="perm", TemplateBody=template("Topic"), RoleARN=role)
+    grant(aws, "perm-stack", ["s3:CreateBucket"])
+    change_set = cfn.create_change_set(StackName="perm", ChangeSetName="deploy", ChangeSetType=change_set_type,
+                                       TemplateBody=template("Later", "Topic"), RoleARN=role)["Id"]
+    cfn.execute_change_set(ChangeSetName=change_set)
+    assert status(aws, "perm") == {"CREATE": "ROLLBACK_COMPLETE", "UPDATE": "UPDATE_ROLLBACK_COMPLETE"}[change_set_type]
+    (failed,) = [e for e in events(aws, "perm") if e[1] == "CREATE_FAILED"]
+    assert failed[0] == "Later" and "not authorized to perform: s3:CreateBucket" in failed[2]
+    assert cfn.describe_change_set(ChangeSetName=change_set)["ExecutionStatus"] == "EXECUTE_FAILED"
+    assert len(topics(aws)) == (1 if change_set_type == "UPDATE" else 0)
+    assert "Outputs" not in cfn.describe_stacks(StackName="perm")["Stacks"][0]
