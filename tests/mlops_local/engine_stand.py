@@ -18,6 +18,7 @@ import pytest
 from mlops_local.codepipeline import PipelineEngine
 from mlops_local.gateway import LocalAws
 from tests.conftest import ROOT
+from mlops_local.cloudformation.stacks import Stacks
 from mlops_local.runtime import Runtime
 
 HERE = "tests.mlops_local.engine_stand"
@@ -129,6 +130,7 @@ class Stand:
 def stand(tmp_path_factory):
     with LocalAws() as aws:
         runtime = Runtime(aws=aws, workdir=tmp_path_factory.mktemp("engine"), source_root=ROOT)
+        Stacks(runtime).register()  # stacks check their resources' handler permissions, as on AWS
         applied: list[str] = []
         # Continuations re-run only on a change signal here (30 s fallback), which the tests drive.
         engine = PipelineEngine(runtime, stack_applier=applied.append, poll_interval=(30.0, 30.0)).register()

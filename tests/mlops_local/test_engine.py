@@ -198,6 +198,44 @@ def test_cloudformation_deploys_from_artifacts_with_configuration_and_overrides(
     assert stand.applied == ["engine-deployed", "engine-deployed"]
 
 
+@pytest.mark.parametrize("mode, second", [
+    ("CREATE_UPDATE", "is in ROLLBACK_COMPLETE state and can not be updated"),
+    ("REPLACE_ON_FAILURE", "ended ROLLBACK_COMPLETE: Topic: "),
+], ids=["create-update-refuses", "replace-on-failure-replaces"])
+def test_a_stack_whose_create_rolled_back(stand, mode, second):
+    """The first create fails (the stack role may not create the topic) and rolls back; CREATE_UPDATE then
+    fails on the ROLLBACK_COMPLETE stack, as CloudFormation refuses to update it, while REPLACE_ON_FAILURE
+    deletes it and creates it again (failing again here, for the same reason)."""
+    iam = stand.aws.client("iam")
+    role_name = f"no-sns-{mode.lower().replace('_', '-')}"
+    role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "cloudformation.amazonaws.com"}}]}))
+    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("stack.json", json.dumps(template))
+    key = f"bundles/{role_name}.zip"
+    stand.aws.client("s3").put_object(Bucket="engine-data", Key=key, Body=bundle.getvalue())
+    stack = f"engine-{role_name}"
+    deploy = {"name": "DeployStack", "runOrder": 1, "inputArtifacts": [{"name": "RawData"}],
+              "actionTypeId": {"category": "Deploy", "owner": "AWS", "provider": "CloudFormation", "version": "1"},
+              "configuration": {"ActionMode": mode, "StackName": stack, "TemplatePath": "RawData::stack.json",
+                                "RoleArn": role["Role"]["Arn"]}}
+    create_pipeline(stand, stack, [data_source("Bundle", key), {"name": "Deploy", "actions": [deploy]}])
+    cp = stand.aws.client("codepipeline")
+    messages = []
+    for _ in range(2):
+        execution_id = cp.start_pipeline_execution(name=stack)["pipelineExecutionId"]
+        assert wait_done(stand, stack, execution_id)["status"] == "Failed"
+        result = actions_of(stand, stack, execution_id)["DeployStack"]["output"]["executionResult"]
+        messages.append(result["errorDetails"]["message"])
+    assert "ended ROLLBACK_COMPLETE: Topic: " in messages[0] and "sns:CreateTopic" in messages[0]
+    assert second in messages[1]
+    status = stand.aws.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+    assert status == "ROLLBACK_COMPLETE"
+
+
 @pytest.mark.parametrize("buildspec, repository, env, exported, image_check", [
     ("buildspecs/training-image.yml", "engine-training",
      {"TF_VERSION": "2.21", "TF_PY_VERSION": "py312", "GLUE_CODE_URI": "s3://engine-data/code/glue/"},

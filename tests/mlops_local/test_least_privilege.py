@@ -39,6 +39,14 @@ class Deployed:
             pipelineName=self.pipeline, filter={"pipelineExecutionId": execution_id})["actionExecutionDetails"]
         return execution, {d["actionName"]: d for d in sorted(details, key=lambda d: d["startTime"])}
 
+    def delete_stack(self, name: str) -> None:
+        cloudformation = self.local.aws.client("cloudformation")
+        if any(s["StackName"] == name for s in cloudformation.list_stacks()["StackSummaries"]
+               if s["StackStatus"] != "DELETE_COMPLETE"):
+            cloudformation.delete_stack(StackName=name)
+            cloudformation.get_waiter("stack_delete_complete").wait(
+                StackName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 150})
+
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
@@ -111,6 +119,7 @@ class Case:
     resource: str       # ... and the resource (a prefix of the ARN is enough)
     why: str = "because no identity-based policy allows"
     siblings: tuple[str, ...] = ()  # actions of the same runOrder that fail for the same reason
+    fresh_stack: str | None = None  # a stack to delete first, so the action creates it (and its handlers run)
 
 
 CASES = {
@@ -131,6 +140,18 @@ CASES = {
         "mlops-pipeline", "pipeline", with_condition("PassStackRolesToCloudFormation", "StringEquals",
                                                      "iam:PassedToService", "lambda.amazonaws.com"),
         "DeployTestFunction", "iam:PassRole", f"{ROLE}/mlops-test-function-stack"),
+    "stack-role-lacks-create-function": Case(
+        "mlops-test-function-stack", "test-function-stack",
+        without_action("ManageEndpointTestFunction", "lambda:CreateFunction"),
+        "DeployTestFunction", "lambda:CreateFunction", f"{FUNCTION}:mlops-endpoint-test",
+        fresh_stack="mlops-endpoint-test-function"),
+    "glue-role-reads-the-wrong-prefix": Case(
+        "mlops-glue-etl", "etl", with_resource("ReadInputsAndCode", "/raw/*", "/raw-archive/*"),
+        "MonitorEtl", "s3:GetObject", f'"arn:aws:s3:::{DATA_BUCKET}/raw/'),
+    "sagemaker-role-lacks-model-upload": Case(
+        "mlops-sagemaker-execution", "training-processing-serving",
+        without_action("WriteModelEvaluationAndCapture", "s3:PutObject"),
+        "MonitorTraining", "s3:PutObject", f'"arn:aws:s3:::{DATA_BUCKET}/runs/'),
     "pipeline-role-lacks-codebuild-start": Case(
         "mlops-pipeline", "pipeline", without_action("RunImageBuilds", "codebuild:StartBuild"),
         "BuildTrainingImage", "codebuild:StartBuild", f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/mlops-",
@@ -150,6 +171,8 @@ def role_policy(iam, role: str, name: str) -> Document:
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_a_missing_permission_fails_the_action_that_needs_it(deployed, case):
     iam = deployed.local.aws.client("iam")
+    if case.fresh_stack:
+        deployed.delete_stack(case.fresh_stack)
     original = role_policy(iam, case.role, case.policy)
     edited = copy.deepcopy(original)
     case.edit(edited)
@@ -158,6 +181,8 @@ def test_a_missing_permission_fails_the_action_that_needs_it(deployed, case):
         execution, actions = deployed.run()
     finally:
         iam.put_role_policy(RoleName=case.role, PolicyName=case.policy, PolicyDocument=json.dumps(original))
+        if case.fresh_stack:  # rolled back: AWS keeps it in ROLLBACK_COMPLETE, where CREATE_UPDATE fails
+            deployed.delete_stack(case.fresh_stack)
 
     assert execution["status"] == "Failed"
     failed = [name for name, detail in actions.items() if detail["status"] == "Failed"]
@@ -180,5 +205,6 @@ def test_with_every_policy_as_deployed_the_pipeline_passes_its_early_stages(depl
     finally:
         iam.put_role_policy(RoleName="mlops-submit-etl-fn", PolicyName="submit-etl", PolicyDocument=json.dumps(worker))
     passed = {name for name, detail in actions.items() if detail["status"] == "Succeeded"}
-    assert {"DataSource", "ModelSource", "BuildTrainingImage", "DeployTestFunction"} <= passed
+    assert {"DataSource", "ModelSource", "BuildTrainingImage", "DeployTestFunction"} <= passed, {
+        name: detail.get("output", {}).get("executionResult") for name, detail in actions.items()}
     assert execution["status"] == "Failed"  # at SubmitEtl's GetJobRuns, denied on purpose to stop early

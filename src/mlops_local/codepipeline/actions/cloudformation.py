@@ -28,8 +28,7 @@ def deploy_cloudformation(ctx: ActionContext) -> ActionResult:
     current = _stack(cfn, stack)
     if mode == "DELETE_ONLY":
         if current:
-            cfn.delete_stack(StackName=stack, **_role(ctx))
-            _wait_stack(ctx, cfn, stack)
+            _delete(ctx, cfn, stack)
         return ActionResult(summary=f"Stack {stack} deleted" if current else f"Stack {stack} did not exist")
     if mode not in ("CREATE_UPDATE", "REPLACE_ON_FAILURE"):
         raise ActionFailed(f"ActionMode {mode} is not supported locally (CREATE_UPDATE, REPLACE_ON_FAILURE, "
@@ -62,11 +61,15 @@ def deploy_cloudformation(ctx: ActionContext) -> ActionResult:
     if tags:
         request["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
 
-    if current and (current["StackStatus"] == "ROLLBACK_COMPLETE"
-                    or (mode == "REPLACE_ON_FAILURE" and current["StackStatus"] in FAILED_STATES)):
-        cfn.delete_stack(StackName=stack, **_role(ctx))
-        _wait_stack(ctx, cfn, stack)
+    # Only REPLACE_ON_FAILURE replaces a failed stack; CREATE_UPDATE updates whatever is there, and
+    # CloudFormation refuses to update a ROLLBACK_COMPLETE stack (CodePipeline User Guide,
+    # "CloudFormation deploy action reference", ActionMode).
+    if current and mode == "REPLACE_ON_FAILURE" and current["StackStatus"] in FAILED_STATES:
+        _delete(ctx, cfn, stack)
         current = None
+    if current and mode == "CREATE_UPDATE" and current["StackStatus"] == "ROLLBACK_COMPLETE":
+        raise ActionFailed(f"CloudFormation rejected stack {stack}: ValidationError: Stack:{current['StackId']} is "
+                           "in ROLLBACK_COMPLETE state and can not be updated.")
     try:
         if current:
             try:
@@ -96,6 +99,19 @@ def deploy_cloudformation(ctx: ActionContext) -> ActionResult:
     if ctx.configuration.get("OutputFileName") and ctx.outputs:
         put_zip_artifact(ctx, ctx.outputs[0], ctx.configuration["OutputFileName"], json.dumps(outputs, indent=2))
     return ActionResult(summary=f"Stack {stack} {status}", variables=outputs, external_id=final.get("StackId"))
+
+
+def _delete(ctx: ActionContext, cfn: Any, stack: str) -> None:
+    """Delete the stack and wait; a delete that does not complete fails the action with its reason."""
+    try:
+        cfn.delete_stack(StackName=stack, **_role(ctx))
+    except ClientError as exc:
+        error = exc.response["Error"]
+        raise ActionFailed(f"CloudFormation rejected deleting stack {stack}: {error.get('Code')}: "
+                           f"{error.get('Message', exc)}") from None
+    final = _wait_stack(ctx, cfn, stack)
+    if final is not None:
+        raise ActionFailed(f"stack {stack} ended {final['StackStatus']}: {_failure_reason(cfn, stack)}")
 
 
 def _param(value: Any) -> str:
