@@ -237,22 +237,13 @@ class GlueRuns:
         try:
             return work()
         except (s3_staging.StagingError, ClientError) as exc:
-            message = self._denial(run.session, since)
+            message = self.runtime.denial(run.session, since)
             if message is None:
                 if isinstance(exc, ClientError):
                     raise s3_staging.StagingError(f"{uri or 'staging'}: {exc}") from None
                 raise
             raise StagingDenied(f"{message} (Service: Amazon S3; Status Code: 403; Error Code: AccessDenied)") \
                 from None
-
-    def _denial(self, session: RoleCredentials, since: int) -> str | None:
-        """AWS's message for the latest S3 request of the session denied after access-log mark `since`."""
-        for access in reversed(self.runtime.access_log.records(since)):
-            decided = access.decided
-            if (access.principal.access_key_id == session.access_key_id and decided is not None
-                    and decided.denied):
-                return decided.message
-        return None
 
     def _stage(self, run: GlueRun) -> tuple[list[str], dict[str, str], list[tuple[str, Path]]]:
         """The command, environment and (s3 prefix, local folder) outputs of a run, staged as its role."""

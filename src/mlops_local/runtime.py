@@ -263,6 +263,22 @@ class Runtime:
         enforcement.record(self.access_log, access, account_id(), self.aws.gateway.region,
                            enforce=self.aws.gateway.enforce)
 
+    def denial(self, session: RoleCredentials, since: int, bucket: str = "") -> str | None:
+        """AWS's message for the latest request of the session denied after access-log mark `since`
+        (one naming `bucket` first, when given). S3 answers a denied HeadObject (the first request of
+        a download) with a bare 403 and no body, so a staging error does not carry the text; the access
+        log has it, as AWS's GetObject answer would."""
+        fallback = None
+        for access in reversed(self.access_log.records(since)):
+            decided = access.decided
+            if access.principal.access_key_id != session.access_key_id or decided is None or not decided.denied:
+                continue
+            if not bucket or any(f":::{bucket}{end}" in decided.message for end in ("/", " ", '"')):  # S3 quotes
+                return decided.message
+            if access.service == "s3" and fallback is None:
+                fallback = decided.message
+        return fallback
+
     def close(self) -> None:
         """End what the runtime itself keeps running: the idle Lambda workers."""
         self.lambda_workers.close()

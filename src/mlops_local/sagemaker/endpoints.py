@@ -406,7 +406,7 @@ class Endpoints:
             model_dir = fetch_model(self.runtime.client_as("s3", acting), container, folder)
         except ModelDataFailed as exc:
             bucket = exc.url[5:].split("/", 1)[0]
-            message = execution_role.denial(self.runtime, acting, since, bucket)
+            message = self.runtime.denial(acting, since, bucket)
             if message is None:
                 raise
             raise StartFailed(f"{model_data_failure(exc.url)} (AccessDenied: {message})") from None

@@ -48,22 +48,3 @@ def pull(runtime: Runtime, acting: RoleCredentials, image_uri: str) -> AccessDen
     except AccessDenied as denied:
         return denied
     return None
-
-
-def denial(runtime: Runtime, acting: RoleCredentials, since: int, bucket: str) -> str | None:
-    """AWS's message for a request on `bucket` the session was denied after access-log mark `since`.
-
-    S3 answers a denied HeadObject (the first request of a download) with a bare 403 and no body, so
-    the staging error does not carry the text; the gateway's access log has it, as AWS's GetObject
-    answer would. A denial naming another resource (the bucket's KMS key) is the answer when none
-    names the bucket."""
-    fallback = None
-    for access in reversed(runtime.access_log.records(since)):
-        decided = access.decided
-        if access.principal.access_key_id != acting.access_key_id or decided is None or not decided.denied:
-            continue
-        if any(f":::{bucket}{end}" in decided.message for end in ("/", " ", '"')):  # S3 quotes the ARN
-            return decided.message
-        if access.service == "s3" and fallback is None:
-            fallback = decided.message
-    return fallback

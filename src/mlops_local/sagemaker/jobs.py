@@ -288,7 +288,7 @@ class SageMakerJobs(ABC):
             yield
         except StagingError as exc:
             bucket, _ = split_s3_uri(uri)
-            message = execution_role.denial(self.runtime, job.session, since, bucket)
+            message = self.runtime.denial(job.session, since, bucket)
             detail = f"(AccessDenied: {message})" if message else f"({exc})"
             where = "from" if direction == "download" else "to"
             raise JobFailure(f"ClientError: Data {direction} failed:Unable to {direction} data {where} {uri} "
