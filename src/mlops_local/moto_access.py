@@ -23,6 +23,10 @@ def backend(service: str, account_id: str, region_name: str) -> Any:
     from moto.backends import get_backend
     from moto.utilities.utils import get_partition
 
+    if service == "lambda":  # use_docker False: moto serves Lambda from its "simple" backend
+        from moto.awslambda.utils import get_backend as lambda_backend
+
+        return lambda_backend(account_id, region_name)
     key = get_partition(region_name) if service == "s3" else region_name
     return get_backend(service)[account_id][key]  # type: ignore[call-overload]  # any service by name
 

@@ -143,6 +143,23 @@ def test_a_bucket_policy_deny_wins_and_insecure_transport_does_not_match(stand):
     assert public["decision"] == "allowed"  # DenyInsecureTransport: aws:SecureTransport is true
 
 
+@pytest.mark.parametrize("granted, decision, reason", [
+    (True, "allowed", "allowed by a resource-based policy"),
+    (False, "would-deny", "no identity-based policy allows"),
+], ids=["function-policy-names-the-role", "function-policy-names-another"])
+def test_a_lambda_function_policy_allows_by_itself(stand, granted, decision, reason):
+    """A function's resource policy (AddPermission) that names the caller allows without an identity
+    grant (IAM User Guide, "Policy evaluation for requests within a single account")."""
+    role = make_role(stand, f"invoker-{granted}", inline={"none": document(allow("Other", "glue:GetJob", JOB))})
+    create_function(stand, f"guarded-fn-{granted}", f"{HERE}.glue_reader_handler")
+    stand.aws.client("lambda").add_permission(
+        FunctionName=f"guarded-fn-{granted}", StatementId="Invoke", Action="lambda:InvokeFunction",
+        Principal=role if granted else f"arn:aws:iam::{ACCOUNT}:role/someone-else")
+    function = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:guarded-fn-{granted}"
+    found = decided(record(session(role), Check("lambda:InvokeFunction", function)))
+    assert (found["decision"], found["checks"][0]["reason"]) == (decision, reason)
+
+
 @pytest.mark.parametrize("key_policy, decision, reason", [
     (None, "allowed", "allowed by an identity-based policy"),  # moto's default: the account delegates to IAM
     (document({"Sid": "OnlyAdmin", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/admin"},

@@ -105,6 +105,19 @@ def _policies(holders: list[Any]) -> tuple[Policy, ...] | str:
     return tuple(item for item in found if isinstance(item, Policy))
 
 
+def _function_principal(principal: Any) -> Any:
+    """moto keeps AddPermission's Principal as given ("arn:...", "123456789012", "events.amazonaws.com");
+    Lambda's GetPolicy answers it as a policy does ({"AWS": arn}, {"AWS": "arn:aws:iam::<acct>:root"},
+    {"Service": name}), which is what the evaluator reads."""
+    if not isinstance(principal, str) or principal == "*":
+        return principal
+    if principal.endswith(".amazonaws.com"):
+        return {"Service": principal}
+    if principal.isdigit():
+        return {"AWS": f"arn:aws:iam::{principal}:root"}
+    return {"AWS": principal}
+
+
 class Judge:
     """Decisions against moto's IAM, S3 and KMS records as they are now (read lazily, once each).
 
@@ -191,11 +204,13 @@ class Judge:
     def resource_policy(self, resource: str) -> tuple[Policy | None, bool] | str:
         """(the resource's policy or None, whether it must allow by itself); or why it cannot be evaluated."""
         parts = resource.split(":", 5)
-        if len(parts) < 6 or parts[2] not in ("s3", "kms"):
+        if len(parts) < 6 or parts[2] not in ("s3", "kms", "lambda"):
             return None, False
         key = parts[5].split("/", 1)[0] if parts[2] == "s3" else resource
         if key not in self._resource:
-            self._resource[key] = self._bucket_policy(key) if parts[2] == "s3" else self._key_policy(parts)
+            read = {"s3": lambda: self._bucket_policy(key), "kms": lambda: self._key_policy(parts),
+                    "lambda": lambda: self._function_policy(parts)}[parts[2]]
+            self._resource[key] = read()
         return self._resource[key]
 
     def _bucket_policy(self, bucket: str) -> tuple[Policy | None, bool] | str:
@@ -219,6 +234,22 @@ class Judge:
                 if isinstance(resource, BucketPolicyModel) and resource.attributes.get("Bucket") == bucket:
                     return _text(resource.attributes["Policy"])
         return None
+
+    def _function_policy(self, arn: list[str]) -> tuple[Policy | None, bool] | str:
+        """A Lambda function's resource policy (AddPermission), for the function or its qualifier. Like
+        a bucket policy it may allow by itself; a function without one has none."""
+        from moto.core.exceptions import JsonRESTError
+
+        name, _, qualifier = arn[5].removeprefix("function:").partition(":")
+        try:
+            wire = backend("lambda", self.account, arn[3]).get_policy(name, qualifier or None)
+        except (JsonRESTError, KeyError, ValueError):  # no such function, or no statements: no policy
+            return None, False
+        document = json.loads(json.loads(wire)["Policy"])
+        for statement in document.get("Statement", []):
+            statement["Principal"] = _function_principal(statement.get("Principal"))
+        policy = _parsed(json.dumps(document), f"resource policy of function {name}", None)
+        return policy if isinstance(policy, str) else (policy, False)
 
     def _key_policy(self, arn: list[str]) -> tuple[Policy | None, bool] | str:
         """A KMS key policy must allow by itself (or name the account to delegate to IAM). A key that
