@@ -187,13 +187,24 @@ def interleaved(mix: list[Kind], clients: dict[str, dict[str, Any]], rounds: int
 
 
 # -- the checks alone -----------------------------------------------------------------------------
+def _kept(value: Any) -> Any:
+    """A check's argument kept for replay: a copy, and a werkzeug request (REST validation reads it) as a
+    new request over the same environ and body, since its input stream is read once."""
+    from werkzeug.wrappers import Request
+
+    if isinstance(value, Request):
+        body = value.get_data(cache=True)
+        return Request({**value.environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))})
+    return copy.deepcopy(value)
+
+
 def recorded_checks(gateway: Any, mix: list[Kind], clients: dict[str, Any]) -> dict[str, dict[str, tuple]]:
     """Per kind and check: the arguments the gateway called the check with (one call of each kind)."""
     seen: dict[str, tuple] = {}
 
     def recorder(check: Check, original: Callable[..., Any]) -> Callable[..., Any]:
         def record(*args: Any, **kwargs: Any) -> Any:
-            seen[check.name] = copy.deepcopy((args, kwargs))
+            seen[check.name] = (tuple(_kept(a) for a in args), {k: _kept(v) for k, v in kwargs.items()})
             return original(*args, **kwargs)
         return record
 
