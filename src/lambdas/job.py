@@ -4,6 +4,10 @@ A worker is a function `work(job) -> Done | InProgress` that raises `JobWorkerEr
 action must fail. `run_job` is the one boundary: it parses the event, calls the worker, and ends
 every invocation with exactly one PutJobSuccessResult (with or without a continuation token) or
 PutJobFailureResult. It never logs the raw event or the artifact credentials.
+
+Logging is the standard library's, through `logging.getLogger(__name__)`: the functions' LoggingConfig is
+JSON at the template's LogLevel, so the Lambda Python runtime writes each record as a JSON object at that
+level, with the `extra=` fields (jobId, outcome, ...) as keys (templates/pipeline.yaml, LogLevel).
 """
 from __future__ import annotations
 
@@ -242,12 +246,14 @@ def run_job(event: Mapping[str, Any], work: Callable[[JobEvent], Done | InProgre
     codepipeline = codepipeline or client("codepipeline")
     try:
         job = JobEvent.from_event(event)
+        logger.info("job %s: %s", job_id, "continuing" if job.continuation_token else "starting",
+                    extra=_fields(job_id, "invoked", continuation=bool(job.continuation_token)))
         outcome = work(job)
     except JobWorkerError as exc:
         return _fail(codepipeline, job_id, exc.failure_type, str(exc))
     except Exception as exc:  # the boundary: nothing may leave the action hanging
         failure_type, message = _describe_unexpected(exc)
-        logger.exception("job %s: unexpected error", job_id)
+        logger.exception("job %s: unexpected error", job_id, extra=_fields(job_id, "error"))
         return _fail(codepipeline, job_id, failure_type, message)
 
     if isinstance(outcome, InProgress):
@@ -259,7 +265,8 @@ def run_job(event: Mapping[str, Any], work: Callable[[JobEvent], Done | InProgre
         if outcome.percent is not None:
             details["percentComplete"] = max(0, min(100, int(outcome.percent)))
         codepipeline.put_job_success_result(jobId=job_id, continuationToken=token, executionDetails=details)
-        logger.info("job %s: in progress: %s", job_id, outcome.summary)
+        logger.info("job %s: in progress: %s", job_id, outcome.summary,
+                    extra=_fields(job_id, "in progress", percent=outcome.percent))
         return {"result": "continue", "summary": outcome.summary, "state": dict(outcome.state)}
 
     variables = {k: str(v) for k, v in outcome.variables.items()}
@@ -267,8 +274,14 @@ def run_job(event: Mapping[str, Any], work: Callable[[JobEvent], Done | InProgre
     if variables:
         kwargs["outputVariables"] = variables
     codepipeline.put_job_success_result(jobId=job_id, **kwargs)
-    logger.info("job %s: succeeded: %s", job_id, outcome.summary)
+    logger.info("job %s: succeeded: %s", job_id, outcome.summary,
+                extra=_fields(job_id, "succeeded", variables=sorted(variables)))
     return {"result": "success", "summary": outcome.summary, "variables": variables}
+
+
+def _fields(job_id: str, outcome: str, **more: Any) -> dict[str, Any]:
+    """A boundary line's structured fields (keys of the JSON log record): the job, what came of it, more."""
+    return {"jobId": job_id, "outcome": outcome, **more}
 
 
 def _job_id(event: Mapping[str, Any]) -> str:
@@ -301,7 +314,8 @@ def _fail(codepipeline: AwsClient, job_id: str, failure_type: str, message: str)
     message = message[:MAX_FAILURE_MESSAGE]
     codepipeline.put_job_failure_result(
         jobId=job_id, failureDetails={"type": failure_type, "message": message})
-    logger.error("job %s: failed (%s): %s", job_id, failure_type, message)
+    logger.error("job %s: failed (%s): %s", job_id, failure_type, message,
+                 extra=_fields(job_id, "failed", failureType=failure_type))
     return {"result": "failure", "type": failure_type, "message": message}
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import os
 import select
 import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from mlops_local import lambda_logging
 
 IDLE_SECONDS = 600.0  # a worker unused this long is ended, as Lambda reclaims idle environments
 MAX_IDLE_WORKERS = 24  # beyond this many idle workers the longest idle ones end (each holds ~60 MB)
@@ -118,6 +118,7 @@ class LambdaWorkers:
     """
 
     def __init__(self, idle_seconds: float = IDLE_SECONDS, max_idle: int = MAX_IDLE_WORKERS) -> None:
+        lambda_logging.install()  # functions keep their LoggingConfig, which the workers' logging follows
         self.idle_seconds = idle_seconds
         self.max_idle = max_idle
         self._idle: dict[WorkerKey, list[Worker]] = {}
@@ -184,8 +185,9 @@ def lambda_worker() -> None:
     nothing = os.open(os.devnull, os.O_RDONLY)  # a handler reading stdin must not read the requests
     os.dup2(nothing, 0)
     os.close(nothing)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="[%(levelname)s] %(asctime)s %(name)s %(message)s")
+    # The root logger as the Lambda Python runtime sets it up from the function's LoggingConfig: JSON at
+    # ApplicationLogLevel, or Text at logging's default WARNING, so INFO lines are dropped as on AWS.
+    lambda_logging.runtime_logging(os.environ.get("AWS_LAMBDA_LOG_FORMAT"), os.environ.get("AWS_LAMBDA_LOG_LEVEL"))
     handlers: dict[str, Callable[..., Any]] = {}
     try:
         for line in requests:
@@ -204,6 +206,7 @@ def _serve(payload: Mapping[str, Any], handlers: dict[str, Callable[..., Any]]) 
     os.dup2(log, 2)
     os.close(log)
     outcome: dict[str, Any] = {}
+    lambda_logging.set_request_id(payload["context"].get("aws_request_id", ""))
     try:
         os.chdir(payload["cwd"])
         name = payload["handler"]
@@ -212,7 +215,7 @@ def _serve(payload: Mapping[str, Any], handlers: dict[str, Callable[..., Any]]) 
             handlers[name] = getattr(importlib.import_module(module), function)
         handlers[name](payload["event"], _LambdaContext(**payload["context"]))
     except BaseException as exc:  # the runtime reports any error of the handler, as Lambda does
-        traceback.print_exc()
+        lambda_logging.log_unhandled(exc, os.environ.get("AWS_LAMBDA_LOG_FORMAT"), sys.stderr.write)
         outcome["error"] = f"the function raised {type(exc).__name__}: {exc}"
     finally:
         sys.stdout.flush()

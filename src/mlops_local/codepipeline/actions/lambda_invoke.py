@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from botocore.exceptions import ClientError
 
 from mlops_local.codepipeline.actions.context import ActionAbandoned, ActionContext, ActionFailed, ActionResult
+from mlops_local.lambda_logging import runtime_environment
 from mlops_local.runtime import RoleNotAssumable
 
 MIN_FUNCTION_SECONDS = 30.0  # a cold worker starts slower than a warm Lambda; never below this
@@ -48,9 +49,9 @@ def invoke_lambda(ctx: ActionContext) -> ActionResult:
                 "PYTHONUNBUFFERED": "1", "LAMBDA_TASK_ROOT": str(root / "src"), "_HANDLER": handler,
                 "AWS_LAMBDA_FUNCTION_NAME": config["FunctionName"],
                 "AWS_LAMBDA_FUNCTION_VERSION": config.get("Version", "$LATEST"),
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.get("MemorySize", 128)),
-                "AWS_LAMBDA_LOG_GROUP_NAME": (config.get("LoggingConfig") or {}).get(
-                    "LogGroup", f"/aws/lambda/{config['FunctionName']}")})
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.get("MemorySize", 128))})
+    # The log group, format and application level, as Lambda hands them to the runtime (lambda_logging).
+    env.update(runtime_environment(config.get("LoggingConfig"), config["FunctionName"]))
     env.update((config.get("Environment") or {}).get("Variables") or {})
     env.update(ctx.runtime.aws.environment())  # boto3 in the handler reaches the stand-in
     env.update(_role_credentials(ctx, config))  # ... as the function's execution role, not as the user
