@@ -4,7 +4,9 @@ permission, with AWS's AccessDenied naming the IAM action and the resource.
 One deployment of the real templates (scripts/deploy.sh, a small sample of the data) serves every
 case: each case edits one role's inline policy as deployed (removes an action, narrows a resource,
 adds a Deny, changes a condition), runs an execution, checks where and how it failed, and puts the
-policy back. Cases that fail before the ETL take a few seconds each.
+policy back. Cases that fail before the ETL take a few seconds each. A case whose stack create fails leaves the
+stack in ROLLBACK_COMPLETE, as AWS does; the next execution replaces it (REPLACE_ON_FAILURE), so no case
+deletes a stack after itself.
 """
 from __future__ import annotations
 
@@ -39,10 +41,27 @@ class Deployed:
             pipelineName=self.pipeline, filter={"pipelineExecutionId": execution_id})["actionExecutionDetails"]
         return execution, {d["actionName"]: d for d in sorted(details, key=lambda d: d["startTime"])}
 
+    def run_until_etl(self) -> tuple[dict, dict[str, dict]]:
+        """One execution that passes the Source and Build stages and stops at SubmitEtl, whose role is denied
+        glue:GetJobRuns on purpose for it."""
+        iam = self.local.aws.client("iam")
+        worker = role_policy(iam, "mlops-submit-etl-fn", "submit-etl")
+        stop = {"Sid": "StopHere", "Effect": "Deny", "Action": "glue:GetJobRuns", "Resource": "*"}
+        iam.put_role_policy(RoleName="mlops-submit-etl-fn", PolicyName="submit-etl",
+                            PolicyDocument=json.dumps({**worker, "Statement": [*worker["Statement"], stop]}))
+        try:
+            return self.run()
+        finally:
+            iam.put_role_policy(RoleName="mlops-submit-etl-fn", PolicyName="submit-etl",
+                                PolicyDocument=json.dumps(worker))
+
+    def stack(self, name: str) -> dict | None:
+        stacks = self.local.aws.client("cloudformation").list_stacks()["StackSummaries"]
+        return next((s for s in stacks if s["StackName"] == name and s["StackStatus"] != "DELETE_COMPLETE"), None)
+
     def delete_stack(self, name: str) -> None:
         cloudformation = self.local.aws.client("cloudformation")
-        if any(s["StackName"] == name for s in cloudformation.list_stacks()["StackSummaries"]
-               if s["StackStatus"] != "DELETE_COMPLETE"):
+        if self.stack(name):
             cloudformation.delete_stack(StackName=name)
             cloudformation.get_waiter("stack_delete_complete").wait(
                 StackName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 150})
@@ -119,7 +138,8 @@ class Case:
     resource: str       # ... and the resource (a prefix of the ARN is enough)
     why: str = "because no identity-based policy allows"
     siblings: tuple[str, ...] = ()  # actions of the same runOrder that fail for the same reason
-    fresh_stack: str | None = None  # a stack to delete first, so the action creates it (and its handlers run)
+    # a stack to delete first, so the action creates it (and its handlers run); the next execution replaces it
+    fresh_stack: str | None = None
 
 
 CASES = {
@@ -181,8 +201,6 @@ def test_a_missing_permission_fails_the_action_that_needs_it(deployed, case):
         execution, actions = deployed.run()
     finally:
         iam.put_role_policy(RoleName=case.role, PolicyName=case.policy, PolicyDocument=json.dumps(original))
-        if case.fresh_stack:  # rolled back: AWS keeps it in ROLLBACK_COMPLETE, where CREATE_UPDATE fails
-            deployed.delete_stack(case.fresh_stack)
 
     assert execution["status"] == "Failed"
     failed = [name for name, detail in actions.items() if detail["status"] == "Failed"]
@@ -190,20 +208,27 @@ def test_a_missing_permission_fails_the_action_that_needs_it(deployed, case):
     message = actions[case.action]["output"]["executionResult"]["errorDetails"]["message"]
     assert "AccessDenied" in message and f"is not authorized to perform: {case.denied} on resource: " in message
     assert f"on resource: {case.resource}" in message and case.why in message, message
+    if case.fresh_stack:
+        assert_the_next_execution_replaces_the_rolled_back_stack(deployed, case)
+
+
+def assert_the_next_execution_replaces_the_rolled_back_stack(deployed: Deployed, case: Case) -> None:
+    """With the permission back, the next execution deletes the ROLLBACK_COMPLETE stack and creates it again;
+    under CREATE_UPDATE it would fail ("... is in ROLLBACK_COMPLETE state and can not be updated") until
+    someone deleted the stack."""
+    assert case.fresh_stack is not None
+    rolled_back = deployed.stack(case.fresh_stack)
+    assert rolled_back is not None and rolled_back["StackStatus"] == "ROLLBACK_COMPLETE"
+    _, actions = deployed.run_until_etl()
+    assert actions[case.action]["status"] == "Succeeded", actions[case.action].get("output")
+    replaced = deployed.stack(case.fresh_stack)
+    assert replaced is not None and replaced["StackStatus"] == "CREATE_COMPLETE"
+    assert replaced["StackId"] != rolled_back["StackId"]  # a new stack, not an update of the old one
 
 
 def test_with_every_policy_as_deployed_the_pipeline_passes_its_early_stages(deployed):
     """The control: the same deployment, nothing edited, gets past every action the cases fail."""
-    iam = deployed.local.aws.client("iam")
-    worker = role_policy(iam, "mlops-submit-etl-fn", "submit-etl")
-    iam.put_role_policy(RoleName="mlops-submit-etl-fn", PolicyName="submit-etl",
-                        PolicyDocument=json.dumps({**worker, "Statement": [
-                            *worker["Statement"], {"Sid": "StopHere", "Effect": "Deny", "Action": "glue:GetJobRuns",
-                                                   "Resource": "*"}]}))
-    try:
-        execution, actions = deployed.run()
-    finally:
-        iam.put_role_policy(RoleName="mlops-submit-etl-fn", PolicyName="submit-etl", PolicyDocument=json.dumps(worker))
+    execution, actions = deployed.run_until_etl()
     passed = {name for name, detail in actions.items() if detail["status"] == "Succeeded"}
     assert {"DataSource", "ModelSource", "BuildTrainingImage", "DeployTestFunction"} <= passed, {
         name: detail.get("output", {}).get("executionResult") for name, detail in actions.items()}

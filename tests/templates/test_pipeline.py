@@ -228,7 +228,6 @@ def test_evaluation_threshold_comes_from_the_pipeline_variable():
 def test_deploy_endpoint_uses_the_config_artifact_and_the_registered_package():
     deploy = action("DeployEndpoint")["Configuration"]
     inputs = {a["Name"] for a in action("DeployEndpoint")["InputArtifacts"]}
-    assert deploy["ActionMode"] == "CREATE_UPDATE"
     template_artifact, template_file = deploy["TemplatePath"].split("::")
     config_artifact, config_file = deploy["TemplateConfiguration"].split("::")
     assert {template_artifact, config_artifact} <= inputs
@@ -237,6 +236,38 @@ def test_deploy_endpoint_uses_the_config_artifact_and_the_registered_package():
     overrides = json.loads(render(deploy["ParameterOverrides"], load(PIPELINE), variables=None))
     assert overrides["ModelPackageArn"] == "#{Registry.ModelPackageArn}"
     assert action("RegisterModel")["Namespace"] == "Registry"
+
+
+def action_mode(configuration: dict, stage: str) -> str:
+    """The ActionMode the action runs with when the pipeline stack's EndpointStage is `stage`."""
+    mode = configuration["ActionMode"]
+    if isinstance(mode, dict):
+        name, yes, no = mode["Fn::If"]
+        left, right = load(PIPELINE)["Conditions"][name]["Fn::Equals"]
+        assert left == {"Ref": "EndpointStage"}, f"{name} is not a condition on EndpointStage"
+        mode = yes if stage == right else no
+    return mode
+
+
+CLOUDFORMATION_ACTIONS = [a for _, _, a in actions() if provider(a) == "CloudFormation"]
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+@pytest.mark.parametrize("deploy", CLOUDFORMATION_ACTIONS, ids=[a["Name"] for a in CLOUDFORMATION_ACTIONS])
+def test_only_a_prod_stack_is_deployed_without_replace_on_failure(deploy, stage):
+    """A failed first create leaves a stack in ROLLBACK_COMPLETE, which CREATE_UPDATE cannot update at any later
+    execution; REPLACE_ON_FAILURE deletes and re-creates it. Not for prod: it also deletes a stack in
+    UPDATE_ROLLBACK_FAILED or DELETE_FAILED, which still serves."""
+    configuration = deploy["Configuration"]
+    prod = "${EndpointStage}" in sub_text(configuration["StackName"]) and stage == "prod"
+    assert action_mode(configuration, stage) == ("CREATE_UPDATE" if prod else "REPLACE_ON_FAILURE")
+
+
+def test_the_endpoint_stack_is_the_one_that_follows_the_stage():
+    assert [a["Name"] for a in CLOUDFORMATION_ACTIONS] == ["DeployTestFunction", "DeployEndpoint"]
+    stack = sub_text(action("DeployEndpoint")["Configuration"]["StackName"])
+    assert stack == "${ProjectName}-endpoint-${EndpointStage}"
+    assert load(PIPELINE)["Parameters"]["EndpointStage"]["AllowedValues"] == ["dev", "prod"]
 
 
 def test_endpoint_stack_receives_every_parameter_it_needs():
