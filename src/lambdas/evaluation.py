@@ -124,7 +124,8 @@ def monitor(job: JobEvent, *, sagemaker: AwsClient = None, s3: AwsClient = None)
 
     described = sagemaker.describe_processing_job(ProcessingJobName=name)
     status = described["ProcessingJobStatus"]
-    logger.info("job %s: SageMaker processing job %s is %s", job.job_id, name, status)
+    logger.info("job %s: SageMaker processing job %s is %s", job.job_id, name, status,
+                extra={"jobId": job.job_id, "processingJob": name, "status": status})
 
     if status in ("Failed", "Stopped"):
         raise JobFailed(f"SageMaker processing job {name} {status}: "

@@ -105,7 +105,8 @@ def monitor(job: JobEvent, *, glue: AwsClient = None, s3: AwsClient = None) -> D
 
     run = glue.get_job_run(JobName=name, RunId=run_id)["JobRun"]
     status = run["JobRunState"]
-    logger.info("job %s: Glue job %s run %s is %s", job.job_id, name, run_id, status)
+    logger.info("job %s: Glue job %s run %s is %s", job.job_id, name, run_id, status,
+                extra={"jobId": job.job_id, "glueJob": name, "runId": run_id, "status": status})
 
     if status == "SUCCEEDED":
         counts = read_counts(s3 or client("s3"), name, run_id, params["output_uri"])

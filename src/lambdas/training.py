@@ -124,7 +124,8 @@ def monitor(job: JobEvent, *, sagemaker: AwsClient = None) -> Done | InProgress:
 
     described = sagemaker.describe_training_job(TrainingJobName=name)
     status, secondary = described["TrainingJobStatus"], described.get("SecondaryStatus", "")
-    logger.info("job %s: SageMaker training job %s is %s (%s)", job.job_id, name, status, secondary)
+    logger.info("job %s: SageMaker training job %s is %s (%s)", job.job_id, name, status, secondary,
+                extra={"jobId": job.job_id, "trainingJob": name, "status": status})
 
     if status == "Completed":
         model = described["ModelArtifacts"]["S3ModelArtifacts"]

@@ -17,7 +17,7 @@ from lambdas.job import Done, InProgress, run_job
 from mlops_local.lambda_logging import runtime_logging, set_request_id
 
 from tests.conftest import ROOT, load_event
-from tests.lambdas.pipeline_stubs import JOB_ID, expect_failure, expect_success
+from tests.lambdas.pipeline_stubs import JOB_ID, expect_failure, expect_success, now_minus
 
 LAMBDAS = ROOT / "src" / "lambdas"
 
@@ -121,3 +121,20 @@ def test_workers_log_through_their_module_logger_and_never_print(path):
     configures = [c for c in calls if isinstance(c.func, ast.Attribute)
                   and c.func.attr in ("basicConfig", "setLevel", "addHandler")]
     assert not configures, "a worker configures logging; the function's LoggingConfig does"
+
+
+def test_a_monitor_line_names_the_glue_run_and_its_state_as_fields(codepipeline, stubbed_glue, lambda_log):
+    from lambdas import glue as etl
+
+    client, stub = codepipeline
+    glue, glue_stub = stubbed_glue
+    stream = lambda_log("JSON", "INFO")
+    run = {"Id": "jr_1", "JobName": "mlops-etl", "JobRunState": "RUNNING", "StartedOn": now_minus(60)}
+    glue_stub.add_response("get_job_run", {"JobRun": run}, {"JobName": "mlops-etl", "RunId": "jr_1"})
+    expect_success(stub, continuationToken='{"glue_job_name":"mlops-etl","job_run_id":"jr_1"}',
+                   executionDetails={"summary": "Glue job mlops-etl run jr_1 is RUNNING"})
+    params = {"glue_job_name": "mlops-etl", "job_run_id": "jr_1", "output_uri": "s3://mlops-data/runs/e1/etl/"}
+    run_job(load_event(user_parameters=params), lambda job: etl.monitor(job, glue=glue), client)
+    polled = next(r for r in records(stream) if r["logger"] == "lambdas.glue")
+    assert {k: polled[k] for k in ("level", "jobId", "glueJob", "runId", "status")} == {
+        "level": "INFO", "jobId": JOB_ID, "glueJob": "mlops-etl", "runId": "jr_1", "status": "RUNNING"}
