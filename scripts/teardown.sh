@@ -2,7 +2,9 @@
 # Delete everything deploy.sh and the pipeline created: the endpoint and endpoint-test stacks the
 # pipeline deployed, the registered model packages, the buckets' contents (every version), the
 # pipeline stack, and the code bucket. Asks first unless --yes.
-# The CodeCommit repository is retained by the stack (code outlives it); --delete-repository deletes it.
+# The stack retains the CodeCommit repository (code outlives it) and the project KMS key the repository
+# is encrypted with. --delete-repository deletes the repository; the key is then no longer needed, and
+# its deletion is scheduled (KMS waits 30 days, cancellable). While the repository stays, so does the key.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +20,8 @@ Deletes the pipeline stack and everything it created.
   --stack-name NAME     pipeline stack (default: mlops-pipeline)
   --yes                 do not ask for confirmation
   --keep-code-bucket    keep the bucket deploy.sh uploads the Lambda zip to
-  --delete-repository   also delete the CodeCommit repository (the stack retains it)
+  --delete-repository   also delete the CodeCommit repository (the stack retains it) and schedule
+                        the deletion of the project KMS key it is encrypted with (retained too)
   -h, --help            this message
 USAGE
 }
@@ -46,6 +49,17 @@ CREATED_REPOSITORY="$(stack_parameter "$STACK_NAME" CreateRepository)"
 REPOSITORY="$(stack_output "$STACK_NAME" RepositoryName)"
 BUCKETS=("$(stack_output "$STACK_NAME" ArtifactBucketName)" "$(stack_output "$STACK_NAME" DataBucketName)")
 GROUP="$(stack_output "$STACK_NAME" ModelPackageGroupName)"
+KEY_ARN="$(stack_output "$STACK_NAME" ProjectKeyArn)"
+# The key outlives the stack (DeletionPolicy Retain) because the retained repository is encrypted with it;
+# once nothing retained uses it (repository deleted, or not created by the stack), its deletion is scheduled.
+KEY_PENDING_DAYS=30
+if [[ "$DELETE_REPOSITORY" == 1 || "$CREATED_REPOSITORY" != "true" ]]; then
+    KEY_FATE="deletion scheduled (${KEY_PENDING_DAYS}-day waiting period, cancellable)"
+    DELETE_KEY=1
+else
+    KEY_FATE="kept (the retained repository ${REPOSITORY} is encrypted with it)"
+    DELETE_KEY=0
+fi
 mapfile -t CHILD_STACKS < <(aws cloudformation list-stacks \
     --query "StackSummaries[?StackStatus!='DELETE_COMPLETE' && starts_with(StackName, '${PROJECT_NAME}-endpoint-')].StackName" \
     --output text | tr '\t' '\n' | sed '/^$/d; /^None$/d')
@@ -58,6 +72,7 @@ This deletes, in ${AWS_REGION} (account ${ACCOUNT_ID}):
   stack ${STACK_NAME}
   code bucket: $([[ "$KEEP_CODE_BUCKET" == 1 ]] && echo kept || echo "$CODE_BUCKET")
   CodeCommit repository ${REPOSITORY}: $([[ "$DELETE_REPOSITORY" == 1 ]] && echo deleted || echo kept)
+  KMS key ${KEY_ARN}: ${KEY_FATE}
 PLAN
 if [[ "$YES" != 1 ]]; then
     [[ -t 0 ]] || die "not a terminal, so cannot ask; pass --yes to delete without asking"
@@ -120,5 +135,17 @@ if [[ "$DELETE_REPOSITORY" == 1 ]]; then
     aws codecommit delete-repository --repository-name "$REPOSITORY" >/dev/null
 elif [[ "$CREATED_REPOSITORY" == "true" ]]; then
     info "kept CodeCommit repository ${REPOSITORY}; delete it with: aws codecommit delete-repository --repository-name ${REPOSITORY}"
+fi
+if [[ -n "$KEY_ARN" && "$KEY_ARN" != None ]]; then
+    if [[ "$DELETE_KEY" == 1 ]]; then
+        info "scheduling deletion of KMS key ${KEY_ARN} in ${KEY_PENDING_DAYS} days; undo with: aws kms cancel-key-deletion --key-id ${KEY_ARN}"
+        aws kms schedule-key-deletion --key-id "$KEY_ARN" --pending-window-in-days "$KEY_PENDING_DAYS" >/dev/null
+    else
+        info "kept KMS key ${KEY_ARN}: repository ${REPOSITORY} is encrypted with it. After deleting the repository:" \
+            "aws kms schedule-key-deletion --key-id ${KEY_ARN} --pending-window-in-days ${KEY_PENDING_DAYS}"
+        info "a new deployment that reuses the repository (CreateRepository=false) creates a new key; move the" \
+            "repository to it (aws codecommit update-repository-encryption-key --repository-name ${REPOSITORY}" \
+            "--kms-key-id <ProjectKeyArn of the new stack>), then schedule this key's deletion"
+    fi
 fi
 info "done"

@@ -1,6 +1,8 @@
-"""RegisterModel: one Approved package per execution, found again on a retry, set-up mistakes named."""
+"""RegisterModel: one Approved package per execution, found again on a retry, set-up mistakes named;
+what the package references is copied out of the expiring runs/ prefix and its image tagged to be kept."""
 from __future__ import annotations
 
+import json
 import logging
 
 import boto3
@@ -9,8 +11,8 @@ from botocore.stub import ANY
 from moto import mock_aws
 
 from lambdas.registry import (
-    REALTIME_INSTANCE_TYPES, TRANSFORM_INSTANCE_TYPES, client_token, find_package, register)
-from lambdas.job import run_job
+    REALTIME_INSTANCE_TYPES, TRANSFORM_INSTANCE_TYPES, client_token, find_package, protect, protection_plan, register)
+from lambdas.job import JobEvent, run_job
 
 from tests.lambdas.pipeline_stubs import JOB_ID, expect_failure
 from tests.conftest import SECRETS, load_event
@@ -18,25 +20,79 @@ from tests.conftest import SECRETS, load_event
 EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
 GROUP = "mlops-diamonds"
 ARN = f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{GROUP}"
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-training:c0ffee0"
-MODEL = f"s3://mlops-data/runs/{EXECUTION}/training/job/output/model.tar.gz"
-EVALUATION = f"s3://mlops-data/runs/{EXECUTION}/evaluation/evaluation.json"
+BUCKET = "mlops-data"
+REPOSITORY = "mlops-training"
+IMAGE = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{REPOSITORY}:c0ffee0"
+MODEL = f"s3://{BUCKET}/runs/{EXECUTION}/training/job/output/model.tar.gz"
+EVALUATION = f"s3://{BUCKET}/runs/{EXECUTION}/evaluation/evaluation.json"
+KEPT_MODEL = f"s3://{BUCKET}/models/{GROUP}/{EXECUTION}/model.tar.gz"
+KEPT_EVALUATION = f"s3://{BUCKET}/models/{GROUP}/{EXECUTION}/evaluation.json"
+KEPT_TAG = f"approved-{EXECUTION}"
 COMMITS = {"ModelSource": "c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffe",
            "EtlSource": "beefbeefbeefbeefbeefbeefbeefbeefbeefbeef"}
 PARAMS = {"execution_id": EXECUTION, "model_package_group": GROUP, "image_uri": IMAGE,
           "model_data_uri": MODEL, "evaluation_uri": EVALUATION, "source_commits": COMMITS}
+NEW_REGISTRATION = ["DescribeModelPackageGroup", "ListModelPackages", "CopyObject", "CopyObject",
+                    "BatchGetImage", "PutImage", "CreateModelPackage"]
+
+
+def manifest(layer: str) -> str:
+    return json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                       "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7,
+                                  "digest": "sha256:" + "c" * 64},
+                       "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 9,
+                                   "digest": "sha256:" + layer * 64}]})
+
+
+class Aws:
+    """moto SageMaker (with the group), S3 (the data bucket, SSE-KMS by default, the run's outputs) and
+    ECR (the image, tags immutable); `calls` lists the operations the worker sent, in order."""
+
+    def __init__(self) -> None:
+        self.sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+        self.s3 = boto3.client("s3", region_name="us-east-1")
+        self.ecr = boto3.client("ecr", region_name="us-east-1")
+        self.sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
+        self.key = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
+        self.s3.create_bucket(Bucket=BUCKET)
+        self.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        self.s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [
+            {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": self.key}}]})
+        for uri, body in ((MODEL, b"model bytes"), (EVALUATION, b'{"regression_metrics": {}}')):
+            self.s3.put_object(Bucket=BUCKET, Key=uri.split("/", 3)[3], Body=body)
+        self.ecr.create_repository(repositoryName=REPOSITORY, imageTagMutability="IMMUTABLE")
+        self.digest = self.ecr.put_image(repositoryName=REPOSITORY, imageManifest=manifest("a"),
+                                         imageTag="c0ffee0")["image"]["imageId"]["imageDigest"]
+        self.calls: list[tuple[str, dict]] = []
+        for service in (self.sagemaker, self.s3, self.ecr):
+            service.meta.events.register("provide-client-params",
+                                         lambda params, model, **_: self.calls.append((model.name, dict(params))))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def request(self, operation: str) -> dict:
+        (params,) = [params for name, params in self.calls if name == operation]
+        return params
+
+    def body(self, uri: str) -> bytes:
+        return bytes(self.s3.get_object(Bucket=BUCKET, Key=uri.split("/", 3)[3])["Body"].read())
+
+    def tags(self, digest: str | None = None) -> list[str]:
+        details = self.ecr.describe_images(repositoryName=REPOSITORY)["imageDetails"]
+        return sorted(tag for d in details if d["imageDigest"] == (digest or self.digest) for tag in d["imageTags"])
 
 
 @pytest.fixture
-def sagemaker():
-    """A moto SageMaker with the group, and the list of (operation, params) it was sent."""
+def aws():
     with mock_aws():
-        client = boto3.client("sagemaker", region_name="us-east-1")
-        client.create_model_package_group(ModelPackageGroupName=GROUP)
-        calls: list[tuple[str, dict]] = []
-        client.meta.events.register("provide-client-params.sagemaker.*",
-                                    lambda params, model, **_: calls.append((model.name, dict(params))))
-        yield client, calls
+        yield Aws()
+
+
+@pytest.fixture
+def sagemaker(aws):
+    """The moto SageMaker client, and the list of (operation, params) sent to any of the three services."""
+    return aws.sagemaker, aws.calls
 
 
 def expect_success(stub, summary, arn):
@@ -45,9 +101,10 @@ def expect_success(stub, summary, arn):
         "outputVariables": {"ModelPackageArn": arn}})
 
 
-def invoke(codepipeline_client, sagemaker_client, params=PARAMS):
-    return run_job(load_event(user_parameters=params), lambda job: register(job, sagemaker=sagemaker_client),
-                   codepipeline_client)
+def invoke(codepipeline_client, sagemaker_client, params=PARAMS, aws=None):
+    s3, ecr = (aws.s3, aws.ecr) if aws else (None, None)
+    return run_job(load_event(user_parameters=params),
+                   lambda job: register(job, sagemaker=sagemaker_client, s3=s3, ecr=ecr), codepipeline_client)
 
 
 def expected_request(**overrides):
@@ -55,14 +112,14 @@ def expected_request(**overrides):
         "ModelPackageGroupName": GROUP,
         "ModelPackageDescription": f"Approved by pipeline execution {EXECUTION}",
         "InferenceSpecification": {
-            "Containers": [{"Image": IMAGE, "ModelDataUrl": MODEL}],
+            "Containers": [{"Image": IMAGE, "ModelDataUrl": KEPT_MODEL}],
             "SupportedContentTypes": ["text/csv", "application/json"],
             "SupportedResponseMIMETypes": ["text/csv", "application/json"],
             "SupportedRealtimeInferenceInstanceTypes": REALTIME_INSTANCE_TYPES,
             "SupportedTransformInstanceTypes": TRANSFORM_INSTANCE_TYPES,
         },
         "ModelMetrics": {"ModelQuality": {"Statistics": {"ContentType": "application/json",
-                                                         "S3Uri": EVALUATION}}},
+                                                         "S3Uri": KEPT_EVALUATION}}},
         "ModelApprovalStatus": "Approved",
         "CustomerMetadataProperties": {"ExecutionId": EXECUTION, "Decision": "APPROVED",
                                        "Commit.EtlSource": COMMITS["EtlSource"],
@@ -73,23 +130,40 @@ def expected_request(**overrides):
     return request
 
 
-def test_registers_an_approved_package(codepipeline, sagemaker):
+def test_registers_an_approved_package(codepipeline, aws):
     cp, stub = codepipeline
-    sm, calls = sagemaker
     expect_success(stub, f"Registered model package {ARN}/1 (Approved) in group '{GROUP}' "
                          f"for execution {EXECUTION}", f"{ARN}/1")
-    result = invoke(cp, sm)
+    result = invoke(cp, aws.sagemaker, aws=aws)
 
     assert result["variables"] == {"ModelPackageArn": f"{ARN}/1"}
-    assert [name for name, _ in calls] == ["DescribeModelPackageGroup", "ListModelPackages",
-                                           "CreateModelPackage"]
-    assert calls[1][1] == {"ModelPackageGroupName": GROUP, "SortBy": "CreationTime",
-                           "SortOrder": "Descending", "MaxResults": 50}
-    assert calls[2][1] == expected_request()
-    package = sm.describe_model_package(ModelPackageName=f"{ARN}/1")
+    assert aws.names() == NEW_REGISTRATION
+    assert aws.calls[1][1] == {"ModelPackageGroupName": GROUP, "SortBy": "CreationTime",
+                               "SortOrder": "Descending", "MaxResults": 50}
+    assert aws.request("CreateModelPackage") == expected_request()
+    package = aws.sagemaker.describe_model_package(ModelPackageName=f"{ARN}/1")
     assert package["ModelApprovalStatus"] == "Approved"
     assert package["CustomerMetadataProperties"]["ExecutionId"] == EXECUTION
-    assert package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == EVALUATION
+    assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == KEPT_MODEL
+    assert package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == KEPT_EVALUATION
+
+
+def test_the_package_references_copies_under_models_and_a_kept_image_tag(codepipeline, aws):
+    cp, stub = codepipeline
+    expect_success(stub, ANY, f"{ARN}/1")
+    invoke(cp, aws.sagemaker, aws=aws)
+
+    assert aws.calls[2][1] == {"Bucket": BUCKET, "Key": f"models/{GROUP}/{EXECUTION}/model.tar.gz",
+                               "CopySource": {"Bucket": BUCKET, "Key": MODEL.split("/", 3)[3]}}
+    assert aws.calls[3][1] == {"Bucket": BUCKET, "Key": f"models/{GROUP}/{EXECUTION}/evaluation.json",
+                               "CopySource": {"Bucket": BUCKET, "Key": EVALUATION.split("/", 3)[3]}}
+    tagging = aws.request("PutImage")
+    assert aws.body(KEPT_MODEL) == aws.body(MODEL) == b"model bytes"
+    assert aws.body(KEPT_EVALUATION) == aws.body(EVALUATION)
+    kept = aws.s3.head_object(Bucket=BUCKET, Key=KEPT_MODEL.split("/", 3)[3])
+    assert (kept["ServerSideEncryption"], kept["SSEKMSKeyId"]) == ("aws:kms", aws.key)  # the bucket's key
+    assert (tagging["imageTag"], tagging["imageDigest"]) == (KEPT_TAG, aws.digest)  # on the served image
+    assert aws.tags() == sorted(["c0ffee0", KEPT_TAG])
 
 
 def test_client_token_is_stable_per_execution_and_valid():
@@ -100,32 +174,89 @@ def test_client_token_is_stable_per_execution_and_valid():
     assert re.fullmatch(r"[a-zA-Z0-9-]{1,36}", token)
 
 
-def test_optional_keys_can_be_left_out_or_given(codepipeline, sagemaker):
+def test_optional_keys_can_be_left_out_or_given(codepipeline, aws):
     cp, stub = codepipeline
-    sm, calls = sagemaker
+    calls = aws.calls
     params = {k: v for k, v in PARAMS.items() if k != "source_commits"}
     expect_success(stub, ANY, f"{ARN}/1")
-    invoke(cp, sm, {**params, "description": "diamonds price model, carat+cut"})
+    invoke(cp, aws.sagemaker, {**params, "description": "diamonds price model, carat+cut"}, aws=aws)
     assert calls[-1][1] == expected_request(ModelPackageDescription="diamonds price model, carat+cut",
                                             CustomerMetadataProperties={"ExecutionId": EXECUTION,
                                                                         "Decision": "APPROVED"})
 
 
-def test_a_retry_finds_the_package_instead_of_registering_twice(codepipeline, sagemaker):
+def test_a_retry_finds_the_package_instead_of_registering_twice(codepipeline, aws):
     cp, stub = codepipeline
-    sm, calls = sagemaker
     expect_success(stub, ANY, f"{ARN}/1")
     expect_success(stub, f"Model package {ARN}/1 was already registered (Approved) for execution {EXECUTION}",
                    f"{ARN}/1")
-    first = invoke(cp, sm)
-    calls.clear()
-    second = invoke(cp, sm)
+    first = invoke(cp, aws.sagemaker, aws=aws)
+    aws.calls.clear()
+    second = invoke(cp, aws.sagemaker, aws=aws)
 
     assert first["variables"] == second["variables"] == {"ModelPackageArn": f"{ARN}/1"}
-    assert [name for name, _ in calls] == ["DescribeModelPackageGroup", "ListModelPackages",
-                                           "DescribeModelPackage"]
-    packages = sm.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]
+    assert aws.names() == ["DescribeModelPackageGroup", "ListModelPackages", "DescribeModelPackage"]
+    packages = aws.sagemaker.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]
     assert len(packages) == 1
+
+
+def test_a_retry_after_copying_and_tagging_completes_the_registration(codepipeline, aws):
+    """An attempt that copied and tagged, then ended before CreateModelPackage: the retry redoes both
+    without failing on the tag it finds, and registers the copies."""
+    cp, stub = codepipeline
+    job = JobEvent.from_event(load_event(user_parameters=PARAMS))
+    protect(job, protection_plan(PARAMS), s3=aws.s3, ecr=aws.ecr)
+    aws.calls.clear()
+    expect_success(stub, ANY, f"{ARN}/1")
+    invoke(cp, aws.sagemaker, aws=aws)
+
+    # the tag is there already: PutImage says so, and DescribeImages shows it is on the registered image
+    assert aws.names() == [*NEW_REGISTRATION[:-1], "DescribeImages", "CreateModelPackage"]
+    assert aws.request("CreateModelPackage") == expected_request()
+    assert aws.tags() == sorted(["c0ffee0", KEPT_TAG])
+    assert aws.body(KEPT_MODEL) == b"model bytes"
+
+
+def test_an_image_named_by_digest_is_tagged(codepipeline, aws):
+    cp, stub = codepipeline
+    image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{REPOSITORY}@{aws.digest}"
+    expect_success(stub, ANY, f"{ARN}/1")
+    invoke(cp, aws.sagemaker, {**PARAMS, "image_uri": image}, aws=aws)
+    assert aws.request("BatchGetImage")["imageIds"] == [{"imageDigest": aws.digest}]
+    assert aws.request("CreateModelPackage")["InferenceSpecification"]["Containers"][0]["Image"] == image
+    assert aws.tags() == sorted(["c0ffee0", KEPT_TAG])
+
+
+def test_a_missing_image_fails_before_anything_is_registered(codepipeline, aws):
+    cp, stub = codepipeline
+    expect_failure(stub, "JobFailed", "image {'imageTag': 'deadbee'} is not in ECR repository mlops-training "
+                                      "(ImageNotFound: Requested image not found); the build pushes it before "
+                                      "training, so check the Build stage and the repository")
+    invoke(cp, aws.sagemaker, {**PARAMS, "image_uri": IMAGE.replace("c0ffee0", "deadbee")}, aws=aws)
+    assert "CreateModelPackage" not in aws.names()
+
+
+def test_the_kept_tag_on_another_image_fails_the_action(codepipeline, aws):
+    """Tags are immutable: a stray approved-<execution> on another image cannot be moved, and the
+    registered image would not be kept."""
+    cp, stub = codepipeline
+    other = aws.ecr.put_image(repositoryName=REPOSITORY, imageManifest=manifest("b"),
+                              imageTag=KEPT_TAG)["image"]["imageId"]["imageDigest"]
+    assert other != aws.digest
+    expect_failure(stub, "JobFailed", f"tag {KEPT_TAG} in ECR repository {REPOSITORY} names image {other}, not "
+                                      f"the registered image {aws.digest}; tags there are immutable, so remove "
+                                      "the stray tag and retry")
+    invoke(cp, aws.sagemaker, aws=aws)
+    assert "CreateModelPackage" not in aws.names()
+
+
+def test_a_missing_run_output_fails_before_anything_is_registered(codepipeline, aws):
+    cp, stub = codepipeline
+    aws.s3.delete_object(Bucket=BUCKET, Key=EVALUATION.split("/", 3)[3])
+    expect_failure(stub, "JobFailed", ANY)
+    result = invoke(cp, aws.sagemaker, aws=aws)
+    assert result["message"].startswith("CopyObject failed:")
+    assert "CreateModelPackage" not in aws.names()
 
 
 def _register_other(sm, execution_id, status="Approved"):
@@ -137,35 +268,33 @@ def _register_other(sm, execution_id, status="Approved"):
                                 "SupportedResponseMIMETypes": ["text/csv"]})["ModelPackageArn"]
 
 
-def test_packages_of_other_executions_are_left_alone(codepipeline, sagemaker):
+def test_packages_of_other_executions_are_left_alone(codepipeline, aws):
     cp, stub = codepipeline
-    sm, calls = sagemaker
-    _register_other(sm, "an-earlier-execution")
-    _register_other(sm, None)
-    calls.clear()
+    _register_other(aws.sagemaker, "an-earlier-execution")
+    _register_other(aws.sagemaker, None)
+    aws.calls.clear()
     expect_success(stub, ANY, f"{ARN}/3")
-    invoke(cp, sm)
-    assert [name for name, _ in calls] == ["DescribeModelPackageGroup", "ListModelPackages",
-                                           "DescribeModelPackage", "DescribeModelPackage",
-                                           "CreateModelPackage"]
+    invoke(cp, aws.sagemaker, aws=aws)
+    assert aws.names() == ["DescribeModelPackageGroup", "ListModelPackages", "DescribeModelPackage",
+                           "DescribeModelPackage", *NEW_REGISTRATION[2:]]
 
 
-def test_a_rejected_candidate_of_this_execution_is_not_registered_as_approved(codepipeline, sagemaker):
+def test_a_rejected_candidate_of_this_execution_is_not_registered_as_approved(codepipeline, aws):
     cp, stub = codepipeline
-    sm, calls = sagemaker
+    sm, calls = aws.sagemaker, aws.calls
     _register_other(sm, EXECUTION, status="Rejected")
     calls.clear()
     expect_failure(stub, "JobFailed",
                    f"model package {ARN}/1 in group '{GROUP}' for pipeline execution {EXECUTION} is "
                    "Rejected, not Approved; this execution's candidate was not approved (see the evaluation "
                    "action), so it is not registered again")
-    invoke(cp, sm)
-    assert "CreateModelPackage" not in [name for name, _ in calls]
+    invoke(cp, sm, aws=aws)
+    assert not {"CreateModelPackage", "CopyObject", "PutImage"} & set(aws.names())  # a Rejected one is not kept
 
 
-def test_a_missing_group_is_a_configuration_error(codepipeline, sagemaker):
+def test_a_missing_group_is_a_configuration_error(codepipeline, aws):
     cp, stub = codepipeline
-    sm, calls = sagemaker
+    sm, calls = aws.sagemaker, aws.calls
     expect_failure(stub, "ConfigurationError",
                    "model package group 'no-such-group' does not exist in this account and region; create it "
                    "(the pipeline stack defines it) or fix UserParameters 'model_package_group'")
@@ -222,6 +351,13 @@ BAD_PARAMETERS = [
      "UserParameters 'evaluation_uri' must be an s3:// URI, got 'evaluation.json'"),
     ("empty-image", {**PARAMS, "image_uri": " "},
      "UserParameters 'image_uri' is empty; pass the built image URI"),
+    ("image-not-in-ecr", {**PARAMS, "image_uri": "tensorflow/serving:2.16"},
+     "UserParameters 'image_uri' 'tensorflow/serving:2.16' is not an image in a private ECR repository "
+     "(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag> or @sha256:<digest>); the registry tags the "
+     "image it registers so that the repository's lifecycle policy keeps it"),
+    ("model-is-a-prefix", {**PARAMS, "model_data_uri": f"s3://{BUCKET}/runs/{EXECUTION}/training/"},
+     f"UserParameters 'model_data_uri' 's3://{BUCKET}/runs/{EXECUTION}/training/' names no object; pass the "
+     "s3:// URI of the file"),
     ("commit-not-text", {**PARAMS, "source_commits": {"ModelSource": 7}},
      "UserParameters 'source_commits' value for 'ModelSource' must be str, got int"),
     ("commit-bad-characters", {**PARAMS, "source_commits": {"Model Source!": "c0ffee"}},
@@ -232,8 +368,7 @@ BAD_PARAMETERS = [
     ("description-too-long", {**PARAMS, "description": LONG},
      "UserParameters 'description' is 1025 characters (SageMaker allows 1024)"),
     ("execution-id-empty", {**PARAMS, "execution_id": ""},
-     "UserParameters execution_id '' cannot be model package metadata: 1-256 characters of letters, digits, "
-     "spaces and _.:/=+-@"),
+     "UserParameters 'execution_id' '' has no usable characters"),
 ]
 
 
@@ -246,17 +381,17 @@ def test_bad_user_parameters_fail_before_any_aws_call(codepipeline, stubbed_sage
     invoke(cp, sm, params)
 
 
-def test_logs_name_the_job_and_never_the_credentials(codepipeline, sagemaker, caplog):
+def test_logs_name_the_job_and_never_the_credentials(codepipeline, aws, caplog):
     cp, stub = codepipeline
-    sm, _ = sagemaker
+    sm = aws.sagemaker
     caplog.set_level(logging.DEBUG)
     expect_success(stub, ANY, f"{ARN}/1")
     expect_success(stub, ANY, f"{ARN}/1")
     expect_failure(stub, "ConfigurationError", ANY)
-    invoke(cp, sm)
-    invoke(cp, sm)
-    invoke(cp, sm, {**PARAMS, "model_package_group": "no-such-group"})
+    invoke(cp, sm, aws=aws)
+    invoke(cp, sm, aws=aws)
+    invoke(cp, sm, {**PARAMS, "model_package_group": "no-such-group"}, aws=aws)
     logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
-    assert JOB_ID in logged and f"{ARN}/1" in logged
+    assert JOB_ID in logged and f"{ARN}/1" in logged and KEPT_MODEL in logged and KEPT_TAG in logged
     assert all(JOB_ID in r.getMessage() for r in caplog.records if r.name.startswith("lambdas"))
     assert not any(secret in logged for secret in SECRETS)
