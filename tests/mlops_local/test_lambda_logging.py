@@ -69,6 +69,21 @@ def test_a_logging_config_aws_refuses_is_refused(stand, given, code, message):
         stand.aws.client("lambda").get_function(FunctionName="logcfg-refused")
 
 
+def test_update_function_configuration_changes_it_and_refuses_a_level_on_text(stand):
+    lam = stand.aws.client("lambda")
+    create_function(stand, "logcfg-updated", None)
+    lam.update_function_configuration(FunctionName="logcfg-updated",
+                                      LoggingConfig={"LogFormat": "JSON", "ApplicationLogLevel": "ERROR"})
+    expected = {"LogFormat": "JSON", "ApplicationLogLevel": "ERROR", "SystemLogLevel": "INFO",
+                "LogGroup": "/aws/lambda/logcfg-updated"}
+    assert lam.get_function(FunctionName="logcfg-updated")["Configuration"]["LoggingConfig"] == expected
+    with pytest.raises(ClientError) as caught:
+        lam.update_function_configuration(FunctionName="logcfg-updated",
+                                          LoggingConfig={"LogFormat": "Text", "ApplicationLogLevel": "INFO"})
+    assert caught.value.response["Error"]["Code"] == "InvalidParameterValueException"
+    assert lam.get_function(FunctionName="logcfg-updated")["Configuration"]["LoggingConfig"] == expected
+
+
 def stack_template(logging_config: dict) -> str:
     return json.dumps({
         "Parameters": {"LogLevel": {"Type": "String", "Default": "INFO"}, "Role": {"Type": "String"}},
