@@ -246,6 +246,7 @@ def test_a_stack_whose_create_rolled_back(stand, mode, second):
 def test_codebuild_is_skipped_honestly_and_exports_the_image(stand, buildspec, repository, env, exported,
                                                              image_check):
     project = f"{repository}-image"
+    stand.aws.client("ecr").create_repository(repositoryName=repository, imageTagMutability="IMMUTABLE")
     variables = [{"name": "IMAGE_REPO_URI", "value": f"{REPO}/{repository}"}] + [
         {"name": k, "value": v} for k, v in env.items()]
     stand.aws.client("codebuild").create_project(
@@ -281,6 +282,8 @@ def test_codebuild_is_skipped_honestly_and_exports_the_image(stand, buildspec, r
     state = cp.get_pipeline_state(name=project)
     assert state["stageStates"][1]["actionStates"][0]["latestExecution"]["summary"] == summary
     assert image_check(stand.runtime.images.resolve(uri))
+    (pushed,) = stand.aws.client("ecr").describe_images(repositoryName=repository)["imageDetails"]
+    assert pushed["imageTags"] == [commit]  # as `docker push` leaves it, for DescribeImages and retagging
     if "training" in buildspec:  # the Glue code the next stage runs is published, as the build would
         s3 = stand.aws.client("s3")
         etl = s3.get_object(Bucket="engine-data", Key="code/glue/etl.py")["Body"].read()

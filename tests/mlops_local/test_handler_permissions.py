@@ -349,9 +349,10 @@ def template_gaps() -> dict[tuple[str, str, str], str]:
         policies, role_arn = role_policies(role)
         for resource_type, properties in resources.values():
             arn = hp.arn_guess(resource_type, properties, ACCOUNT, REGION)
-            for denial in hp.denials(policies, resource_type, "create", properties, arn, ACCOUNT, REGION,
-                                     role_arn=role_arn, stack_tags=stack_tags):
-                found.setdefault((role, resource_type, denial.action), hp.failure_message(denial))
+            for operation in ("create", "update", "delete"):  # every later execution updates the stacks
+                for denial in hp.denials(policies, resource_type, operation, properties, arn, ACCOUNT, REGION,
+                                         role_arn=role_arn, stack_tags=stack_tags):
+                    found.setdefault((role, resource_type, denial.action), hp.failure_message(denial))
     return found
 
 

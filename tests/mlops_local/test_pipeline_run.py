@@ -64,6 +64,10 @@ def test_approved_registered_deployed_and_tested(tmp_path, sample):
                                   f"s3://mlops-data-123456789012-us-east-1/runs/{summary['pipeline_execution_id']}/"],
                                  env=local.environment(), capture_output=True, text=True, timeout=60)
         seen["keys"] = listing.stdout
+        if summary.get("model_package_arn"):
+            seen["package"] = aws_cli(local, "sagemaker", "describe-model-package", "--model-package-name",
+                                      summary["model_package_arn"])
+            seen["images"] = aws_cli(local, "ecr", "describe-images", "--repository-name", "mlops-training")
 
     # Half the mean predictor's RMSE (~3,900 USD on this sample): the model (~1,000 USD after 15 epochs)
     # must have learned something to be approved.
@@ -95,6 +99,15 @@ def test_approved_registered_deployed_and_tested(tmp_path, sample):
     assert seen["packages"] == [(summary["model_package_arn"], "Approved")]
     for key in ("etl/features.json", "etl/data-quality.json", "evaluation/evaluation.json", "model.tar.gz"):
         assert key in seen["keys"]
+    # The package serves copies that outlive the run's prefix, and an image tag the lifecycle keeps.
+    execution = summary["pipeline_execution_id"]
+    kept = f"s3://mlops-data-123456789012-us-east-1/models/mlops-models/{execution}/"
+    container = seen["package"]["InferenceSpecification"]["Containers"][0]
+    assert container["ModelDataUrl"] == kept + "model.tar.gz"
+    assert seen["package"]["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == kept + "evaluation.json"
+    tags = [set(image.get("imageTags", [])) for image in seen["images"]["imageDetails"]]
+    served = container["Image"].rsplit(":", 1)[-1]
+    assert any({served, f"approved-{execution}"} <= image for image in tags), tags
     run_dir = tmp_path / summary["pipeline_execution_id"]
     assert json.loads((run_dir / "summary.json").read_text())["decision"] == "APPROVED"
     assert (run_dir / "report.md").exists() and (run_dir / "stand-in").is_dir()

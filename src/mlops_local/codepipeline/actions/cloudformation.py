@@ -18,8 +18,9 @@ from mlops_local.codepipeline.actions.context import (ActionContext, ActionFaile
 logger = logging.getLogger(__name__)
 
 
-FAILED_STATES = ("CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED",
-                 "UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED", "UPDATE_FAILED")
+# The states REPLACE_ON_FAILURE replaces (CodePipeline User Guide, "CloudFormation deploy action
+# reference", ActionMode): UPDATE_ROLLBACK_COMPLETE is not one of them, such a stack is updated.
+FAILED_STATES = ("CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED", "UPDATE_ROLLBACK_FAILED")
 
 
 def deploy_cloudformation(ctx: ActionContext) -> ActionResult:

@@ -7,7 +7,9 @@ records the image in `runtime.images`, whose programs then run from source (see 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 
 import yaml
 
@@ -80,6 +82,7 @@ def build_codebuild(ctx: ActionContext) -> ActionResult:
         if not local.is_file():
             raise ActionFailed(f"the buildspec builds {uri} from {dockerfile}, which is not in the source")
         ctx.runtime.images.add(uri, local)
+        _push_manifest(ctx, uri, dockerfile)
         recorded.append((uri, dockerfile))
         log.add(f"image {uri} recorded: runs from source {dockerfile}")
 
@@ -99,6 +102,35 @@ def build_codebuild(ctx: ActionContext) -> ActionResult:
         put_zip_artifact(ctx, artifact, "build.log", log_path.read_text(encoding="utf-8"))
     return ActionResult(summary=summary[:MAX_SUMMARY], variables=variables, external_url=log_path.as_uri(),
                         artifact_revision=primary.revision)
+
+
+ECR_URI = re.compile(r"([0-9]{12})\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?/"
+                     r"([^:@]+):([A-Za-z0-9_][A-Za-z0-9_.-]*)")
+ALREADY_PUSHED = ("ImageAlreadyExistsException", "ImageTagAlreadyExistsException")
+
+
+def _push_manifest(ctx: ActionContext, uri: str, dockerfile: str) -> None:
+    """What `docker push` leaves in ECR: a manifest under the tag, put as the project's role (ecr:PutImage).
+    No layer data: the image runs from source. Readers of the registry (DescribeImages, BatchGetImage,
+    RegisterModel's retag) then find the image as on AWS. Its layer digest names the URI: one image per tag."""
+    match = ECR_URI.fullmatch(uri)
+    if not match:
+        return
+    registry, repository, tag = match.groups()
+    layer = "sha256:" + hashlib.sha256(f"{uri} {dockerfile}".encode()).hexdigest()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 0,
+                                      "digest": layer},
+                           "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 0,
+                                       "digest": layer}]})
+    from botocore.exceptions import ClientError
+
+    try:
+        ctx.client("ecr").put_image(registryId=registry, repositoryName=repository, imageTag=tag,
+                                    imageManifest=manifest)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ALREADY_PUSHED:  # a rebuild of the same commit
+            raise ActionFailed(f"pushing {uri} failed: {exc}") from None
 
 
 def _as_project_role(ctx: ActionContext, project: dict) -> ActionContext:
