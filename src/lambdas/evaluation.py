@@ -4,6 +4,8 @@ SubmitEvaluation starts one SageMaker processing job per execution. MonitorEvalu
 and reads evaluation.json (SageMaker ModelMetrics regression format): RMSE <= threshold exports
 Decision=APPROVED (the RegisterModel action registers approved models); otherwise the candidate is
 recorded in the Model Registry as Rejected and the action fails, which stops the execution.
+The job is sealed as `JobSecurity` says: network isolation (training.evaluate makes no AWS or network
+call), the project key on its volume and outputs, the user's VPC when one is configured.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from typing import Any, Mapping
 from lambdas.errors import ConfigurationError, JobFailed
 from lambdas.job import (
     AwsClient, Done, InProgress, JobEvent, Param, client, job_name, parse_s3_uri, parse_user_parameters, run_job)
-from lambdas.sagemaker_jobs import CONTENT_TYPES, DECISION_KEY, EXECUTION_KEY, check_budget, describe, reuse
+from lambdas.sagemaker_jobs import (
+    CONTENT_TYPES, DECISION_KEY, EXECUTION_KEY, JobSecurity, check_budget, describe, reuse)
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +62,9 @@ def monitor_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
 
 
 # -- submit ---------------------------------------------------------------------------------
-def submit(job: JobEvent, *, sagemaker: AwsClient = None) -> Done:
+def submit(job: JobEvent, *, sagemaker: AwsClient = None, security: JobSecurity | None = None) -> Done:
     params = parse_user_parameters(job.user_parameters, SUBMIT_SCHEMA)
-    request = processing_request(params)
+    request = processing_request(params, security or JobSecurity.from_environment())
     name = request["ProcessingJobName"]
     variables = {"ProcessingJobName": name, "EvaluationUri": evaluation_uri(params["output_uri"])}
     sagemaker = sagemaker or client("sagemaker")
@@ -78,10 +81,10 @@ def submit(job: JobEvent, *, sagemaker: AwsClient = None) -> Done:
                  LOGS.format(name=name), variables)
 
 
-def processing_request(params: Mapping[str, Any]) -> dict[str, Any]:
+def processing_request(params: Mapping[str, Any], security: JobSecurity) -> dict[str, Any]:
     for key in ("model_data_uri", "test_uri", "output_uri"):
         parse_s3_uri(params[key], f"UserParameters '{key}'")
-    return {
+    request: dict[str, Any] = {
         "ProcessingJobName": job_name(params["name_prefix"], "evaluate", params["execution_id"]),
         "AppSpecification": {"ImageUri": params["image_uri"], "ContainerEntrypoint": ENTRYPOINT},
         "RoleArn": params["role_arn"],
@@ -97,8 +100,17 @@ def processing_request(params: Mapping[str, Any]) -> dict[str, Any]:
         }]},
         "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": params["instance_type"],
                                                   "VolumeSizeInGB": VOLUME_GB}},
+        # The container reads its inputs and writes its outputs; SageMaker stages both outside it.
+        "NetworkConfig": {"EnableNetworkIsolation": True},
         "Tags": [{"Key": "PipelineExecutionId", "Value": params["execution_id"]}],
     }
+    if security.kms_key:
+        request["ProcessingOutputConfig"]["KmsKeyId"] = security.kms_key
+        request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] = security.kms_key
+    vpc = security.vpc_config()
+    if vpc:
+        request["NetworkConfig"]["VpcConfig"] = vpc
+    return request
 
 
 def processing_input(name: str, uri: str) -> dict[str, Any]:

@@ -1,18 +1,21 @@
 """What the SageMaker job workers (lambdas.training, lambdas.evaluation, lambdas.registry) share.
 
 Finding a job by name, continuing with a job this execution already started, stopping a job over
-its time budget, the content types of the model server, and the metric definitions the training
+its time budget, the content types of the model server, the metric definitions the training
 job is created with (the one source: training/contract.py prints the lines they scrape, and
-tests/lambdas/test_training.py holds the two together).
+tests/lambdas/test_training.py holds the two together), and how a job is sealed (JobSecurity).
 """
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from lambdas.errors import JobFailed, TimeBudgetExceeded
+from lambdas.errors import ConfigurationError, JobFailed, TimeBudgetExceeded
 from lambdas.job import Done, JobEvent, iso
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,54 @@ METRIC_DEFINITIONS: tuple[Mapping[str, str], ...] = (
     {"Name": "final:validation:mae", "Regex": rf"final best_epoch=[0-9]+ .*validation_mae={_NUMBER}"},
     {"Name": "final:validation:r2", "Regex": rf"final best_epoch=[0-9]+ .*validation_r2={_SIGNED}"},
 )
+
+
+# The submit functions' environment (templates/pipeline.yaml, SubmitTrainingFunction and
+# SubmitEvaluationFunction): the project key, and the VPC a user may place the jobs in. Environment, not
+# UserParameters: an action configuration value is at most 1,000 characters (Quotas in AWS CodePipeline).
+KMS_KEY_VARIABLE = "JOB_KMS_KEY_ARN"
+SUBNETS_VARIABLE = "JOB_SUBNET_IDS"
+SECURITY_GROUPS_VARIABLE = "JOB_SECURITY_GROUP_IDS"
+# VpcConfig of CreateTrainingJob / NetworkConfig.VpcConfig of CreateProcessingJob: 1-16 subnets, 1-5
+# security groups (botocore's sagemaker model, shapes Subnets and VpcSecurityGroupIds).
+_SUBNET = re.compile(r"^subnet-[0-9a-f]+$")
+_GROUP = re.compile(r"^sg-[0-9a-f]+$")
+MAX_SUBNETS, MAX_SECURITY_GROUPS = 16, 5
+
+
+@dataclass(frozen=True)
+class JobSecurity:
+    """How a job is sealed: its volume and outputs encrypted with the project key, no network of its own
+    (EnableNetworkIsolation: SageMaker still stages the channels, inputs and outputs), and, when the user
+    gave one, the VPC its instances sit in."""
+    kms_key: str | None = None
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "JobSecurity":
+        env = os.environ if environ is None else environ
+        subnets, groups = _ids(env, SUBNETS_VARIABLE, _SUBNET), _ids(env, SECURITY_GROUPS_VARIABLE, _GROUP)
+        if bool(subnets) != bool(groups):  # SageMaker's VpcConfig requires both
+            raise ConfigurationError(f"{SUBNETS_VARIABLE} and {SECURITY_GROUPS_VARIABLE} go together (the "
+                                     "stack's JobSubnetIds and JobSecurityGroupIds): give both or neither")
+        if len(subnets) > MAX_SUBNETS or len(groups) > MAX_SECURITY_GROUPS:
+            raise ConfigurationError(f"a job takes at most {MAX_SUBNETS} subnets and {MAX_SECURITY_GROUPS} "
+                                     f"security groups, got {len(subnets)} and {len(groups)}")
+        return cls(kms_key=env.get(KMS_KEY_VARIABLE) or None, subnets=subnets, security_groups=groups)
+
+    def vpc_config(self) -> dict[str, list[str]] | None:
+        if not self.subnets:
+            return None
+        return {"SecurityGroupIds": list(self.security_groups), "Subnets": list(self.subnets)}
+
+
+def _ids(env: Mapping[str, str], variable: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    ids = tuple(item.strip() for item in env.get(variable, "").split(",") if item.strip())
+    bad = [item for item in ids if not pattern.match(item)]
+    if bad:
+        raise ConfigurationError(f"{variable} must be comma-separated IDs matching {pattern.pattern}, got {bad}")
+    return ids
 
 
 def describe(operation: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any] | None:

@@ -2,7 +2,9 @@
 
 The job is named after the execution (`job_name(name_prefix, "train", execution_id)`), so a
 repeated SubmitTraining finds the job it created instead of starting a second one. The job is
-created with `lambdas.sagemaker_jobs.METRIC_DEFINITIONS` unless UserParameters names its own.
+created with `lambdas.sagemaker_jobs.METRIC_DEFINITIONS` unless UserParameters names its own, and
+sealed as `JobSecurity` says: network isolation (the training code makes no AWS or network call),
+the project key on its volume and model artifacts, the user's VPC when one is configured.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Mapping
 from lambdas.errors import ConfigurationError, JobFailed
 from lambdas.job import (
     AwsClient, Done, InProgress, JobEvent, Param, client, job_name, parse_s3_uri, parse_user_parameters, run_job)
-from lambdas.sagemaker_jobs import METRIC_DEFINITIONS, check_budget, describe, reuse
+from lambdas.sagemaker_jobs import METRIC_DEFINITIONS, JobSecurity, check_budget, describe, reuse
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +53,9 @@ def monitor_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
 
 
 # -- submit ---------------------------------------------------------------------------------
-def submit(job: JobEvent, *, sagemaker: AwsClient = None) -> Done:
+def submit(job: JobEvent, *, sagemaker: AwsClient = None, security: JobSecurity | None = None) -> Done:
     params = parse_user_parameters(job.user_parameters, SUBMIT_SCHEMA)
-    request = training_request(params)
+    request = training_request(params, security or JobSecurity.from_environment())
     name = request["TrainingJobName"]
     sagemaker = sagemaker or client("sagemaker")
 
@@ -69,13 +71,13 @@ def submit(job: JobEvent, *, sagemaker: AwsClient = None) -> Done:
                  LOGS.format(name=name), {"TrainingJobName": name})
 
 
-def training_request(params: Mapping[str, Any]) -> dict[str, Any]:
+def training_request(params: Mapping[str, Any], security: JobSecurity) -> dict[str, Any]:
     for key in ("train_uri", "validation_uri", "features_uri", "output_uri"):
         parse_s3_uri(params[key], f"UserParameters '{key}'")
     for key in ("instance_count", "volume_gb", "max_runtime_seconds"):
         if params[key] < 1:
             raise ConfigurationError(f"UserParameters '{key}' must be at least 1, got {params[key]}")
-    return {
+    request: dict[str, Any] = {
         "TrainingJobName": job_name(params["name_prefix"], "train", params["execution_id"]),
         "AlgorithmSpecification": {
             "TrainingImage": params["image_uri"],
@@ -89,9 +91,18 @@ def training_request(params: Mapping[str, Any]) -> dict[str, Any]:
         "ResourceConfig": {"InstanceType": params["instance_type"], "InstanceCount": params["instance_count"],
                            "VolumeSizeInGB": params["volume_gb"]},
         "StoppingCondition": {"MaxRuntimeInSeconds": params["max_runtime_seconds"]},
+        # The container reads its channels and writes /opt/ml/model; SageMaker stages both outside it.
+        "EnableNetworkIsolation": True,
         "EnableManagedSpotTraining": False,
         "Tags": [{"Key": "PipelineExecutionId", "Value": params["execution_id"]}],
     }
+    if security.kms_key:
+        request["OutputDataConfig"]["KmsKeyId"] = security.kms_key
+        request["ResourceConfig"]["VolumeKmsKeyId"] = security.kms_key
+    vpc = security.vpc_config()
+    if vpc:
+        request["VpcConfig"] = vpc
+    return request
 
 
 def channel(name: str, uri: str) -> dict[str, Any]:

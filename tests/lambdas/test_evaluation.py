@@ -51,6 +51,7 @@ REQUEST = {
     "ProcessingOutputConfig": processing_output(f"{RUN}/evaluation"),
     "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
                                               "VolumeSizeInGB": 10}},
+    "NetworkConfig": {"EnableNetworkIsolation": True},
     "Tags": [{"Key": "PipelineExecutionId", "Value": EXECUTION}],
 }
 SUBMITTED = {"ProcessingJobName": NAME, "EvaluationUri": EVALUATION}
@@ -102,6 +103,44 @@ def test_submit_creates_one_job_and_a_repeat_finds_it(aws, codepipeline):
     assert sent[1][1] == REQUEST
     jobs = sagemaker.list_processing_jobs()["ProcessingJobSummaries"]
     assert [j["ProcessingJobName"] for j in jobs] == [NAME]
+
+
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+VPC = {"JOB_SUBNET_IDS": "subnet-0a1b2c3d,subnet-4e5f6a7b", "JOB_SECURITY_GROUP_IDS": "sg-0123abcd, sg-4567ef01"}
+SEALED = {"ProcessingOutputConfig": {**REQUEST["ProcessingOutputConfig"], "KmsKeyId": KEY},
+          "ProcessingResources": {"ClusterConfig": {**REQUEST["ProcessingResources"]["ClusterConfig"],
+                                                    "VolumeKmsKeyId": KEY}}}
+
+
+@pytest.mark.parametrize("environment, changes", [
+    ({}, {}),
+    ({"JOB_KMS_KEY_ARN": KEY}, SEALED),
+    ({"JOB_KMS_KEY_ARN": KEY, **VPC},
+     {**SEALED, "NetworkConfig": {"EnableNetworkIsolation": True, "VpcConfig": {
+         "SecurityGroupIds": ["sg-0123abcd", "sg-4567ef01"], "Subnets": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"]}}}),
+], ids=["isolated-only", "project-key", "project-key-and-vpc"])
+def test_submit_seals_the_job_as_the_function_environment_says(aws, codepipeline, monkeypatch, environment, changes):
+    """Network isolation always; the volume and outputs under the project key; the VPC when given. moto's
+    client checks the request against CreateProcessingJob's model."""
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    sagemaker, _ = aws
+    client, stub = codepipeline
+    sent = record_requests(sagemaker)
+    expect_success(stub, outputVariables=SUBMITTED,
+                   executionDetails={"summary": f"SageMaker processing job {NAME} started"})
+    run_job(load_event(user_parameters=SUBMIT), lambda job: evaluation.submit(job, sagemaker=sagemaker), client)
+    assert sent[1] == ("CreateProcessingJob", {**REQUEST, **changes})
+
+
+def test_a_half_vpc_is_a_configuration_error(stubbed_sagemaker, codepipeline, monkeypatch):
+    monkeypatch.setenv("JOB_SUBNET_IDS", "subnet-0a1b2c3d")
+    sagemaker, _ = stubbed_sagemaker  # no SageMaker call expected: the stubber fails on any
+    client, stub = codepipeline
+    expect_failure(stub, "ConfigurationError",
+                   "JOB_SUBNET_IDS and JOB_SECURITY_GROUP_IDS go together (the stack's JobSubnetIds and "
+                   "JobSecurityGroupIds): give both or neither")
+    run_job(load_event(user_parameters=SUBMIT), lambda job: evaluation.submit(job, sagemaker=sagemaker), client)
 
 
 def not_found(stub):

@@ -13,7 +13,7 @@ from moto import mock_aws
 
 from lambdas import training
 from lambdas.job import parse_user_parameters, run_job
-from lambdas.sagemaker_jobs import METRIC_DEFINITIONS
+from lambdas.sagemaker_jobs import METRIC_DEFINITIONS, JobSecurity
 
 from tests.lambdas.pipeline_stubs import JOB_ID, expect_failure, expect_success, now_minus, record_requests, without
 from tests.conftest import SECRETS, load_event
@@ -49,6 +49,7 @@ REQUEST = {
     "OutputDataConfig": {"S3OutputPath": f"s3://mlops-data/runs/{EXECUTION}/training/"},
     "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10},
     "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+    "EnableNetworkIsolation": True,
     "EnableManagedSpotTraining": False,
     "Tags": [{"Key": "PipelineExecutionId", "Value": EXECUTION}],
 }
@@ -146,8 +147,69 @@ MAE = [{"Name": "validation:mae", "Regex": "val_mae=([0-9.]+)"}]
 ], ids=["resources", "no-hyperparameters", "own-metrics"])
 def test_training_request_follows_the_parameters(params, changes):
     params = parse_user_parameters(json.dumps({**SUBMIT, **params}), training.SUBMIT_SCHEMA)
-    request = training.training_request(params)
+    request = training.training_request(params, JobSecurity())
     assert request == {**REQUEST, **changes}
+
+
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+VPC = {"JOB_SUBNET_IDS": "subnet-0a1b2c3d, subnet-4e5f6a7b", "JOB_SECURITY_GROUP_IDS": "sg-0123abcd"}
+
+
+@pytest.mark.parametrize("environment, changes", [
+    ({}, {}),
+    ({"JOB_KMS_KEY_ARN": KEY},
+     {"OutputDataConfig": {**REQUEST["OutputDataConfig"], "KmsKeyId": KEY},
+      "ResourceConfig": {**REQUEST["ResourceConfig"], "VolumeKmsKeyId": KEY}}),
+    ({"JOB_KMS_KEY_ARN": KEY, **VPC},
+     {"OutputDataConfig": {**REQUEST["OutputDataConfig"], "KmsKeyId": KEY},
+      "ResourceConfig": {**REQUEST["ResourceConfig"], "VolumeKmsKeyId": KEY},
+      "VpcConfig": {"SecurityGroupIds": ["sg-0123abcd"], "Subnets": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"]}}),
+], ids=["isolated-only", "project-key", "project-key-and-vpc"])
+def test_submit_seals_the_job_as_the_function_environment_says(sagemaker, codepipeline, monkeypatch,
+                                                               environment, changes):
+    """Network isolation always; the volume and model artifacts under the project key; the VPC when given.
+    moto's client checks the request against CreateTrainingJob's model (VpcConfig needs both lists)."""
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    client, stub = codepipeline
+    sent = record_requests(sagemaker)
+    expect_success(stub, outputVariables={"TrainingJobName": NAME},
+                   executionDetails={"summary": f"SageMaker training job {NAME} started"})
+    run_job(load_event(user_parameters=SUBMIT), lambda job: training.submit(job, sagemaker=sagemaker), client)
+    assert sent[1] == ("CreateTrainingJob", {**REQUEST, **changes})
+
+
+@pytest.mark.parametrize("environment, message", [
+    ({"JOB_SUBNET_IDS": "subnet-0a1b2c3d"}, "JOB_SUBNET_IDS and JOB_SECURITY_GROUP_IDS go together"),
+    ({"JOB_SECURITY_GROUP_IDS": "sg-0123abcd"}, "JOB_SUBNET_IDS and JOB_SECURITY_GROUP_IDS go together"),
+    ({**VPC, "JOB_SUBNET_IDS": "subnet-0a1b2c3d,vpc-0a1b2c3d"}, "JOB_SUBNET_IDS must be comma-separated IDs"),
+    ({**VPC, "JOB_SECURITY_GROUP_IDS": ",".join(f"sg-0{n}" for n in range(6))},
+     "at most 16 subnets and 5 security groups, got 2 and 6"),
+], ids=["subnets-without-groups", "groups-without-subnets", "not-a-subnet-id", "six-security-groups"])
+def test_a_half_or_bad_vpc_is_a_configuration_error(stubbed_sagemaker, codepipeline, monkeypatch,
+                                                    environment, message):
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    sagemaker, _ = stubbed_sagemaker  # no SageMaker call expected: the stubber fails on any
+    client, stub = codepipeline
+    expect_failure(stub, "ConfigurationError", Containing(message))
+    run_job(load_event(user_parameters=SUBMIT), lambda job: training.submit(job, sagemaker=sagemaker), client)
+
+
+class Containing(str):
+    """A stubber expectation: any string that contains this one."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and str.__contains__(other, str(self))
+
+    __hash__ = str.__hash__
+
+
+def test_job_security_reads_empty_variables_as_none():
+    """The template sets a VPC variable only in a VPC; an empty one (a cleared parameter) means none too."""
+    security = JobSecurity.from_environment({"JOB_KMS_KEY_ARN": "", "JOB_SUBNET_IDS": " ",
+                                             "JOB_SECURITY_GROUP_IDS": ""})
+    assert security == JobSecurity() and security.vpc_config() is None
 
 
 # What the trainer prints (training.contract), by the metric each printed number must become.
@@ -189,7 +251,7 @@ def test_every_metric_the_trainer_prints_is_scraped_by_the_jobs_definitions(line
     kind, *values = line
     text = (contract.format_epoch_line if kind == "epoch" else contract.format_final_line)(*values)
     params = parse_user_parameters(json.dumps(SUBMIT), training.SUBMIT_SCHEMA)
-    definitions = training.training_request(params)["AlgorithmSpecification"]["MetricDefinitions"]
+    definitions = training.training_request(params, JobSecurity())["AlgorithmSpecification"]["MetricDefinitions"]
     names = EPOCH_METRICS if kind == "epoch" else FINAL_METRICS
 
     numbers = printed(text)
