@@ -164,30 +164,37 @@ class RoleSessions:
     that the role exists, so `credentials` checks both first (principals.service_may_assume). The call
     goes to moto's STS directly: it is the service's, not a request of the account's principals.
     Sessions are reused until RENEW_SECONDS before they expire, so a warm Lambda worker (keyed by its
-    environment, credentials included) stays warm across invocations and executions.
+    environment, credentials included) stays warm across invocations and executions. A session is kept per
+    confused-deputy keys the service sent (principals.source_keys): one made for one SageMaker job is never
+    handed to another job, whose aws:SourceArn the trust policy has not judged; Lambda sends none, so its
+    sessions, and its warm workers, stay one per function.
     """
 
     def __init__(self, region: str) -> None:
         self.region = region
-        self._sessions: dict[tuple[str, str, str | None], RoleCredentials] = {}
+        self._sessions: dict[tuple[str, str, str | None, tuple[tuple[str, str], ...]], RoleCredentials] = {}
         self._lock = threading.Lock()
 
-    def credentials(self, role_arn: str, session_name: str, service: str,
-                    policy: str | None = None) -> RoleCredentials:
+    def credentials(self, role_arn: str, session_name: str, service: str, policy: str | None = None,
+                    source_arn: str | None = None) -> RoleCredentials:
         """Raises RoleNotAssumable with a message naming the role and the service. `policy` is a session
-        policy (JSON text) that limits the session, as AssumeRole's Policy does."""
+        policy (JSON text) that limits the session, as AssumeRole's Policy does. `source_arn` is the
+        resource the service acts for (a CodeBuild project, a SageMaker job): the trust policy is judged
+        with the aws:SourceAccount / aws:SourceArn the service sends for it (principals.source_keys)."""
         from mlops_local.iam import principals
 
+        sent = tuple(sorted(principals.source_keys(service, account_id(), source_arn).items()))
+        key = (role_arn, session_name, policy, sent)
         with self._lock:
-            cached = self._sessions.get((role_arn, session_name, policy))
+            cached = self._sessions.get(key)
             if cached is not None and self._usable(cached):
                 return cached
-            decision = principals.service_may_assume(role_arn, service, account_id(), self.region)
+            decision = principals.service_may_assume(role_arn, service, account_id(), self.region, source_arn)
             if isinstance(decision, str) or decision.denied:
                 reason = decision if isinstance(decision, str) else decision.message
                 raise RoleNotAssumable(f"{service} cannot assume the role {role_arn}: {reason}")
             session = self._assume(role_arn, session_name, policy)
-            self._sessions[(role_arn, session_name, policy)] = session
+            self._sessions[key] = session
             return session
 
     def _usable(self, cached: RoleCredentials) -> bool:
@@ -234,9 +241,11 @@ class Runtime:
         return self.aws.gateway.access_log
 
     # -- acting as a principal --------------------------------------------------------------
-    def session(self, role_arn: str, session_name: str, service: str, policy: str | None = None) -> RoleCredentials:
-        """The role session a service acts with (RoleSessions.credentials; raises RoleNotAssumable)."""
-        return self.role_sessions.credentials(role_arn, session_name, service, policy)
+    def session(self, role_arn: str, session_name: str, service: str, policy: str | None = None,
+                source_arn: str | None = None) -> RoleCredentials:
+        """The role session a service acts with for `source_arn` (RoleSessions.credentials; raises
+        RoleNotAssumable)."""
+        return self.role_sessions.credentials(role_arn, session_name, service, policy, source_arn)
 
     def client_as(self, service: str, session: RoleCredentials, **kwargs: Any) -> Any:
         """A client of the stand-in that signs as the session: its requests are judged as the role's."""

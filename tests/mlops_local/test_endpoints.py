@@ -18,6 +18,7 @@ from botocore.stub import ANY
 
 from lambdas.job import run_job
 from mlops_local.sagemaker.endpoints import Endpoints
+from mlops_local.sagemaker import execution_role
 from mlops_local.gateway import LocalAws
 from mlops_local.moto_access import backend
 from mlops_local.runtime import Runtime
@@ -228,7 +229,7 @@ def test_the_server_fetches_its_model_and_runs_as_the_execution_role(local, sm):
     process = local[2].served("ep-role").process
     environ = dict(item.split("=", 1) for item in
                    Path(f"/proc/{process.pid}/environ").read_text().split("\0") if "=" in item)
-    session = local[1].session(ROLE, "SageMaker", "sagemaker.amazonaws.com")
+    session = execution_role.session(local[1], ROLE)  # inference's session (aws:SourceArn arn:...:*)
     assert environ["AWS_ACCESS_KEY_ID"] == session.access_key_id != "testing"
     assert environ["AWS_SESSION_TOKEN"] == session.session_token
     acted = {(a.service, a.operation) for a in local[1].access_log.records(mark)

@@ -25,6 +25,33 @@ LAMBDA_TRUST = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
 PIPELINE_TRUST = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "codepipeline.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+OTHER_ACCOUNT = "210987654321"
+PROJECT_ARN = f"arn:aws:codebuild:us-east-1:{ACCOUNT}:project/mlops-training-image"
+TRAINING_JOB = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/mlops-train-1"
+INFERENCE = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:*"  # what SageMaker sends for a model (literal *)
+
+
+def guarded_trust(service: str, condition: dict) -> dict:
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole", "Condition": condition}]}
+
+
+# Trust policies with a confused-deputy guard, as templates/pipeline.yaml writes them and as they go wrong.
+GUARDED_ROLES = {
+    "build-role": guarded_trust("codebuild.amazonaws.com", {
+        "StringEquals": {"aws:SourceAccount": ACCOUNT}, "ArnLike": {"aws:SourceArn": PROJECT_ARN}}),
+    "build-role-of-another-account": guarded_trust("codebuild.amazonaws.com", {
+        "StringEquals": {"aws:SourceAccount": OTHER_ACCOUNT},
+        "ArnLike": {"aws:SourceArn": PROJECT_ARN.replace(ACCOUNT, OTHER_ACCOUNT)}}),
+    "build-role-of-another-project": guarded_trust("codebuild.amazonaws.com", {
+        "StringEquals": {"aws:SourceAccount": ACCOUNT}, "ArnLike": {"aws:SourceArn": PROJECT_ARN + "-other"}}),
+    "sagemaker-role": guarded_trust("sagemaker.amazonaws.com", {"ArnLike": {"aws:SourceArn": INFERENCE}}),
+    "sagemaker-jobs-only": guarded_trust("sagemaker.amazonaws.com", {
+        "ArnLike": {"aws:SourceArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/*"}}),
+    "sagemaker-needs-account": guarded_trust("sagemaker.amazonaws.com", {
+        "StringEquals": {"aws:SourceAccount": ACCOUNT}}),
+    "lambda-needs-account": guarded_trust("lambda.amazonaws.com", {"StringEquals": {"aws:SourceAccount": ACCOUNT}}),
+}
 
 
 # -- Lambda handlers (run in the engine's child process) ---------------------------------------
@@ -43,7 +70,7 @@ def whoami_handler(event, context):
 def aws():
     with LocalAws(Gateway()) as local:
         iam = local.client("iam")
-        for name, trust in (("job-role", LAMBDA_TRUST), ("pipeline-role", PIPELINE_TRUST)):
+        for name, trust in (("job-role", LAMBDA_TRUST), ("pipeline-role", PIPELINE_TRUST), *GUARDED_ROLES.items()):
             iam.create_role(RoleName=name, Path="/service/", AssumeRolePolicyDocument=json.dumps(trust))
         yield local
 
@@ -135,6 +162,64 @@ def test_service_may_assume_follows_the_trust_policy(aws, role, service, allowed
 def test_a_missing_role_cannot_be_assumed(aws):
     assert principals.service_may_assume(role_arn("nope"), "lambda.amazonaws.com", ACCOUNT, "us-east-1") == \
         f"the role {role_arn('nope')} does not exist"
+
+
+@pytest.mark.parametrize("role, service, source_arn, allowed", [
+    ("build-role", "codebuild.amazonaws.com", PROJECT_ARN, True),
+    ("build-role-of-another-account", "codebuild.amazonaws.com", PROJECT_ARN, False),
+    ("build-role-of-another-project", "codebuild.amazonaws.com", PROJECT_ARN, False),
+    ("sagemaker-role", "sagemaker.amazonaws.com", TRAINING_JOB, True),
+    ("sagemaker-role", "sagemaker.amazonaws.com", INFERENCE, True),
+    ("sagemaker-role", "sagemaker.amazonaws.com", TRAINING_JOB.replace(ACCOUNT, OTHER_ACCOUNT), False),
+    ("sagemaker-jobs-only", "sagemaker.amazonaws.com", TRAINING_JOB, True),
+    ("sagemaker-jobs-only", "sagemaker.amazonaws.com", INFERENCE, False),
+    ("sagemaker-needs-account", "sagemaker.amazonaws.com", TRAINING_JOB, False),
+    ("lambda-needs-account", "lambda.amazonaws.com", None, False),
+    ("job-role", "lambda.amazonaws.com", None, True),
+], ids=["codebuild-its-project", "codebuild-another-account", "codebuild-another-project",
+        "sagemaker-training-job", "sagemaker-inference", "sagemaker-job-of-another-account",
+        "jobs-only-guard-a-job", "jobs-only-guard-refuses-inference-literal-star",
+        "sagemaker-sends-no-source-account", "lambda-sends-no-source-account", "lambda-unguarded"])
+def test_service_may_assume_judges_the_confused_deputy_keys_the_service_sends(aws, role, service, source_arn,
+                                                                              allowed):
+    decision = principals.service_may_assume(role_arn(role), service, ACCOUNT, "us-east-1", source_arn)
+    assert not isinstance(decision, str) and decision.allowed is allowed
+
+
+@pytest.mark.parametrize("service, source_arn, keys", [
+    ("codebuild.amazonaws.com", PROJECT_ARN, {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": PROJECT_ARN}),
+    ("sagemaker.amazonaws.com", TRAINING_JOB, {"aws:SourceArn": TRAINING_JOB}),
+    ("lambda.amazonaws.com", None, {}),
+    ("codepipeline.amazonaws.com", "arn:aws:codepipeline:us-east-1:123456789012:mlops", {}),
+], ids=["codebuild-both", "sagemaker-arn-only", "lambda-none", "codepipeline-none"])
+def test_source_keys_are_what_each_service_documents(service, source_arn, keys):
+    assert principals.source_keys(service, ACCOUNT, source_arn) == keys
+
+
+def test_a_service_that_sends_source_arn_needs_the_resource():
+    with pytest.raises(ValueError, match="codebuild.amazonaws.com sends aws:SourceArn"):
+        principals.source_keys("codebuild.amazonaws.com", ACCOUNT, None)
+
+
+def test_role_sessions_are_kept_per_source(aws):
+    sessions = RoleSessions("us-east-1")
+    first = sessions.credentials(role_arn("sagemaker-role"), "SageMaker", "sagemaker.amazonaws.com",
+                                 source_arn=TRAINING_JOB)
+    assert sessions.credentials(role_arn("sagemaker-role"), "SageMaker", "sagemaker.amazonaws.com",
+                                source_arn=TRAINING_JOB) == first
+    other_job = sessions.credentials(role_arn("sagemaker-role"), "SageMaker", "sagemaker.amazonaws.com",
+                                     source_arn=TRAINING_JOB + "-2")
+    assert other_job.access_key_id != first.access_key_id
+    # the session of an allowed job is never handed to a source the trust policy refuses
+    sessions.credentials(role_arn("sagemaker-jobs-only"), "SageMaker", "sagemaker.amazonaws.com",
+                         source_arn=TRAINING_JOB)
+    with pytest.raises(RoleNotAssumable, match="sagemaker.amazonaws.com cannot assume the role"):
+        sessions.credentials(role_arn("sagemaker-jobs-only"), "SageMaker", "sagemaker.amazonaws.com",
+                             source_arn=INFERENCE)
+    # Lambda sends no source: a function's session (and its warm worker's environment) stays one
+    fn = sessions.credentials(role_arn("job-role"), "fn", "lambda.amazonaws.com")
+    assert sessions.credentials(role_arn("job-role"), "fn", "lambda.amazonaws.com",
+                                source_arn="arn:aws:lambda:us-east-1:123456789012:function:fn") == fn
 
 
 def test_role_sessions_are_cached_and_checked(aws):

@@ -276,7 +276,8 @@ def test_a_job_acts_as_its_role_in_its_staging_and_its_process(stand_in):
     assert described["ProcessingJobStatus"] == "Completed", described.get("FailureReason")
 
     key = s3.get_object(Bucket=BUCKET, Key=f"runs/{EXECUTION}/keys/keys-of-the-role/key.txt")["Body"].read().decode()
-    assert key != "testing" and key == runtime.session(ROLE, "SageMaker", "sagemaker.amazonaws.com").access_key_id
+    assert key != "testing" and key == runtime.session(ROLE, "SageMaker", "sagemaker.amazonaws.com",
+                                                       source_arn=described["ProcessingJobArn"]).access_key_id
     staged = {(a.service, a.operation) for a in runtime.access_log.records(mark)
               if a.principal.arn == role_session_arn(ROLE_NAME)}
     assert {("s3", "ListObjectsV2"), ("s3", "GetObject"), ("s3", "PutObject"), ("ecr", "BatchGetImage")} <= staged

@@ -204,3 +204,66 @@ def test_no_inline_secrets_or_public_principals():
         for node in walk(load(path)):
             if isinstance(node, dict) and node.get("Effect") == "Allow":
                 assert node.get("Principal") != "*" and node.get("Principal") != {"AWS": "*"}, path.name
+
+
+# The confused-deputy guard each service principal supports in a role's trust policy: the condition the
+# statement must carry (operator -> key -> Fn::Sub text), or {} where the service documents neither
+# aws:SourceAccount nor aws:SourceArn, since a condition on a key the service does not send denies it.
+# The keys must be those the stand-in's services send (principals.SOURCE_KEYS), so local runs judge them.
+TRUST_GUARDS = {
+    # CodeBuild User Guide, "Allow CodeBuild to interact with other AWS services"; ECR User Guide,
+    # "Repository policy examples" (aws:SourceArn arn:...:codebuild:<region>:<account>:project/<name>)
+    "codebuild.amazonaws.com": {
+        "StringEquals": {"aws:SourceAccount": "${AWS::AccountId}"},
+        "ArnLike": {"aws:SourceArn": "arn:${AWS::Partition}:codebuild:${AWS::Region}:${AWS::AccountId}:project/"
+                                     "${ProjectName}-{project}"}},
+    # SageMaker Developer Guide, "Cross-service confused deputy prevention": training and processing jobs
+    # send their ARN; inference sends arn:...:<account>:* with a literal asterisk, never a model's ARN
+    "sagemaker.amazonaws.com": {
+        "ArnLike": {"aws:SourceArn": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:*"}},
+    "lambda.amazonaws.com": {},  # Lambda Developer Guide, execution role: neither key documented
+    "glue.amazonaws.com": {},  # AWS Glue Developer Guide, job role: neither key documented
+    "cloudformation.amazonaws.com": {},  # CloudFormation User Guide, service role: neither key documented
+    "codepipeline.amazonaws.com": {},  # CodePipeline User Guide, service role: neither key documented
+    "events.amazonaws.com": {},  # EventBridge User Guide, target role: neither key documented
+}
+
+
+def trust_statements():
+    """(role, service, statement, role resource) for every service statement of every role's trust policy."""
+    for path in ALL_TEMPLATES:
+        for name, role in resources(load(path), "AWS::IAM::Role").items():
+            for statement in role["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
+                for service in as_list(statement.get("Principal", {}).get("Service", [])):
+                    yield pytest.param(name, service, statement, role, id=f"{name}:{service}")
+
+
+def guard_text(condition):
+    """A trust statement's condition with each value as its Fn::Sub text (Ref AWS::AccountId as ${...})."""
+    def text(value):
+        return f"${{{value['Ref']}}}" if isinstance(value, dict) and "Ref" in value else sub_text(value)
+    return {operator: {key: text(value) for key, value in keys.items()} for operator, keys in condition.items()}
+
+
+def test_every_trusted_service_has_a_guard_decision():
+    services = {p.values[1] for p in trust_statements()}
+    assert services and services <= set(TRUST_GUARDS), services - set(TRUST_GUARDS)
+
+
+def test_the_guards_are_the_keys_the_stand_in_sends():
+    from mlops_local.iam.principals import SOURCE_KEYS
+
+    sent = {service: sorted(k for keys in guard.values() for k in keys) for service, guard in TRUST_GUARDS.items()}
+    assert {s: keys for s, keys in sent.items() if keys} == {s: sorted(k) for s, k in SOURCE_KEYS.items()}
+
+
+@pytest.mark.parametrize("role, service, statement, resource", list(trust_statements()))
+def test_trust_statement_carries_the_guard_its_service_supports(role, service, statement, resource):
+    expected = TRUST_GUARDS[service]
+    if service == "codebuild.amazonaws.com":  # the one project that uses the role, by name
+        projects = [p["Properties"]["Name"] for p in resources(load(PIPELINE), "AWS::CodeBuild::Project").values()
+                    if p["Properties"]["ServiceRole"] == {"Fn::GetAtt": [role, "Arn"]}]
+        assert len(projects) == 1, projects
+        project = sub_text(projects[0]).removeprefix("${ProjectName}-")
+        expected = {op: {k: v.replace("{project}", project) for k, v in keys.items()} for op, keys in expected.items()}
+    assert guard_text(statement.get("Condition", {})) == expected

@@ -130,12 +130,47 @@ def _unknown(access_key_id: str, reason: str) -> Principal:
     return Principal("unknown", "", access_key_id, reason=reason)
 
 
-def service_may_assume(role_arn: str, service: str, account: str, region: str) -> Decision | str:
+# The confused-deputy keys each service puts in its AssumeRole request context, as its documentation says
+# (IAM User Guide, "The confused deputy problem": aws:SourceAccount is the account of the resource the
+# service acts for, aws:SourceArn that resource). A service not listed here documents neither, so it is
+# given none: a trust policy that requires them refuses the service here as on AWS.
+# - CodeBuild: both; aws:SourceArn is the project's ARN (CodeBuild User Guide, "Allow CodeBuild to interact
+#   with other AWS services", the service role's trust policy; Amazon ECR User Guide, "Repository policy
+#   examples": codebuild.amazonaws.com with aws:SourceAccount and aws:SourceArn ...:project/<name>; only
+#   CodeBuild's own AssumeRole of the service role carries aws:SourceArn, awslabs/aws-deployment-framework#247).
+# - SageMaker: aws:SourceArn, the training or processing job's ARN, and for inference the literal
+#   arn:<partition>:sagemaker:<region>:<account>:* ("The asterisk in the ARN template does not stand for
+#   wildcard"); its examples set no aws:SourceAccount (SageMaker Developer Guide, "Cross-service confused
+#   deputy prevention": Training Jobs, Processing Jobs, Inference).
+SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "codebuild.amazonaws.com": ("aws:SourceAccount", "aws:SourceArn"),
+    "sagemaker.amazonaws.com": ("aws:SourceArn",),
+}
+
+
+def source_keys(service: str, account: str, source_arn: str | None) -> dict[str, str]:
+    """The confused-deputy keys `service` sends when it assumes a role for `source_arn` (SOURCE_KEYS).
+    ValueError when the service sends aws:SourceArn and the caller named no resource."""
+    keys: dict[str, str] = {}
+    for key in SOURCE_KEYS.get(service, ()):
+        if key == "aws:SourceAccount":
+            keys[key] = account
+        elif not source_arn:
+            raise ValueError(f"{service} sends aws:SourceArn: name the resource it assumes the role for")
+        else:
+            keys[key] = source_arn
+    return keys
+
+
+def service_may_assume(role_arn: str, service: str, account: str, region: str,
+                       source_arn: str | None = None) -> Decision | str:
     """Whether a service principal (lambda.amazonaws.com, ...) may assume the role: the evaluator's
     decision on its trust policy, or why there is none to evaluate (the role does not exist, its trust
     policy does not parse). moto's AssumeRole checks neither (moto.sts.models.STSBackend.assume_role:
     "the role does not need to exist"), so the stand-in does; a trust policy must name the caller
     (resource_policy_required, IAM User Guide: "Policy evaluation for requests within a single account").
+    `source_arn` is the resource the service acts for; the request carries the keys the service sends
+    (source_keys), so a trust policy's aws:SourceAccount / aws:SourceArn condition is judged as on AWS.
     """
     records = backend("iam", account, partition(region))
     role = next((r for r in list(records.roles.values()) if r.arn == role_arn), None)  # list(): a copy, taken at once
@@ -145,5 +180,6 @@ def service_may_assume(role_arn: str, service: str, account: str, region: str) -
         trust = parse_policy(json.loads(role.assume_role_policy_document), name=f"{role.name} trust policy")
     except (PolicyError, TypeError, ValueError) as exc:
         return f"the trust policy of {role_arn} cannot be evaluated: {exc}"
-    ctx = RequestContext(principal_arn=service, action="sts:AssumeRole", resource=role_arn, account=account)
+    ctx = RequestContext(principal_arn=service, action="sts:AssumeRole", resource=role_arn, account=account,
+                         keys=source_keys(service, account, source_arn))
     return evaluate(ctx, (), trust, resource_policy_required=True)

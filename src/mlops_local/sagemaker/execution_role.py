@@ -8,7 +8,7 @@ makes no request here, is judged with runtime.authorize_checks.
 """
 from __future__ import annotations
 
-from mlops_local.iam.actions import image_pull
+from mlops_local.iam.actions import image_pull, partition
 from mlops_local.iam.enforcement import AccessDenied
 from mlops_local.runtime import RoleCredentials, RoleNotAssumable, Runtime
 
@@ -29,10 +29,20 @@ def could_not_assume(role_arn: str) -> str:
             f"'{SERVICE}' to assume the role.")
 
 
-def session(runtime: Runtime, role_arn: str) -> RoleCredentials:
-    """The role session SageMaker acts with; RoleUnusable when it cannot assume the role."""
+def inference_source(runtime: Runtime) -> str:
+    """The aws:SourceArn SageMaker sends when it assumes a model's role for inference (CreateModel, an
+    endpoint's instances): arn:<partition>:sagemaker:<region>:<account>:*, whose asterisk "does not stand
+    for wildcard" (SageMaker Developer Guide, "Cross-service confused deputy prevention", Inference), so a
+    trust policy naming one model or endpoint refuses it."""
+    region = runtime.aws.gateway.region
+    return f"arn:{partition(region)}:sagemaker:{region}:{runtime.aws.account_id}:*"
+
+
+def session(runtime: Runtime, role_arn: str, source_arn: str | None = None) -> RoleCredentials:
+    """The role session SageMaker acts with for `source_arn` (a training or processing job's ARN; None for
+    inference: inference_source); RoleUnusable when it cannot assume the role."""
     try:
-        return runtime.session(role_arn, SESSION_NAME, SERVICE)
+        return runtime.session(role_arn, SESSION_NAME, SERVICE, source_arn=source_arn or inference_source(runtime))
     except RoleNotAssumable as exc:
         raise RoleUnusable(str(exc)) from None
 

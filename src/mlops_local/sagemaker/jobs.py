@@ -111,12 +111,12 @@ class SageMakerJobs(ABC):
                            f"'{self.noun[0].lower() + self.noun[1:]}Name' failed to satisfy constraint: "
                            f"Member must satisfy regular expression pattern: {NAME.pattern}")
         self.validate(params)
-        try:  # SageMaker assumes the role when the job is created, and refuses one it cannot assume
-            execution_role.session(self.runtime, params["RoleArn"])
-        except execution_role.RoleUnusable:
-            raise AwsError("ValidationException", execution_role.could_not_assume(params["RoleArn"])) from None
         region = self.runtime.aws.gateway.region
         arn = f"arn:aws:sagemaker:{region}:{self.runtime.aws.account_id}:{self.arn_kind}/{name.lower()}"
+        try:  # SageMaker assumes the role when the job is created, and refuses one it cannot assume
+            execution_role.session(self.runtime, params["RoleArn"], arn)
+        except execution_role.RoleUnusable:
+            raise AwsError("ValidationException", execution_role.could_not_assume(params["RoleArn"])) from None
         with self.lock:
             if name in self.jobs:
                 raise AwsError("ResourceInUse", f"{self.noun} names must be unique within an AWS account "
@@ -256,7 +256,7 @@ class SageMakerJobs(ABC):
     # -- acting as the job's role --------------------------------------------------------------
     def _session(self, job: Job) -> RoleCredentials:
         try:
-            return execution_role.session(self.runtime, job.request["RoleArn"])
+            return execution_role.session(self.runtime, job.request["RoleArn"], job.arn)
         except execution_role.RoleUnusable:  # e.g. the role was deleted or its trust changed since CreateXJob
             # SageMaker's FailureReason for it (aws/sagemaker-python-sdk#35)
             raise JobFailure(f"ClientError: SageMaker was unable to assume the role '{job.request['RoleArn']}'") \

@@ -137,7 +137,8 @@ def _as_project_role(ctx: ActionContext, project: dict) -> ActionContext:
     """The context with `client` signing as the project's service role (codebuild.amazonaws.com)."""
     role = project.get("serviceRole") or ""
     try:
-        session = ctx.runtime.session(role, f"AWSCodeBuild-{project['name']}"[:64], "codebuild.amazonaws.com")
+        session = ctx.runtime.session(role, f"AWSCodeBuild-{project['name']}"[:64], "codebuild.amazonaws.com",
+                                      source_arn=project["arn"])  # aws:SourceArn: the project (SOURCE_KEYS)
     except RoleNotAssumable as exc:
         raise ActionFailed(f"CodeBuild cannot act as the project's service role: {exc}", "ConfigurationError") from None
     clients: dict[str, object] = {}
