@@ -7,7 +7,8 @@
 # 2. `aws cloudformation deploy`s the stack with CAPABILITY_NAMED_IAM;
 # 3. seeds the Glue job's script and the shared `training` package zip under the stack's
 #    GlueCodeUri when they are not there yet (afterwards every Build stage refreshes them);
-# 4. prints the stack outputs.
+# 4. abandons the execution CodePipeline starts by itself when it creates the pipeline (see usage);
+# 5. prints the stack outputs.
 # Works against any endpoint the aws CLI reaches, e.g. AWS_ENDPOINT_URL=http://127.0.0.1:5000.
 set -euo pipefail
 
@@ -29,6 +30,18 @@ Deploys templates/pipeline.yaml. Key=Value pairs are extra stack parameters
                         (default: <project-name>-deploy-<account>-<region>, created if missing)
   --refresh-glue-code   overwrite the Glue script and training.zip with this working tree's
   -h, --help            this message
+
+First deployment: one execution, with every source.
+  1. deploy.sh         creates the stack. CodePipeline starts an execution when it creates the
+                       pipeline, before the branches and the data exist; this script abandons it.
+  2. push_sources.sh   creates the model, ETL and test branches. Creating a branch starts nothing
+                       (the source rule matches branch updates only). In a repository whose
+                       branches exist (CreateRepository=false), a changed branch starts one, which
+                       fails at its Source stage: the new stack's data bucket has no data yet.
+  3. upload_data.sh    uploads the data set; the new data object starts the one execution.
+Afterwards each push that changes a branch, and each data upload, starts one execution (QUEUED:
+they run one after another). To run again without a change:
+  aws codepipeline start-pipeline-execution --name <PipelineName output>
 USAGE
 }
 
@@ -138,7 +151,26 @@ else
     info "Glue code already at ${GLUE_CODE_URI} (the Build stage keeps it current; --refresh-glue-code overwrites)"
 fi
 
-# 4. What the other scripts and a person need.
+# 4. CodePipeline starts an execution when it creates a pipeline (trigger CreatePipeline; CodePipeline
+#    User Guide, "Start a pipeline in CodePipeline"). On a first deployment it runs before the branches and
+#    the data exist, and on a recreated pipeline with whatever they held: abandon it. The executions that
+#    count come from the pushes, the data and explicit starts. RestartExecutionOnUpdate is false, so an
+#    update starts none, and a creation execution that already ended is left as it is.
+PIPELINE="$(stack_output "$STACK_NAME" PipelineName)"
+read -r -a CREATION_RUNS <<< "$(aws codepipeline list-pipeline-executions --pipeline-name "$PIPELINE" \
+    --max-items 20 --output text --query \
+    "pipelineExecutionSummaries[?trigger.triggerType=='CreatePipeline' && status=='InProgress'].pipelineExecutionId")"
+for execution in "${CREATION_RUNS[@]+"${CREATION_RUNS[@]}"}"; do
+    [[ "$execution" != None ]] || continue
+    info "abandoning execution ${execution}, which ${PIPELINE} started when it was created"
+    aws codepipeline stop-pipeline-execution --pipeline-name "$PIPELINE" --pipeline-execution-id "$execution" \
+        --abandon --reason "Started by pipeline creation; the first deployment starts one when all sources are in" \
+        >/dev/null \
+        || info "could not stop execution ${execution} (it may have ended meanwhile)"
+done
+
+# 5. What the other scripts and a person need.
 aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
     --query "Stacks[0].Outputs[].[OutputKey, OutputValue]" --output table
-info "next: scripts/push_sources.sh --stack-name ${STACK_NAME}, then scripts/upload_data.sh --stack-name ${STACK_NAME}"
+info "next: scripts/push_sources.sh --stack-name ${STACK_NAME}, then scripts/upload_data.sh --stack-name ${STACK_NAME}" \
+     "(the data upload starts the first execution)"

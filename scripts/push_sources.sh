@@ -7,6 +7,9 @@
 # built with git plumbing from this working tree (tracked and untracked files, minus .gitignore)
 # in a temporary index: the checkout, index and branches here are not touched. A branch whose
 # tree would not change is not pushed, so it starts no pipeline execution.
+# Executions (SourceChangeRule in templates/pipeline.yaml): the push that creates a branch starts none, so a
+# first deployment's pushes wait for the data upload, which starts the one execution that has every source;
+# each later push that updates a branch starts one.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +34,12 @@ Pushes the model, ETL and test code to the branches the pipeline stack watches.
   --only SOURCE       push one source: model, etl or test
   --dry-run           build the commits and print what would be pushed
   -h, --help          this message
+
+Pipeline executions: a push that creates a branch starts none; a push that updates one starts one
+per branch pushed. On a first deployment (deploy.sh --help) the branches are new, so this starts
+nothing: run scripts/upload_data.sh next, and its data upload starts the one execution with every
+source. Later, each branch this pushes starts an execution; they run one after another (QUEUED),
+and the last one has every change.
 USAGE
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Put the data set and its dataset config at the keys the pipeline stack reads.
 # The config goes first and the data last: a new version of the data object starts the pipeline
-# (EventBridge), and that execution then reads the config just uploaded.
+# (EventBridge), and that execution then reads the config just uploaded. On a first deployment this is the
+# one execution: run it after push_sources.sh, whose branch-creating pushes start none (deploy.sh --help).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +19,10 @@ Uploads the dataset config and then the data set to the pipeline's data bucket.
   --data FILE             data set (default: data/diamonds.csv.gz)
   --dataset-config FILE   dataset config YAML (default: data/diamonds.yaml)
   -h, --help              this message
+
+The data upload starts one pipeline execution (the config upload alone starts none). On a first
+deployment run this after scripts/push_sources.sh: its execution is then the only one, with every
+source (deploy.sh --help). Uploaded before the branches exist, it fails at its Source stage.
 USAGE
 }
 

