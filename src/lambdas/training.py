@@ -33,6 +33,9 @@ SUBMIT_SCHEMA = {
     "volume_gb": Param(int, required=False, default=10),
     "max_runtime_seconds": Param(int, required=False, default=3600),
     "hyperparameters": Param(dict, required=False, default={}),
+    # The image's own defaults (training.contract.HYPERPARAMETERS of the commit built), under `hyperparameters`:
+    # the request, and so DescribeTrainingJob, then names every value the job trains with.
+    "default_hyperparameters": Param(dict, required=False, default={}),
     "metric_definitions": Param(list, required=False),
 }
 MONITOR_SCHEMA = {
@@ -85,7 +88,7 @@ def training_request(params: Mapping[str, Any], security: JobSecurity) -> dict[s
             "MetricDefinitions": metric_definitions(params["metric_definitions"]),
         },
         "RoleArn": params["role_arn"],
-        "HyperParameters": hyperparameters(params["hyperparameters"]),
+        "HyperParameters": hyperparameters({**params["default_hyperparameters"], **params["hyperparameters"]}),
         "InputDataConfig": [channel(name, params[f"{name}_uri"]) for name in CHANNELS],
         "OutputDataConfig": {"S3OutputPath": params["output_uri"]},
         "ResourceConfig": {"InstanceType": params["instance_type"], "InstanceCount": params["instance_count"],

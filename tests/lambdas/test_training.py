@@ -141,14 +141,29 @@ MAE = [{"Name": "validation:mae", "Regex": "val_mae=([0-9.]+)"}]
      {"ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30},
       "StoppingCondition": {"MaxRuntimeInSeconds": 7200}}),
     ({"hyperparameters": {}}, {"HyperParameters": {}}),
+    ({"hyperparameters": {"epochs": 5},
+      "default_hyperparameters": {"epochs": 60, "hidden_units": [128, 64], "activation": "relu"}},
+     {"HyperParameters": {"epochs": "5", "hidden_units": "[128, 64]", "activation": "relu"}}),
     ({"metric_definitions": MAE},
      {"AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File",
                                  "MetricDefinitions": MAE}}),
-], ids=["resources", "no-hyperparameters", "own-metrics"])
+], ids=["resources", "no-hyperparameters", "overrides-over-the-image-defaults", "own-metrics"])
 def test_training_request_follows_the_parameters(params, changes):
     params = parse_user_parameters(json.dumps({**SUBMIT, **params}), training.SUBMIT_SCHEMA)
     request = training.training_request(params, JobSecurity())
     assert request == {**REQUEST, **changes}
+
+
+def test_the_image_defaults_as_sent_train_as_the_defaults():
+    """default_hyperparameters is the image's training.contract defaults as JSON: the strings the worker makes
+    of them parse back to the same hyperparameters, so naming them changes nothing the job trains with."""
+    contract = pytest.importorskip("training.contract")  # the test branch carries only src/lambdas
+    defaults = json.loads(json.dumps(contract.Hyperparameters().to_dict()))  # as a variable carries them
+    params = parse_user_parameters(json.dumps({**SUBMIT, "hyperparameters": {}, "default_hyperparameters": defaults}),
+                                   training.SUBMIT_SCHEMA)
+    sent = training.training_request(params, JobSecurity())["HyperParameters"]
+    assert set(sent) == set(contract.HYPERPARAMETERS)
+    assert contract.parse_hyperparameters(sent) == contract.Hyperparameters()
 
 
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -265,8 +280,8 @@ def test_every_metric_the_trainer_prints_is_scraped_by_the_jobs_definitions(line
 @pytest.mark.parametrize("action, params, message", [
     ("submit", without(SUBMIT, "image_uri"), "UserParameters is missing required key 'image_uri'"),
     ("submit", {**SUBMIT, "epochs": 3},
-     "UserParameters has unknown key(s) ['epochs']; allowed: ['execution_id', 'features_uri', "
-     "'hyperparameters', 'image_uri', 'instance_count', 'instance_type', 'max_runtime_seconds', "
+     "UserParameters has unknown key(s) ['epochs']; allowed: ['default_hyperparameters', 'execution_id', "
+     "'features_uri', 'hyperparameters', 'image_uri', 'instance_count', 'instance_type', 'max_runtime_seconds', "
      "'metric_definitions', 'name_prefix', 'output_uri', 'role_arn', 'train_uri', 'validation_uri', "
      "'volume_gb']"),
     ("submit", {**SUBMIT, "instance_count": "two"}, "UserParameters 'instance_count' must be a number, got 'two'"),
