@@ -57,11 +57,15 @@ def role_session_arn(role_name: str) -> str:
     return f"arn:aws:sts::123456789012:assumed-role/{role_name}/SageMaker"
 
 
-def execution_statements(*buckets: str, without: tuple[str, ...] = ()) -> list[dict]:
+def execution_statements(*buckets: str, without: tuple[str, ...] = (), volume_key: str | None = None) -> list[dict]:
     """What a job or model needs of its role here: list, read and write the buckets (BUCKET when none is
-    named), pull the training image; `without` leaves actions out (a statement left empty goes)."""
+    named), pull the training image, grant `volume_key` to the job's volume (when given); `without` leaves
+    actions out (a statement left empty goes)."""
     buckets = buckets or (BUCKET,)
+    grant = [{"Sid": "GrantVolumeKey", "Action": ["kms:CreateGrant"], "Resource": volume_key,
+              "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}}] if volume_key else []
     statements = [
+        *grant,
         {"Sid": "List", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{b}" for b in buckets]},
         {"Sid": "ReadWrite", "Action": ["s3:GetObject", "s3:PutObject"],
          "Resource": [f"arn:aws:s3:::{b}/*" for b in buckets]},

@@ -187,9 +187,11 @@ def deploy_endpoint_stack(aws: LocalAws, package_arn: str) -> dict[str, str]:
 
 
 def run_jobs(aws: LocalAws, runtime: Runtime) -> dict[str, str]:
-    """A completed and a failed training job, a completed processing job."""
+    """A completed and a failed training job, a completed processing job; the completed ones isolated in a VPC
+    (their Describe answers carry VpcConfig and the isolation, as requested)."""
     sm = aws.client("sagemaker")
-    sm.create_training_job(**training_request("shape-training"))
+    vpc = {"SecurityGroupIds": ["sg-0123abcd"], "Subnets": ["subnet-0a1b2c3d"]}
+    sm.create_training_job(**training_request("shape-training"), EnableNetworkIsolation=True, VpcConfig=vpc)
     failing = training_request("shape-training-failed")
     failing["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = f"s3://{BUCKET}/no-such-prefix/"
     sm.create_training_job(**failing)
@@ -206,6 +208,7 @@ def run_jobs(aws: LocalAws, runtime: Runtime) -> dict[str, str]:
             "S3Uri": output, "LocalPath": "/opt/ml/processing/evaluation", "S3UploadMode": "EndOfJob"}}]},
         ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
                                                "VolumeSizeInGB": 10}},
+        NetworkConfig={"EnableNetworkIsolation": True, "VpcConfig": vpc},
         StoppingCondition={"MaxRuntimeInSeconds": 600})
     return {"TrainingJob": "shape-training", "FailedTrainingJob": "shape-training-failed",
             "ProcessingJob": "shape-processing"}

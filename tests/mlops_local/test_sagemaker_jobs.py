@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from lambdas import evaluation as evaluation_worker
 from lambdas import training as training_worker
+from lambdas.sagemaker_jobs import JobSecurity
 from mlops_local.gateway import Gateway, LocalAws
 from tests.conftest import ROOT
 from mlops_local.runtime import Runtime
@@ -68,11 +69,25 @@ def drive(runtime, work, user_parameters: dict, timeout: float = 120) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pipeline(stand_in):
-    """SubmitTraining/MonitorTraining then SubmitEvaluation/MonitorEvaluation, the real workers."""
+def project_key(stand_in) -> str:
+    """A KMS key that the jobs' role may grant to their volumes (the stack's GrantProjectKeyToVolumes)."""
+    aws, _, _, _ = stand_in
+    key = aws.client("kms").create_key(Description="project key")["KeyMetadata"]["Arn"]
+    grant = [s for s in execution_statements(volume_key=key) if s["Sid"] == "GrantVolumeKey"]
+    aws.client("iam").put_role_policy(RoleName=ROLE_NAME, PolicyName="volume-key", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": grant}))
+    return key
+
+
+@pytest.fixture(scope="module")
+def pipeline(stand_in, project_key):
+    """SubmitTraining/MonitorTraining then SubmitEvaluation/MonitorEvaluation, the real workers, with the jobs
+    sealed as the stack seals them: network-isolated (their processes get no AWS credentials), the project key
+    on volumes and outputs."""
     aws, runtime, _, _ = stand_in
     sagemaker, s3 = aws.client("sagemaker"), aws.client("s3")
-    submitted = invoke(lambda job: training_worker.submit(job, sagemaker=sagemaker), {
+    sealed = JobSecurity(kms_key=project_key)
+    submitted = invoke(lambda job: training_worker.submit(job, sagemaker=sagemaker, security=sealed), {
         "execution_id": EXECUTION, "name_prefix": "mlops", "image_uri": IMAGE, "role_arn": ROLE,
         "train_uri": f"{ETL}/train/", "validation_uri": f"{ETL}/validation/",
         "features_uri": f"{ETL}/features.json", "output_uri": f"s3://{BUCKET}/runs/{EXECUTION}/training/",
@@ -86,7 +101,7 @@ def pipeline(stand_in):
     evaluate = {"execution_id": EXECUTION, "name_prefix": "mlops", "image_uri": IMAGE, "role_arn": ROLE,
                 "model_data_uri": trained["variables"]["ModelDataUrl"], "test_uri": f"{ETL}/test/",
                 "output_uri": f"s3://{BUCKET}/runs/{EXECUTION}/evaluation/"}
-    submitted_eval = invoke(lambda job: evaluation_worker.submit(job, sagemaker=sagemaker), evaluate)
+    submitted_eval = invoke(lambda job: evaluation_worker.submit(job, sagemaker=sagemaker, security=sealed), evaluate)
     assert submitted_eval["result"] == "success", submitted_eval
     variables = submitted_eval["variables"]
     judged = drive(runtime, lambda job: evaluation_worker.monitor(job, sagemaker=sagemaker, s3=s3), {
@@ -135,6 +150,80 @@ def test_processing_runs_evaluate_and_uploads_evaluation_json(stand_in, pipeline
     assert report["regression_metrics"]["rmse"]["value"] > 0 and report["dataset"]["item_count"] == 64
     base = runtime.workdir / "sagemaker" / "processing" / pipeline["processing"]
     assert (base / "processing/model/model.tar.gz").is_file()  # the object lands as a file in the dir
+
+
+def test_describe_answers_what_the_workers_requested(stand_in, pipeline, project_key):
+    """AWS shows a job's request: the hyperparameters (string map), the isolation, the keys."""
+    aws, _, _, _ = stand_in
+    sagemaker = aws.client("sagemaker")
+    training = sagemaker.describe_training_job(TrainingJobName=pipeline["training"])
+    assert training["HyperParameters"] == {"epochs": "3", "batch_size": "64", "hidden_units": "[8]",
+                                           "learning_rate": "0.01"}
+    assert training["EnableNetworkIsolation"] is True
+    assert training["OutputDataConfig"]["KmsKeyId"] == training["ResourceConfig"]["VolumeKmsKeyId"] == project_key
+    assert "VpcConfig" not in training  # none was requested
+    processing = sagemaker.describe_processing_job(ProcessingJobName=pipeline["processing"])
+    assert processing["NetworkConfig"] == {"EnableNetworkIsolation": True}
+    assert processing["ProcessingOutputConfig"]["KmsKeyId"] == project_key
+    assert processing["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == project_key
+
+
+VPC = {"SecurityGroupIds": ["sg-0123abcd"], "Subnets": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"]}
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ({}, {"EnableNetworkIsolation": False, "HyperParameters": TINY}),
+    ({"EnableNetworkIsolation": True, "VpcConfig": VPC, "HyperParameters": {"epochs": "7"}},
+     {"EnableNetworkIsolation": True, "VpcConfig": VPC, "HyperParameters": {"epochs": "7"}}),
+], ids=["as-created-plainly", "isolated-in-a-vpc"])
+def test_describe_training_job_answers_the_request(stand_in, extra, expected):
+    aws, _, _, _ = stand_in
+    sagemaker = aws.client("sagemaker")
+    name = f"describe-{'vpc' if extra else 'plain'}"
+    sagemaker.create_training_job(**{**training_request(name), **extra})
+    described = sagemaker.describe_training_job(TrainingJobName=name)
+    assert {key: described.get(key) for key in expected} == expected
+    if "VpcConfig" not in extra:
+        assert "VpcConfig" not in described  # AWS omits what was not given (VpcConfig has required members)
+
+
+ENV_SCRIPT = ["python3", "-c", "import os, pathlib, sys; pathlib.Path(sys.argv[1], 'env.txt').write_text("
+              "' '.join(sorted(k for k in os.environ if k.startswith('AWS_'))))", "/opt/ml/processing/out"]
+ACCESS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"}
+
+
+@pytest.mark.parametrize("isolated", [True, False], ids=["isolated", "not-isolated"])
+def test_an_isolated_jobs_process_gets_no_aws_credentials_or_endpoint(stand_in, isolated):
+    """On AWS a network-isolated container has no network and no credentials; SageMaker stages its data."""
+    aws, runtime, _, _ = stand_in
+    sagemaker, s3 = aws.client("sagemaker"), aws.client("s3")
+    name = f"environment-{'isolated' if isolated else 'open'}"
+    request = {**key_job(name, ROLE), "AppSpecification": {"ImageUri": IMAGE, "ContainerEntrypoint": ENV_SCRIPT},
+               "NetworkConfig": {"EnableNetworkIsolation": isolated}}
+    sagemaker.create_processing_job(**request)
+    described = wait(runtime, sagemaker.describe_processing_job, "ProcessingJobStatus", ProcessingJobName=name,
+                     timeout=60)
+    assert described["ProcessingJobStatus"] == "Completed", described.get("FailureReason")
+    names = set(s3.get_object(Bucket=BUCKET, Key=f"runs/{EXECUTION}/keys/{name}/env.txt")["Body"].read().decode()
+                .split())
+    assert "AWS_REGION" in names  # SageMaker still tells the container its region
+    assert (names & ACCESS) == (set() if isolated else ACCESS)
+
+
+def test_a_volume_key_the_role_cannot_grant_fails_the_job(stand_in, project_key):
+    aws, runtime, _, _ = stand_in
+    role = create_role(aws.client("iam"), "role-no-grant", execution_statements())
+    sagemaker = aws.client("sagemaker")
+    request = {**training_request("no-grant"), "RoleArn": role}
+    request["ResourceConfig"] = {**request["ResourceConfig"], "VolumeKmsKeyId": project_key}
+    sagemaker.create_training_job(**request)
+    described = wait(runtime, sagemaker.describe_training_job, "TrainingJobStatus", TrainingJobName="no-grant",
+                     timeout=20)
+    assert described["TrainingJobStatus"] == "Failed"
+    assert described["FailureReason"].startswith(f"ClientError: SageMaker could not use the volume KMS key "
+                                                 f"{project_key} (AccessDenied"), described["FailureReason"]
+    assert (f"User: {role_session_arn('role-no-grant')} is not authorized to perform: kms:CreateGrant on resource: "
+            f"{project_key}") in described["FailureReason"]
 
 
 def test_a_missing_channel_fails_with_the_failure_file(stand_in):

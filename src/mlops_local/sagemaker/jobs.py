@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from mlops_local import processes
+from mlops_local import moto_access, processes
 from mlops_local.gateway import AwsError, now, paginate
+from mlops_local.iam.actions import Check, kms_via_service, partition
+from mlops_local.iam.enforcement import AccessDenied
 from mlops_local.runtime import LocalImage, RoleCredentials, Runtime
 from mlops_local.s3_staging import S3Client, StagingError, split_s3_uri
 from mlops_local.sagemaker import execution_role
@@ -38,6 +40,12 @@ NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 FAILURE_LIMIT = 1024  # SageMaker shows the first 1024 characters of the failure file
 DEFAULT_MAX_RUNTIME = 86400
 NOT_FOUND = "Requested resource not found."
+# What a network-isolated job's process is not given: on AWS its container has no network and no AWS
+# credentials ("If True, no inbound or outbound network calls can be made to or from the container"; SageMaker
+# stages the data outside it: API Reference, DescribeTrainingJob EnableNetworkIsolation, NetworkConfig).
+AWS_ACCESS = re.compile(r"^AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY|SESSION_TOKEN|SECURITY_TOKEN|PROFILE|"
+                        r"ENDPOINT_URL(_.*)?|CONTAINER_CREDENTIALS_.*|CONTAINER_AUTHORIZATION_TOKEN(_FILE)?|"
+                        r"SHARED_CREDENTIALS_FILE|CONFIG_FILE|WEB_IDENTITY_TOKEN_FILE|ROLE_ARN)$")
 
 
 class JobFailure(Exception):
@@ -190,6 +198,16 @@ class SageMakerJobs(ABC):
         ...
 
     @abstractmethod
+    def isolated(self, request: dict[str, Any]) -> bool:
+        """Whether the request asks for network isolation."""
+        ...
+
+    @abstractmethod
+    def volume_key(self, request: dict[str, Any]) -> str | None:
+        """The KMS key the request gives the ML storage volume (VolumeKmsKeyId), if any."""
+        ...
+
+    @abstractmethod
     def prepare(self, job: Job) -> tuple[list[str], dict[str, str]]:
         """Stage the inputs (as the job's role: self.s3(job), self.staging); return the command and its
         extra environment."""
@@ -218,11 +236,15 @@ class SageMakerJobs(ABC):
             job.base.mkdir(parents=True, exist_ok=True)
             job.log.write_text("", encoding="utf-8")
             job.session = self._session(job)
+            self._grant_volume_key(job)
             argv, extra = self.prepare(job)
             self._pull(job)
-            # The container's AWS credentials are the role's (SageMaker serves them to it); the request's
-            # Environment comes last, as a container's own variables would.
-            env = {**os.environ, **self.runtime.aws.environment(), **job.session.environment(), **extra}
+            # The container's AWS credentials are the role's (SageMaker serves them to it), unless it is isolated;
+            # the request's Environment comes last, as a container's own variables would.
+            env = {**os.environ, **self.runtime.aws.environment(), **job.session.environment()}
+            if self.isolated(job.request):
+                env = {key: value for key, value in env.items() if not AWS_ACCESS.match(key)}
+            env.update(extra)
             with self.lock:
                 if job.stop_requested:
                     self._end(job, "Stopped", "Stopped", "Stopped before the job started")
@@ -261,6 +283,31 @@ class SageMakerJobs(ABC):
             # SageMaker's FailureReason for it (aws/sagemaker-python-sdk#35)
             raise JobFailure(f"ClientError: SageMaker was unable to assume the role '{job.request['RoleArn']}'") \
                 from None
+
+    def _grant_volume_key(self, job: Job) -> None:
+        """SageMaker grants the instance's volume the VolumeKmsKeyId as the job's role: kms:CreateGrant on the
+        key, for an AWS resource, via SageMaker ("Encrypt Output Data and Storage Volume with AWS KMS",
+        SageMaker Developer Guide: the execution role needs kms:CreateGrant for a volume key). No AWS text was
+        found for the FailureReason of a denied grant; this one carries AWS's denial."""
+        key = self.volume_key(job.request)
+        if not key:
+            return
+        assert job.session is not None
+        region, account = self.runtime.aws.gateway.region, self.runtime.aws.account_id
+        key_id = key
+        if not (key.startswith("arn:") and ":key/" in key):
+            try:  # a key id, an alias or an alias ARN: the grant is made on the key it names
+                key_id = moto_access.backend("kms", account, region).any_id_to_key_id(key)
+            except Exception:  # an unknown alias: the grant is judged on what was given (and denied)
+                key_id = key
+        arn = key_id if key_id.startswith("arn:") else f"arn:{partition(region)}:kms:{region}:{account}:key/{key_id}"
+        via = kms_via_service("kms:CreateGrant", arn, "sagemaker", region, account)
+        check = Check(via.action, via.resource, {**via.conditions, "kms:GrantIsForAWSResource": ("true",)})
+        try:
+            self.runtime.authorize_checks(job.session, "kms", "CreateGrant", [check])
+        except AccessDenied as denied:
+            raise JobFailure(f"ClientError: SageMaker could not use the volume KMS key {key} "
+                             f"({denied.code}: {denied.message})") from None
 
     def _pull(self, job: Job) -> None:
         """The image pull, judged as the job's role. SageMaker's FailureReason for an image it cannot pull

@@ -55,6 +55,13 @@ class ProcessingJobs(SageMakerJobs):
     def image_uri(self, request: dict[str, Any]) -> str:
         return str(request["AppSpecification"]["ImageUri"])
 
+    def isolated(self, request: dict[str, Any]) -> bool:
+        return bool((request.get("NetworkConfig") or {}).get("EnableNetworkIsolation"))
+
+    def volume_key(self, request: dict[str, Any]) -> str | None:
+        return (((request.get("ProcessingResources") or {}).get("ClusterConfig") or {})
+                .get("VolumeKmsKeyId"))
+
     def prepare(self, job: Job) -> tuple[list[str], dict[str, str]]:
         request = job.request
         app = request["AppSpecification"]

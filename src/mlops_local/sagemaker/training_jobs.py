@@ -66,6 +66,12 @@ class TrainingJobs(SageMakerJobs):
     def image_uri(self, request: dict[str, Any]) -> str:
         return str(request["AlgorithmSpecification"]["TrainingImage"])
 
+    def isolated(self, request: dict[str, Any]) -> bool:
+        return bool(request.get("EnableNetworkIsolation"))
+
+    def volume_key(self, request: dict[str, Any]) -> str | None:
+        return (request.get("ResourceConfig") or {}).get("VolumeKmsKeyId")
+
     def prepare(self, job: Job) -> tuple[list[str], dict[str, str]]:
         request = job.request
         image = self._image(self.image_uri(request))
@@ -170,8 +176,9 @@ class TrainingJobs(SageMakerJobs):
                                                                       False)),
             "EnableManagedSpotTraining": bool(request.get("EnableManagedSpotTraining", False)),
         }
-        if request.get("Environment"):
-            answer["Environment"] = request["Environment"]
+        for key in ("Environment", "VpcConfig"):  # as requested; AWS omits what was not given
+            if request.get(key):
+                answer[key] = request[key]
         if job.model_artifacts:
             answer["ModelArtifacts"] = {"S3ModelArtifacts": job.model_artifacts}
         if job.failure_reason:
