@@ -186,11 +186,23 @@ def lambda_action(name: str, function: str, params: dict | str = "{}", run_order
 
 
 def create_pipeline(stand: Stand, name: str, stages: list[dict], mode: str = "QUEUED", variables=None) -> None:
-    stand.aws.client("codepipeline").create_pipeline(pipeline={
+    """Create the pipeline, then abandon the execution CodePipeline starts for a new one (trigger
+    CreatePipeline), as deploy.sh does: each test starts the executions it is about."""
+    cp = stand.aws.client("codepipeline")
+    cp.create_pipeline(pipeline={
         "name": name, "roleArn": stand.role, "pipelineType": "V2", "executionMode": mode,
         "artifactStore": {"type": "S3", "location": "engine-artifacts",
                           "encryptionKey": {"id": stand.key, "type": "KMS"}},
         "variables": variables or [], "stages": stages})
+    (created,) = cp.list_pipeline_executions(pipelineName=name)["pipelineExecutionSummaries"]
+    assert created["trigger"]["triggerType"] == "CreatePipeline"
+    if created["status"] == "InProgress":
+        try:
+            cp.stop_pipeline_execution(pipelineName=name, pipelineExecutionId=created["pipelineExecutionId"],
+                                       abandon=True, reason="the test starts its own executions")
+        except cp.exceptions.PipelineExecutionNotStoppableException:
+            pass  # it ended meanwhile
+    wait_done(stand, name, created["pipelineExecutionId"])
 
 
 def wait_done(stand: Stand, pipeline: str, execution_id: str, timeout: float = 90) -> dict:

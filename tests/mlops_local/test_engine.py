@@ -316,8 +316,9 @@ def test_queued_executions_run_one_after_the_other_with_their_own_variables(stan
     assert one["lastUpdateTime"] <= two["startTime"]
     assert one["output"]["outputVariables"]["Value"] == f"a-{first}"
     assert two["output"]["outputVariables"]["Value"] == f"b-{second}"
-    assert [s["pipelineExecutionId"] for s in cp.list_pipeline_executions(
-        pipelineName="queued")["pipelineExecutionSummaries"]] == [second, first]
+    listed = cp.list_pipeline_executions(pipelineName="queued")["pipelineExecutionSummaries"]
+    assert [s["pipelineExecutionId"] for s in listed][:2] == [second, first]  # newest first
+    assert [s["trigger"]["triggerType"] for s in listed] == ["StartPipelineExecution"] * 2 + ["CreatePipeline"]
 
 
 def test_stop_with_abandon_ends_the_execution_stopped(stand):

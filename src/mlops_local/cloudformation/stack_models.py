@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from mlops_local.moto_access import backend
 from mlops_local.cloudformation.stack_requests import (
@@ -118,6 +118,12 @@ def arn(service: str, account_id: str, region_name: str, resource: str) -> str:
     return f"arn:{get_partition(region_name)}:{service}:{region_name}:{account_id}:{resource}"
 
 
+# Called with a pipeline's name once a stack has created it: CodePipeline starts an execution of a new
+# pipeline (trigger CreatePipeline), which the local engine does when it is registered (it sets this).
+# One slot, as moto's records are per process; the engine checks its stand-in still serves.
+pipeline_created: Callable[[str], None] | None = None
+
+
 class PipelineModel(Provided):
     TYPE, NAME_PROPERTY, ATTRIBUTES = "AWS::CodePipeline::Pipeline", "Name", ("Name", "Version")
 
@@ -126,6 +132,8 @@ class PipelineModel(Provided):
         request = pipeline_request(name, props)
         pipeline, _ = backend("codepipeline", account_id, region_name).create_pipeline(
             request["pipeline"], request.get("tags", []))
+        if pipeline_created is not None:
+            pipeline_created(name)
         return {"Name": name, "Version": str(pipeline["version"])}
 
     @classmethod

@@ -5,6 +5,7 @@ API handlers (`responses`) registered on the gateway; `actions` holds what each 
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Callable
 
@@ -14,6 +15,7 @@ from mlops_local.codepipeline.responses import CodePipelineResponses
 from mlops_local.codepipeline.scheduler import Scheduler
 from mlops_local.runtime import RoleCredentials, Runtime
 
+logger = logging.getLogger(__name__)
 PREFIX = "CodePipeline_20150709."
 DEFAULT_ACTION_TIMEOUT = 3600.0
 DEFAULT_POLL_INTERVAL = (0.5, 2.0)
@@ -50,7 +52,27 @@ class PipelineEngine:
             "GetJobDetails": api.get_job_details,
         }.items():
             self.runtime.aws.gateway.operation(PREFIX + name, handler)
+        self.runtime.aws.gateway.after("codepipeline", "CreatePipeline", self._after_create_pipeline)
+        from mlops_local.cloudformation import stack_models
+
+        stack_models.pipeline_created = self._pipeline_created
         return self
+
+    # -- a new pipeline starts an execution --------------------------------------------------
+    # "When a pipeline is created, a pipeline execution starts automatically. This is the CreatePipeline
+    # trigger type" (CodePipeline User Guide, "Start a pipeline in CodePipeline"). On AWS it fails at
+    # Source when the sources do not exist yet; deploy.sh abandons it.
+    def _after_create_pipeline(self, params: dict[str, Any], status: int, body: bytes) -> None:
+        if status == 200:
+            self._pipeline_created(str((params.get("pipeline") or {}).get("name", "")))
+
+    def _pipeline_created(self, name: str) -> None:
+        if not name or not self.runtime.aws.thread.is_alive():  # an engine of a stand-in that has stopped
+            return
+        try:
+            self.responses.start_pipeline_execution({"name": name}, trigger={"triggerType": "CreatePipeline"})
+        except Exception:  # never fail the pipeline's creation for it; the log says why
+            logger.exception("could not start the execution of the new pipeline %s", name)
 
     def client(self, service: str, session: RoleCredentials | None = None) -> Any:
         """One boto3 client per service and signer (the administrator, or a role session), shared by

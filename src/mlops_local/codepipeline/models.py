@@ -120,6 +120,7 @@ class Execution:
     stop_reason: str | None = None
     superseded: bool = False
     done: threading.Event = field(default_factory=threading.Event)
+    trigger: dict[str, str] = field(default_factory=lambda: {"triggerType": "StartPipelineExecution"})
 
     def summary_record(self) -> dict[str, Any]:
         """PipelineExecutionSummary."""
@@ -127,7 +128,7 @@ class Execution:
             "pipelineExecutionId": self.id, "status": self.status, "statusSummary": self.summary,
             "startTime": self.started, "lastUpdateTime": self.updated,
             "sourceRevisions": list(self.source_revisions),
-            "trigger": {"triggerType": "StartPipelineExecution"},
+            "trigger": dict(self.trigger),
             "stopTrigger": {"reason": self.stop_reason} if self.stop.is_set() else None,
             "executionMode": self.mode, "executionType": "STANDARD"})
 

@@ -31,7 +31,9 @@ class CodePipelineResponses:
         self.client = client
 
     # -- StartPipelineExecution ---------------------------------------------------------------
-    def start_pipeline_execution(self, params: dict[str, Any]) -> dict[str, Any]:
+    def start_pipeline_execution(self, params: dict[str, Any],
+                                 trigger: dict[str, str] | None = None) -> dict[str, Any]:
+        """`trigger`: ExecutionTrigger, StartPipelineExecution unless the engine starts it (CreatePipeline)."""
         name = params["name"]
         token = params.get("clientRequestToken")
         with self.store.lock:
@@ -51,7 +53,8 @@ class CodePipelineResponses:
         mode = pipeline.get("executionMode") or "SUPERSEDED"
         execution = Execution(id=str(uuid.uuid4()), pipeline=name, pipeline_arn=metadata.get("pipelineArn", ""),
                               version=int(pipeline.get("version", 1)), definition=pipeline, mode=mode,
-                              variables=variables, source_overrides=overrides)
+                              variables=variables, source_overrides=overrides,
+                              trigger=trigger or {"triggerType": "StartPipelineExecution"})
         self.store.add(execution, token)
         self.scheduler.start(execution)
         logger.info("pipeline %s: execution %s started (%s)", name, execution.id, mode)
@@ -131,7 +134,7 @@ class CodePipelineResponses:
                 "pipelineExecutionId": execution.id, "status": execution.status,
                 "statusSummary": execution.summary, "artifactRevisions": list(execution.revisions),
                 "variables": [{"name": k, "resolvedValue": v} for k, v in execution.variables.items()],
-                "trigger": {"triggerType": "StartPipelineExecution"}, "executionMode": execution.mode,
+                "trigger": dict(execution.trigger), "executionMode": execution.mode,
                 "executionType": "STANDARD"})}
 
     def list_pipeline_executions(self, params: dict[str, Any]) -> dict[str, Any]:
