@@ -54,7 +54,8 @@ def test_jobs_are_in_a_vpc_only_when_subnets_are_given():
 def test_the_execution_role_manages_network_interfaces_only_in_a_vpc():
     policy = pipeline_resource("SageMakerExecutionVpcPolicy")
     assert policy["Condition"] == "JobsInVpc"
-    assert policy["Properties"]["Roles"] == [{"Ref": "SageMakerExecutionRole"}]
+    assert policy["Type"] == "AWS::IAM::RolePolicy"
+    assert policy["Properties"]["RoleName"] == {"Ref": "SageMakerExecutionRole"}
     actions = {a for s in policy["Properties"]["PolicyDocument"]["Statement"] for a in s["Action"]}
     assert {"ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
             "ec2:DeleteNetworkInterfacePermission", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
@@ -75,6 +76,17 @@ def test_the_execution_role_grants_the_project_key_only_to_aws_resources():
                          "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}}]
 
 
-def test_the_served_model_is_network_isolated():
-    model = load(ENDPOINT)["Resources"]["Model"]["Properties"]
-    assert model["EnableNetworkIsolation"] is True
+def test_the_served_model_is_isolated_and_in_the_vpc_only_on_instances():
+    """Serverless Inference supports neither network isolation nor a VPC (its feature exclusions)."""
+    endpoint = load(ENDPOINT)
+    model = endpoint["Resources"]["Model"]["Properties"]
+    assert model["EnableNetworkIsolation"] == {"Fn::If": ["OnInstances", True, {"Ref": "AWS::NoValue"}]}
+    assert model["VpcConfig"] == {"Fn::If": ["InVpc", {
+        "SecurityGroupIds": {"Fn::Split": [",", {"Ref": "SecurityGroupIds"}]},
+        "Subnets": {"Fn::Split": [",", {"Ref": "SubnetIds"}]}}, {"Ref": "AWS::NoValue"}]}
+    in_vpc = endpoint["Conditions"]["InVpc"]["Fn::And"]
+    assert {"Condition": "OnInstances"} in in_vpc and len(in_vpc) == 3
+    for name in ("SubnetIds", "SecurityGroupIds"):  # the same IDs the pipeline's jobs take
+        job_parameter = load(PIPELINE)["Parameters"][f"Job{name}"]
+        assert endpoint["Parameters"][name]["AllowedPattern"] == job_parameter["AllowedPattern"]
+        assert endpoint["Parameters"][name]["Default"] == ""
