@@ -21,10 +21,17 @@ STAR_RESOURCE_ACTIONS = {
     "application-autoscaling:DescribeScalingActivities",
     "application-autoscaling:DescribeScheduledActions",
     "cloudwatch:GetMetricData",  # reads metrics across namespaces; no resource type
+    # EC2 Describe* have no resource-level permissions (SAR, Amazon EC2); a job in a VPC needs them.
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeDhcpOptions",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
 }
 POLICY_PROPERTIES = {
     "AWS::IAM::Role": ("AssumeRolePolicyDocument", "Policies"),
     "AWS::IAM::Policy": ("PolicyDocument",),
+    "AWS::IAM::RolePolicy": ("PolicyDocument",),
     "AWS::IAM::ManagedPolicy": ("PolicyDocument",),
     "AWS::S3::BucketPolicy": ("PolicyDocument",),
     "AWS::KMS::Key": ("KeyPolicy",),

@@ -336,6 +336,10 @@ def install_models() -> dict[str, type[Provided]]:
                 # moto lists models as the *direct* subclasses of CloudFormationModel.
                 _installed[provided.TYPE] = type(provided.__name__, (provided, CloudFormationModel), {})
             models.yaml_tag_constructor = responses.yaml_tag_constructor = yaml_tag_constructor
+            # A resource whose Condition is false is never created (AWS lists nothing for it); moto keeps
+            # it as None in the stack's map and DescribeStackResources answers it as an empty member.
+            models.Stack.stack_resources = property(  # type: ignore[method-assign,assignment]
+                lambda stack: [r for r in stack.resource_map.values() if r is not None])
             for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
                 cached.cache_clear()  # moto caches the lists on first use
     return dict(_installed)
