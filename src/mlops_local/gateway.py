@@ -227,12 +227,39 @@ class Gateway:
             return self._error_response(service, target, error)(environ, start_response)
         except Exception:  # a bug in our runtime must not look like an AWS answer
             logger.exception("local runtime failed on %s %s %s", request.method, request.path, target)
-            return error_response(AwsError("InternalFailure", "the local runtime failed; see its log",
-                                           500))(environ, start_response)
+            return self._error_response(service, target, AwsError(
+                "InternalFailure", "the local runtime failed; see its log", 500))(environ, start_response)
         hooks = self.hooks.get((service, operation))
-        if not hooks:
-            return self.moto(environ, start_response)
-        return self._with_hooks(environ, start_response, hooks, params)
+        try:
+            if not hooks:
+                return self.moto(environ, start_response)
+            return self._with_hooks(environ, start_response, hooks, params)
+        except NotImplementedError:  # moto's call_action: "The <name> action has not been implemented"
+            return self._not_implemented(request, access, service, operation, target)(environ, start_response)
+        except Exception as exc:  # moto's bug: one line here, not werkzeug's 48-line traceback on the console
+            logger.error("moto failed on %s %s: %s: %s", service or request.path, operation or request.method,
+                         type(exc).__name__, exc)
+            logger.debug("moto's traceback", exc_info=True)
+            return error_response(AwsError("InternalFailure", f"the local stand-in (moto) failed on {operation}: "
+                                           f"{type(exc).__name__}", 500))(environ, start_response)
+
+    def _not_implemented(self, request: Request, access: Access | None, service: str, operation: str,
+                         target: str) -> Response:
+        """AWS's answer to an operation it does not know, which no SDK retries (botocore retries 500, 502,
+        503, 504 and throttling codes: botocore/retries/standard.py, botocore/data/_retry.json): JSON
+        protocols `UnknownOperationException` 400, query protocols `InvalidAction` 400 (the APIs' Common
+        Errors), S3 `NotImplemented` 501 (Amazon S3 API Reference, Error responses)."""
+        name = operation or f"{request.method} {request.path}"
+        message = f"{name}: the local stand-in for AWS does not implement this operation of {service or 'this service'}"
+        s3 = (access is not None and access.service == "s3") or (not target and service == "s3")
+        code = "NotImplemented" if s3 else "UnknownOperationException" if target or not operation else "InvalidAction"
+        logger.warning("%s (answered %s)", message, code)
+        if s3:
+            return s3_error_response(AwsError(code, message, 501))
+        if code == "UnknownOperationException":
+            return error_response(AwsError(code, message))
+        return query_error_response(AwsError(code, message),
+                                    QUERY_NAMESPACES.get(service, f"https://{service}.amazonaws.com/doc/"))
 
     def _validate(self, service: str, operation: str, params: dict[str, Any], target: str,
                   request: Request | None = None) -> None:

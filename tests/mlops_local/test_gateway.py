@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from botocore.config import Config
@@ -161,3 +162,50 @@ def test_a_new_stand_in_starts_empty():
         first.client("s3").create_bucket(Bucket="left-over")
     with LocalAws(Gateway()) as second:
         assert second.client("s3").list_buckets()["Buckets"] == []
+
+
+# Operations moto lacks (it raises NotImplementedError): AWS's answer to an unknown operation, which no SDK retries.
+UNIMPLEMENTED = {
+    "codepipeline ListRuleExecutions (JSON)": ("codepipeline", "list_rule_executions", {"pipelineName": "p"},
+                                               "ListRuleExecutions", "UnknownOperationException"),
+    "codecommit ListRepositories (JSON)": ("codecommit", "list_repositories", {}, "ListRepositories",
+                                           "UnknownOperationException"),
+    "cloudformation ListStackRefactors (query)": ("cloudformation", "list_stack_refactors", {},
+                                                  "ListStackRefactors", "InvalidAction"),
+}
+
+
+@pytest.mark.parametrize("service, method, params, operation, code", UNIMPLEMENTED.values(), ids=UNIMPLEMENTED.keys())
+def test_an_unimplemented_operation_is_refused_once_in_aws_form(aws, caplog, capfd, service, method, params, operation,
+                                                                code):
+    log = aws.gateway.access_log
+    mark = len(log)
+    client = aws.client(service, config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    with pytest.raises(ClientError) as caught:
+        getattr(client, method)(**params)
+    error = caught.value.response
+    assert (error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]) == (code, 400)
+    assert operation in error["Error"]["Message"] and "does not implement" in error["Error"]["Message"]
+    assert error["ResponseMetadata"]["RetryAttempts"] == 0
+    assert [r.operation for r in log.records(mark)] == [operation]  # the stand-in saw exactly one attempt
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.exc_info) for r in lines] == [("mlops_local.gateway", None)]
+    assert operation in lines[0].getMessage()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_moto_failure_is_one_line_and_an_aws_internal_failure(aws, caplog, capfd, monkeypatch):
+    def broken(environ, start_response):
+        raise KeyError("missing-member")
+
+    monkeypatch.setattr(aws.gateway, "moto", broken)
+    client = aws.client("codecommit", config=Config(retries={"mode": "standard", "max_attempts": 2}))
+    with pytest.raises(ClientError) as caught:
+        client.list_repositories()
+    assert caught.value.response["Error"]["Code"] == "InternalFailure"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500  # retried, as AWS's 500 is
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # max_attempts counts the retries after the first attempt: 3 attempts, one line each
+    assert [(r.name, r.exc_info) for r in lines] == [("mlops_local.gateway", None)] * 3
+    assert "KeyError" in lines[0].getMessage() and "ListRepositories" in lines[0].getMessage()
+    assert "Traceback" not in capfd.readouterr().err
