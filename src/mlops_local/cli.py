@@ -4,14 +4,21 @@
                     [--keep-running] [--json] [-H KEY=VALUE ...]
     mlops-local synthetic --rows N --out CSV [--seed S]
 
-Exit codes of `run`: 0 approved, deployed and tested; 3 model REJECTED; 1 any other failure.
+Exit codes of `run`: 0 approved, deployed and tested; 3 model REJECTED; 1 any other failure;
+130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP (128 + the signal's number).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import Callable, Iterator
+
+from mlops_local import processes
 
 DEFAULT_DATA = Path("data") / "diamonds.csv.gz"      # relative to --source-root
 DEFAULT_CONFIG = Path("data") / "diamonds.yaml"
@@ -64,7 +71,63 @@ def main(argv: list[str] | None = None) -> int:
         write_synthetic(args.data, args.dataset_config, args.out, args.rows, seed=args.seed)
         print(f"wrote {args.rows} synthetic rows to {args.out}")
         return 0
-    return run(args)
+    return interruptible(lambda: run(args))
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread so every `finally` stops what it started; not an
+    Exception, so no `except Exception` on the way (botocore's retries, a component's) swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def interruptible(work: Callable[[], int], say: Callable[[str], None] | None = None) -> int:
+    """`work()`'s exit code; on SIGINT, SIGTERM or SIGHUP its `finally` blocks run, then every
+    process it started that is still there is stopped, one line says so, and the code is 128 + the
+    signal. On a crash too nothing it started survives."""
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    received: list[int] = []
+    stopped_before = [processes.stopped_count()]
+    try:
+        with _handling_signals(received, stopped_before):
+            try:
+                return work()
+            finally:
+                with processes.cleaning_up():
+                    processes.stop_all(grace=5.0)  # the last resort: whatever close() did not reach
+    except (KeyboardInterrupt, Terminated):
+        signum = received[0] if received else signal.SIGINT
+        stopped = processes.stopped_count() - stopped_before[0]
+        say(f"mlops-local: interrupted ({signal.Signals(signum).name}); stopped {stopped} "
+            f"process{'' if stopped == 1 else 'es'}")
+        return 128 + signum
+
+
+@contextlib.contextmanager
+def _handling_signals(received: list[int], stopped_before: list[int]) -> Iterator[None]:
+    """The first stop signal raises (KeyboardInterrupt for SIGINT, as Python does; Terminated for
+    the others); later ones, and one during a cleanup, are noted and ignored, so a second Ctrl-C
+    cannot cut the cleanup short."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) > 1 or processes.in_cleanup():
+            return
+        stopped_before[0] = processes.stopped_count()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def run(args: argparse.Namespace) -> int:

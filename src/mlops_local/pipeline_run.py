@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from mlops_local import processes
 from mlops_local.codepipeline import PipelineEngine
 from mlops_local.sagemaker.endpoints import Endpoints
 from mlops_local.gateway import Gateway, LocalAws
@@ -69,19 +69,24 @@ class LocalPipeline:
         return {**os.environ, **self.aws.environment(), "PATH": path}
 
     def script(self, name: str, *args: str, log: Path) -> None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            code = subprocess.call(["bash", str(self.runtime.source_root / "scripts" / name), *args], stdout=out,
-                                   stderr=subprocess.STDOUT, env=self.environment())
+        # In a process group of its own, so an interrupted run stops the shell and the `aws` it runs.
+        process = processes.start(["bash", str(self.runtime.source_root / "scripts" / name), *args],
+                                  self.environment(), log)
+        try:
+            code = process.wait()
+        finally:
+            with processes.cleaning_up():
+                processes.stop(process, grace=2.0)
         if code != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"scripts/{name} failed (exit {code}): {' / '.join(tail)} [log: {log}]")
 
     def close(self) -> None:
-        for component in (self.endpoints, self.glue, self.training, self.processing):
-            component.close()
-        self.runtime.close()
-        self.aws.stop()
+        with processes.cleaning_up():  # a second signal does not cut this short
+            for component in (self.endpoints, self.glue, self.training, self.processing):
+                component.close()
+            self.runtime.close()
+            self.aws.stop()
 
 
 def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,

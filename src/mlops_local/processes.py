@@ -1,44 +1,159 @@
 """The lifecycle of the stand-in's child processes: Glue runs, SageMaker jobs, model servers.
 
 A child starts in a process group of its own with its output in a log file, so a stop ends it and
-everything it started (Spark's JVM, data loaders) and nothing else. `last_error` reads back the
-line of a log a person wants first.
+everything it started (Spark's JVM, data loaders) and nothing else. Every group started here is
+registered until it is known to be empty, so `stop_all` (the CLI's last step, also on SIGTERM or a
+crash) leaves no process of the run behind, including one whose parent already ended (a JVM that
+outlived its driver). `last_error` reads back the line of a log a person wants first.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
+import threading
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL, as a container stop gives
+
+_lock = threading.Lock()
+_groups: dict[int, subprocess.Popen] = {}  # pgid -> the group's leader, for every group start() made
+_stopped = 0  # groups a stop found alive and ended, for the CLI's closing line
+_cleaning = 0  # > 0 while the main thread stops the run's processes: a stop signal must not cut that short
 
 
 def start(argv: list[str], env: Mapping[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
     """The child in a session of its own (pgid == pid), stdout and stderr appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=dict(env), cwd=cwd, start_new_session=True)
+    with log.open("ab") as out, _lock:  # registered before a signal handler can run stop_all
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=dict(env), cwd=cwd, start_new_session=True)
+        for pgid, leader in list(_groups.items()):  # forget groups that ended, before their ids are reused
+            if leader.poll() is not None and not group_alive(pgid):
+                del _groups[pgid]
+        _groups[process.pid] = process
+        return process
 
 
 def stop(process: subprocess.Popen, grace: float = STOP_GRACE) -> None:
-    """SIGTERM to the child's process group, SIGKILL after the grace; returns once it exited."""
-    if process.poll() is not None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)  # the child leads its own session: pgid == pid
-        except ProcessLookupError:
-            process.wait()
-            return
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
+    """SIGTERM to the child's process group, SIGKILL after the grace; returns once the leader exited
+    and nothing of its group is left (what it started outlives it when the leader exits first)."""
+    global _stopped
+    alive = process.poll() is None or group_alive(process.pid)
+    if process.poll() is None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)  # the child leads its own session: pgid == pid
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        process.wait()
+    # The leader is gone; what is left of its group gets no grace, as a container's remaining
+    # processes do not. While a group has members Linux reuses neither its id nor its leader's pid.
+    _signal_group(process.pid, signal.SIGKILL)
+    with _lock:
+        _groups.pop(process.pid, None)
+        _stopped += alive
+
+
+def stop_all(grace: float = STOP_GRACE) -> int:
+    """Stop every group start() made that still has a process, and the caller's own children (the
+    Lambda workers, a script's shell), all at once; the number of groups and children ended."""
+    global _stopped
+    with _lock:
+        groups = list(_groups.values())
+    before = _stopped
+    stoppers = [threading.Thread(target=stop, args=(process, grace), daemon=True) for process in groups]
+    for thread in stoppers:
+        thread.start()
+    children = _kill_children()
+    for thread in stoppers:
+        thread.join()
+    with _lock:
+        _stopped += children
+        return _stopped - before
+
+
+@contextlib.contextmanager
+def cleaning_up() -> Iterator[None]:
+    """Around a cleanup: the CLI's signal handler notes a stop signal then instead of raising."""
+    global _cleaning
+    _cleaning += 1
+    try:
+        yield
+    finally:
+        _cleaning -= 1
+
+
+def in_cleanup() -> bool:
+    return _cleaning > 0
+
+
+def stopped_count() -> int:
+    """How many groups (and children) a stop has ended in this process so far."""
+    return _stopped
+
+
+def group_alive(pgid: int) -> bool:
+    return _signal_group(pgid, 0)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _kill_children() -> int:
+    """SIGKILL this process's living children other than the registered groups' leaders (stop()
+    gives those their grace); the count. psutil when it is installed, else Linux's /proc."""
+    me = os.getpid()
+    with _lock:
+        leaders = set(_groups)
+    killed = 0
+    for pid in _children(me):
+        if pid in leaders:
             continue
+        try:
+            os.kill(pid, signal.SIGKILL)  # not reaped here: the Popen that started it may still wait()
+            killed += 1
+        except (ProcessLookupError, PermissionError):
+            continue
+    return killed
+
+
+def _children(parent: int) -> list[int]:
+    try:
+        import psutil
+    except ImportError:
+        return [pid for pid, ppid in _proc_parents() if ppid == parent]
+    try:
+        return [child.pid for child in psutil.Process(parent).children()
+                if child.status() != psutil.STATUS_ZOMBIE]
+    except psutil.Error:
+        return []
+
+
+def _proc_parents() -> list[tuple[int, int]]:
+    """(pid, parent pid) of every living non-zombie process /proc lists; empty where there is no /proc."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            found.append((int(entry.parent.name), int(fields[1])))
+    return found
 
 
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*:")

@@ -1,0 +1,169 @@
+"""SIGINT, SIGTERM, SIGHUP or a crash of `mlops-local` leave no process of the run and no open port.
+
+A small child program stands in for the CLI: `cli.interruptible` around work that starts, with
+processes.py, a job whose group has two processes and listens on a port (a model server), a job
+whose leader exits first and leaves a member behind (a JVM that outlived its Spark driver), and a
+plain child of its own (a Lambda worker). The test signals it and checks what is left.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mlops_local import processes
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+CHILD = textwrap.dedent("""
+    import os, subprocess, sys, time
+    from pathlib import Path
+    from mlops_local import processes
+    from mlops_local.cli import interruptible
+
+    out, mode = Path(sys.argv[1]), sys.argv[2]
+    SERVER = "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); " \\
+             "open('{out}/port','w').write(str(s.getsockname()[1])); time.sleep(300)"
+
+    def work():
+        serve = f"exec {sys.executable} -c \\"{SERVER.format(out=out)}\\""
+        server = processes.start(["sh", "-c", f"sleep 300 & echo $! > {out}/member; {serve}"], os.environ,
+                                 out / "job.log")
+        leftover = processes.start(["sh", "-c", f"sleep 300 & echo $! > {out}/leftover; exit 0"], os.environ,
+                                   out / "leftover.log")
+        leftover.wait()
+        worker = subprocess.Popen(["sleep", "300"])
+        while not (out / "port").exists():
+            time.sleep(0.02)
+        pids = [server.pid, int((out / "member").read_text()), int((out / "leftover").read_text()), worker.pid]
+        (out / "pids.tmp").write_text(" ".join(map(str, pids)))
+        (out / "pids.tmp").rename(out / "pids")
+        try:
+            while not (out / "crash").exists():
+                time.sleep(0.05)
+            raise RuntimeError("the CLI crashed")
+        finally:
+            if mode == "slow-close":  # as LocalPipeline.close(): stops its job, taking its time
+                with processes.cleaning_up():
+                    (out / "closing").write_text("")
+                    time.sleep(1.0)
+                    processes.stop(server, grace=1.0)
+
+    sys.exit(interruptible(work))
+""")
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that does not reap (a container's PID 1 may not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return _signalable(pid)
+    return state != "Z"
+
+
+def _signalable(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def wait_for(path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+def survivors(pids: list[int], timeout: float = 3.0) -> list[int]:
+    deadline = time.monotonic() + timeout  # SIGKILL is delivered asynchronously
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if alive(pid)]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_child(tmp_path: Path, mode: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), mode], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+@pytest.mark.parametrize("sig, mode, code, line", [
+    (signal.SIGTERM, "plain", 143, "mlops-local: interrupted (SIGTERM); stopped 3 processes"),
+    (signal.SIGINT, "plain", 130, "mlops-local: interrupted (SIGINT); stopped 3 processes"),
+    (signal.SIGHUP, "plain", 129, "mlops-local: interrupted (SIGHUP); stopped 3 processes"),
+    (signal.SIGTERM, "slow-close", 143, "mlops-local: interrupted (SIGTERM); stopped 3 processes"),
+    (None, "crash", 1, "RuntimeError: the CLI crashed"),
+], ids=["sigterm", "sigint-ctrl-c", "sighup", "sigterm-then-sigint-during-close", "crash"])
+def test_no_process_of_the_run_survives(tmp_path: Path, sig: signal.Signals | None, mode: str, code: int,
+                                        line: str) -> None:
+    child = start_child(tmp_path, mode)
+    try:
+        wait_for(tmp_path / "pids")
+        pids = [int(pid) for pid in (tmp_path / "pids").read_text().split()]
+        port = int((tmp_path / "port").read_text())
+        assert all(alive(pid) for pid in pids) and port_open(port)
+        if sig is None:
+            (tmp_path / "crash").write_text("")
+        else:
+            child.send_signal(sig)
+        if mode == "slow-close":  # a second signal while the run stops its jobs does not cut that short
+            wait_for(tmp_path / "closing")
+            child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert child.returncode == code, stderr
+    assert survivors(pids) == []
+    assert not port_open(port)
+    if sig is None:
+        assert stderr.strip().splitlines()[-1] == line
+    else:  # one short line, no traceback
+        assert stderr.strip() == line
+
+
+def test_stop_ends_what_outlived_the_leader(tmp_path: Path) -> None:
+    """The JVM case: the group's leader exited, a member it started is still there."""
+    process = processes.start(["sh", "-c", f"sleep 300 & echo $! > {tmp_path}/member; exit 0"], os.environ,
+                              tmp_path / "job.log")
+    process.wait()
+    member = int((tmp_path / "member").read_text())
+    assert alive(member)
+    processes.stop(process, grace=1.0)
+    assert survivors([member]) == []
+
+
+def test_stop_kills_a_group_that_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:
+    process = processes.start(["sh", "-c", f"trap '' TERM; sleep 300 & echo $! > {tmp_path}/member; echo ready; wait"],
+                              os.environ, tmp_path / "job.log")
+    wait_for_text(tmp_path / "job.log", "ready")
+    started = time.monotonic()
+    processes.stop(process, grace=0.3)
+    assert process.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 5
+    assert survivors([int((tmp_path / "member").read_text())]) == []
+
+
+def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {path.name}"
+        time.sleep(0.02)
