@@ -93,13 +93,14 @@ def interruptible(work: Callable[[], int], say: Callable[[str], None] | None = N
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     received: list[int] = []
     stopped_before = [processes.stopped_count()]
+    spare = processes.existing()  # not the run's: a caller's own (main() in a test)
     try:
         with _handling_signals(received, stopped_before):
             try:
                 return work()
             finally:
                 with processes.cleaning_up():
-                    processes.stop_all(grace=5.0)  # the last resort: whatever close() did not reach
+                    processes.stop_all(grace=5.0, spare=spare)  # the last resort: whatever close() did not reach
     except (KeyboardInterrupt, Terminated):
         signum = received[0] if received else signal.SIGINT
         stopped = processes.stopped_count() - stopped_before[0]

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Container, Iterator, Mapping
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL, as a container stop gives
 
@@ -63,22 +63,29 @@ def stop(process: subprocess.Popen, grace: float = STOP_GRACE) -> None:
         _stopped += alive
 
 
-def stop_all(grace: float = STOP_GRACE) -> int:
+def stop_all(grace: float = STOP_GRACE, spare: Container[int] = ()) -> int:
     """Stop every group start() made that still has a process, and the caller's own children (the
-    Lambda workers, a script's shell), all at once; the number of groups and children ended."""
+    Lambda workers, a script's shell), all at once, except the pids in `spare` (what was there
+    before, when the caller is a library user with processes of its own); the number ended."""
     global _stopped
     with _lock:
-        groups = list(_groups.values())
+        groups = [process for pgid, process in _groups.items() if pgid not in spare]
     before = _stopped
     stoppers = [threading.Thread(target=stop, args=(process, grace), daemon=True) for process in groups]
     for thread in stoppers:
         thread.start()
-    children = _kill_children()
+    children = _kill_children(spare)
     for thread in stoppers:
         thread.join()
     with _lock:
         _stopped += children
         return _stopped - before
+
+
+def existing() -> set[int]:
+    """The registered groups and this process's children now: `spare` for a later stop_all."""
+    with _lock:
+        return set(_groups) | set(_children(os.getpid()))
 
 
 @contextlib.contextmanager
@@ -113,15 +120,15 @@ def _signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def _kill_children() -> int:
+def _kill_children(spare: Container[int]) -> int:
     """SIGKILL this process's living children other than the registered groups' leaders (stop()
-    gives those their grace); the count. psutil when it is installed, else Linux's /proc."""
+    gives those their grace) and `spare`; the count. psutil when it is installed, else /proc."""
     me = os.getpid()
     with _lock:
         leaders = set(_groups)
     killed = 0
     for pid in _children(me):
-        if pid in leaders:
+        if pid in leaders or pid in spare:
             continue
         try:
             os.kill(pid, signal.SIGKILL)  # not reaped here: the Popen that started it may still wait()

@@ -167,3 +167,27 @@ def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> None:
     while text not in (path.read_text() if path.exists() else ""):
         assert time.monotonic() < deadline, f"{text!r} never appeared in {path.name}"
         time.sleep(0.02)
+
+
+def test_what_was_there_before_is_spared(tmp_path: Path) -> None:
+    """main() called as a library (as the pipeline tests do) ends only the processes of its own run."""
+    from mlops_local.cli import interruptible
+
+    earlier_group = processes.start(["sleep", "300"], os.environ, tmp_path / "earlier.log")
+    earlier_child = subprocess.Popen(["sleep", "300"])
+    started: list[subprocess.Popen] = []
+
+    def work() -> int:
+        started.append(processes.start(["sleep", "300"], os.environ, tmp_path / "job.log"))
+        started.append(subprocess.Popen(["sleep", "300"]))
+        return 0
+
+    try:
+        assert interruptible(work) == 0
+        assert survivors([p.pid for p in started]) == []
+        assert alive(earlier_group.pid) and alive(earlier_child.pid)
+    finally:
+        processes.stop(earlier_group, grace=1.0)
+        earlier_child.kill()
+        for process in (earlier_child, *started):
+            process.wait()
