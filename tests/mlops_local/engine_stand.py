@@ -92,6 +92,21 @@ def reject_handler(event, context):
         failureDetails={"type": "JobFailed", "message": "model REJECTED: rmse 700 > threshold 600"})
 
 
+def flaky_handler(event, context):
+    """Fails until the marker object exists (a fault fixed between a failure and its retry)."""
+    import boto3
+
+    job_id = event["CodePipeline.job"]["id"]
+    params = _params(event)
+    try:
+        boto3.client("s3").head_object(Bucket=params["bucket"], Key=params["marker"])
+    except Exception:
+        _codepipeline().put_job_failure_result(
+            jobId=job_id, failureDetails={"type": "JobFailed", "message": f"no marker {params['marker']}"})
+        return
+    _codepipeline().put_job_success_result(jobId=job_id, executionDetails={"summary": "marker found"})
+
+
 def silent_handler(event, context):
     return {"forgot": "to report"}
 

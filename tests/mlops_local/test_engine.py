@@ -169,7 +169,6 @@ def test_cloudformation_deploys_from_artifacts_with_configuration_and_overrides(
     with zipfile.ZipFile(bundle, "w") as archive:
         archive.writestr("templates/stack.json", json.dumps(template))
         archive.writestr("stack-config.json", json.dumps(config))
-    stand.aws.client("s3").put_object(Bucket="engine-data", Key="bundles/stack.zip", Body=bundle.getvalue())
     deploy = {
         "name": "DeployStack", "namespace": "Stack", "runOrder": 1,
         "actionTypeId": {"category": "Deploy", "owner": "AWS", "provider": "CloudFormation", "version": "1"},
@@ -182,6 +181,9 @@ def test_cloudformation_deploys_from_artifacts_with_configuration_and_overrides(
     create_pipeline(stand, "deploying", [data_source("Bundle", "bundles/stack.zip"),
                                          {"name": "Deploy", "actions": [deploy]}],
                     variables=[{"name": "Threshold", "defaultValue": "600"}])
+    # The bundle after the pipeline: the execution its creation starts fails at Source, as on a first deployment,
+    # instead of racing the abandon to a deployment of its own.
+    stand.aws.client("s3").put_object(Bucket="engine-data", Key="bundles/stack.zip", Body=bundle.getvalue())
     cp = stand.aws.client("codepipeline")
     for attempt in ("create", "update"):
         execution_id = cp.start_pipeline_execution(name="deploying")["pipelineExecutionId"]
@@ -216,13 +218,13 @@ def test_a_stack_whose_create_rolled_back(stand, mode, second):
     with zipfile.ZipFile(bundle, "w") as archive:
         archive.writestr("stack.json", json.dumps(template))
     key = f"bundles/{role_name}.zip"
-    stand.aws.client("s3").put_object(Bucket="engine-data", Key=key, Body=bundle.getvalue())
     stack = f"engine-{role_name}"
     deploy = {"name": "DeployStack", "runOrder": 1, "inputArtifacts": [{"name": "RawData"}],
               "actionTypeId": {"category": "Deploy", "owner": "AWS", "provider": "CloudFormation", "version": "1"},
               "configuration": {"ActionMode": mode, "StackName": stack, "TemplatePath": "RawData::stack.json",
                                 "RoleArn": role["Role"]["Arn"]}}
     create_pipeline(stand, stack, [data_source("Bundle", key), {"name": "Deploy", "actions": [deploy]}])
+    stand.aws.client("s3").put_object(Bucket="engine-data", Key=key, Body=bundle.getvalue())  # after: no race
     cp = stand.aws.client("codepipeline")
     messages = []
     for _ in range(2):
@@ -434,3 +436,83 @@ def test_a_crashed_worker_is_replaced(stand):
     assert wait_done(stand, "recovering", recovering)["status"] == "Succeeded"
     fresh = actions_of(stand, "recovering", recovering)["Pid"]["output"]["outputVariables"]
     assert fresh["Pid"] != crashed["Pid"] and fresh["Calls"] == "1"  # a new worker, a fresh import
+
+
+def test_list_pipelines_tells_type_and_execution_mode(stand):
+    work = {"name": "Work", "actions": [lambda_action("Noop", "none")]}
+    create_pipeline(stand, "listed-parallel", [data_source(), work], mode="PARALLEL")
+    create_pipeline(stand, "listed-queued", [data_source(), work], mode="QUEUED")
+    listed = {p["name"]: p for p in stand.aws.client("codepipeline").list_pipelines()["pipelines"]}
+    fields = {name: (listed[name]["pipelineType"], listed[name]["executionMode"], listed[name]["version"])
+              for name in ("listed-parallel", "listed-queued")}
+    assert fields == {"listed-parallel": ("V2", "PARALLEL", 1), "listed-queued": ("V2", "QUEUED", 1)}
+    page = stand.aws.client("codepipeline").list_pipelines(maxResults=1)
+    assert len(page["pipelines"]) == 1 and page["nextToken"]
+
+
+def runs_of(stand, pipeline: str, execution_id: str) -> list[tuple[str, str]]:
+    """(action, status) of every run of the execution, oldest first: a retry adds runs."""
+    details = stand.aws.client("codepipeline").list_action_executions(
+        pipelineName=pipeline, filter={"pipelineExecutionId": execution_id})["actionExecutionDetails"]
+    return [(d["actionName"], d["status"]) for d in sorted(details, key=lambda d: d["startTime"])]
+
+
+@pytest.mark.parametrize("mode, work_runs", [
+    ("FAILED_ACTIONS", [("Flaky", "Failed"), ("Flaky", "Succeeded"), ("Steady", "Succeeded")]),
+    ("ALL_ACTIONS", [("Flaky", "Failed"), ("Flaky", "Succeeded"), ("Steady", "Succeeded"), ("Steady", "Succeeded")]),
+], ids=["failed-actions", "all-actions"])
+def test_retrying_a_failed_stage_reruns_it_and_the_execution_goes_on(stand, mode, work_runs):
+    name = f"retry-{mode.lower().replace('_', '-')}"
+    marker = f"markers/{name}"
+    create_function(stand, f"{name}-flaky", f"{HERE}.flaky_handler")
+    create_function(stand, f"{name}-steady", f"{HERE}.sleep_handler")
+    create_pipeline(stand, name, [data_source(), {"name": "Work", "actions": [
+        lambda_action("Steady", f"{name}-steady"),
+        lambda_action("Flaky", f"{name}-flaky", params={"bucket": "engine-data", "marker": marker})]},
+        {"name": "After", "actions": [lambda_action("Later", f"{name}-steady")]}])
+    cp = stand.aws.client("codepipeline")
+    execution_id = cp.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    assert wait_done(stand, name, execution_id)["status"] == "Failed"
+    stand.aws.client("s3").put_object(Bucket="engine-data", Key=marker, Body=b"fixed")
+
+    answer = cp.retry_stage_execution(pipelineName=name, stageName="Work", pipelineExecutionId=execution_id,
+                                      retryMode=mode)
+    assert answer["pipelineExecutionId"] == execution_id
+    execution = wait_done(stand, name, execution_id)
+    assert (execution["status"], execution.get("statusSummary")) == ("Succeeded", None)
+    runs = runs_of(stand, name, execution_id)
+    assert sorted(r for r in runs if r[0] in ("Flaky", "Steady")) == work_runs
+    assert [r for r in runs if r[0] in ("DataSource", "Later")] == [("DataSource", "Succeeded"), ("Later", "Succeeded")]
+    state = cp.get_pipeline_state(name=name)["stageStates"]
+    assert [s["latestExecution"]["status"] for s in state] == ["Succeeded"] * 3
+    with pytest.raises(ClientError) as caught:  # nothing failed any more
+        cp.retry_stage_execution(pipelineName=name, stageName="Work", pipelineExecutionId=execution_id,
+                                 retryMode=mode)
+    assert caught.value.response["Error"]["Code"] == "StageNotRetryableException"
+
+
+def test_retry_refusals_in_aws_terms(stand):
+    name = "retry-refused"
+    create_function(stand, f"{name}-flaky", f"{HERE}.flaky_handler")
+    create_pipeline(stand, name, [data_source(), {"name": "Work", "actions": [
+        lambda_action("Flaky", f"{name}-flaky", params={"bucket": "engine-data", "marker": "markers/never"})]}])
+    cp = stand.aws.client("codepipeline")
+    older = cp.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    assert wait_done(stand, name, older)["status"] == "Failed"
+    newer = cp.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    assert wait_done(stand, name, newer)["status"] == "Failed"
+
+    def refused(stage: str, execution_id: str) -> str:
+        with pytest.raises(ClientError) as caught:
+            cp.retry_stage_execution(pipelineName=name, stageName=stage, pipelineExecutionId=execution_id,
+                                     retryMode="FAILED_ACTIONS")
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        return caught.value.response["Error"]["Code"]
+
+    assert {"older execution": refused("Work", older), "succeeded stage": refused("Source", newer),
+            "unknown stage": refused("Nope", newer)} == {
+        "older execution": "NotLatestPipelineExecutionException", "succeeded stage": "StageNotRetryableException",
+        "unknown stage": "StageNotFoundException"}
+    cp.retry_stage_execution(pipelineName=name, stageName="Work", pipelineExecutionId=newer, retryMode="ALL_ACTIONS")
+    assert wait_done(stand, name, newer)["status"] == "Failed"  # the fault is still there: it fails again
+    assert [r for r in runs_of(stand, name, newer) if r[0] == "Flaky"] == [("Flaky", "Failed")] * 2

@@ -50,6 +50,8 @@ class PipelineEngine:
             "PutJobSuccessResult": api.put_job_success_result,
             "PutJobFailureResult": api.put_job_failure_result,
             "GetJobDetails": api.get_job_details,
+            "ListPipelines": api.list_pipelines,
+            "RetryStageExecution": api.retry_stage_execution,
         }.items():
             self.runtime.aws.gateway.operation(PREFIX + name, handler)
         self.runtime.aws.gateway.after("codepipeline", "CreatePipeline", self._after_create_pipeline)

@@ -122,6 +122,14 @@ class Execution:
     done: threading.Event = field(default_factory=threading.Event)
     trigger: dict[str, str] = field(default_factory=lambda: {"triggerType": "StartPipelineExecution"})
 
+    def latest_runs(self, stage: str | None = None) -> list[ActionRun]:
+        """The last run of each action (of `stage`): a retried action's earlier runs stay in the history."""
+        latest: dict[tuple[str, str], ActionRun] = {}
+        for run in self.runs:
+            if stage is None or run.stage == stage:
+                latest[(run.stage, run.action)] = run
+        return list(latest.values())
+
     def summary_record(self) -> dict[str, Any]:
         """PipelineExecutionSummary."""
         return compact({

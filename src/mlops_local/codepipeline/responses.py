@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from mlops_local.codepipeline.models import TERMINAL, Execution, PipelineStore, compact
 from mlops_local.codepipeline.scheduler import Scheduler
-from mlops_local.gateway import AwsError, now, paginate
+from mlops_local.gateway import AwsError, account_id, now, paginate
 
 logger = logging.getLogger(__name__)
 
@@ -226,4 +226,53 @@ class CodePipelineResponses:
             locks.wake()
         if abandon:
             self.scheduler.runtime.changes.notify()  # wake a continuation loop waiting for a change
+        return {"pipelineExecutionId": execution.id}
+
+    # -- ListPipelines ---------------------------------------------------------------------------
+    def list_pipelines(self, params: dict[str, Any]) -> dict[str, Any]:
+        """PipelineSummary with the pipelineType and executionMode of the stored definition (moto's own
+        ListPipelines leaves them out). AWS's defaults when a definition omits them: V1, SUPERSEDED."""
+        from moto.codepipeline.models import codepipeline_backends
+
+        backend = codepipeline_backends[account_id()][self.scheduler.runtime.aws.gateway.region]
+        records = [compact({"name": name, "version": stored.pipeline.get("version", 1),
+                            "pipelineType": stored.pipeline.get("pipelineType") or "V1",
+                            "executionMode": stored.pipeline.get("executionMode") or "SUPERSEDED",
+                            "created": stored.metadata.get("created"), "updated": stored.metadata.get("updated")})
+                   for name, stored in sorted(backend.pipelines.items())]
+        page, token = paginate(records, params, token="nextToken", size="maxResults", default_size=MAX_RESULTS)
+        return compact({"pipelines": page, "nextToken": token})
+
+    # -- RetryStageExecution ---------------------------------------------------------------------
+    def retry_stage_execution(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Re-run a failed stage of the latest execution that entered it, then the stages after it.
+        CodePipeline API Reference, RetryStageExecution, and User Guide "Retry a failed action in a
+        stage": the stage must have failed actions and none in progress, the execution must be the
+        latest in that stage, and the pipeline structure must not have changed since."""
+        name, stage, mode = params["pipelineName"], params["stageName"], params["retryMode"]
+        execution = self.execution(name, params["pipelineExecutionId"])
+        pipeline, _ = self._pipeline(name)
+        if stage not in [s["name"] for s in execution.definition["stages"]]:
+            raise AwsError("StageNotFoundException", f"stage {stage} is not a stage of pipeline {name}")
+        with self.store.lock:
+            later = [e for e in self.store.of(name) if e is not execution and stage in e.entered
+                     and e.entered[stage] > execution.entered.get(stage, e.entered[stage])]
+            if later:
+                raise AwsError("NotLatestPipelineExecutionException",
+                               f"stage {stage} ran in a later execution ({later[-1].id}); retry that one")
+            if execution.status not in TERMINAL:
+                raise AwsError("ConflictException", f"execution {execution.id} is {execution.status}; it can be "
+                                                    "retried when it has ended")
+            if execution.stages.get(stage) != "Failed" or \
+                    not any(r.status == "Failed" for r in execution.latest_runs(stage)):
+                raise AwsError("StageNotRetryableException", f"stage {stage} of execution {execution.id} has no "
+                                                             "failed actions")
+            if int(pipeline.get("version", 1)) != execution.version:
+                raise AwsError("StageNotRetryableException", f"pipeline {name} changed (version "
+                                                             f"{execution.version} -> {pipeline.get('version')}) "
+                                                             "since the stage failed")
+            execution.status, execution.summary, execution.updated = "InProgress", None, now()
+            execution.done.clear()
+        self.scheduler.start(execution, retry=(stage, mode))
+        logger.info("pipeline %s: execution %s retries stage %s (%s)", name, execution.id, stage, mode)
         return {"pipelineExecutionId": execution.id}

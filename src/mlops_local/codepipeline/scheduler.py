@@ -43,16 +43,20 @@ class Scheduler:
         self.action_timeout = action_timeout
         self.poll_interval = poll_interval
 
-    def start(self, execution: Execution) -> None:
-        threading.Thread(target=self._run, args=(execution,), name=f"pipeline-{execution.id[:8]}",
+    def start(self, execution: Execution, retry: tuple[str, str] | None = None) -> None:
+        """Run the execution from its first stage or, given `retry` (stage, retryMode), from that stage on."""
+        threading.Thread(target=self._run, args=(execution, retry), name=f"pipeline-{execution.id[:8]}",
                          daemon=True).start()
 
-    def _run(self, execution: Execution) -> None:
+    def _run(self, execution: Execution, retry: tuple[str, str] | None = None) -> None:
         locks = self.store.stage_locks[execution.pipeline]
         lock = execution.mode in ("QUEUED", "SUPERSEDED")
         held: str | None = None
+        stages = execution.definition["stages"]
+        if retry:
+            stages = stages[[s["name"] for s in stages].index(retry[0]):]
         try:
-            for stage in execution.definition["stages"]:
+            for stage in stages:
                 name = stage["name"]
                 if execution.stop.is_set():
                     break
@@ -61,7 +65,7 @@ class Scheduler:
                 if held:
                     locks.leave(execution, held)
                 held = name if lock else None
-                if self._run_stage(execution, stage) != "Succeeded":
+                if self._run_stage(execution, stage, retry[1] if retry and retry[0] == name else None) != "Succeeded":
                     break
         except Exception as exc:  # an engine bug must end the execution, not leave it InProgress
             logger.exception("pipeline %s: execution %s failed inside the engine", execution.pipeline, execution.id)
@@ -70,7 +74,7 @@ class Scheduler:
             if held:
                 locks.leave(execution, held)
         if execution.status in ("InProgress", "Stopping"):
-            failed = [r for r in execution.runs if r.status == "Failed"]
+            failed = [r for r in execution.latest_runs() if r.status == "Failed"]
             if failed:
                 self._end(execution, "Failed", (failed[0].error or {}).get("message") or "an action failed")
             elif execution.stop.is_set():
@@ -87,9 +91,13 @@ class Scheduler:
         logger.info("pipeline %s: execution %s %s%s", execution.pipeline, execution.id, status,
                     f": {summary}" if summary else "")
 
-    def _run_stage(self, execution: Execution, stage: Mapping[str, Any]) -> str:
+    def _run_stage(self, execution: Execution, stage: Mapping[str, Any], retry_mode: str | None = None) -> str:
+        """Run the stage's actions by runOrder; retrying FAILED_ACTIONS, the actions that succeeded keep
+        their results (RetryStageExecution, CodePipeline API Reference)."""
         name = stage["name"]
         with self.store.lock:
+            keep = {r.action for r in execution.latest_runs(name) if r.status == "Succeeded"} \
+                if retry_mode == "FAILED_ACTIONS" else set()
             execution.stages[name], execution.entered[name], execution.updated = "InProgress", now(), now()
         status = "Succeeded"
         orders = sorted({int(a.get("runOrder", 1)) for a in stage["actions"]})
@@ -97,14 +105,14 @@ class Scheduler:
             if execution.stop.is_set():
                 status = "Stopped"
                 break
-            group = [a for a in stage["actions"] if int(a.get("runOrder", 1)) == order]
+            group = [a for a in stage["actions"] if int(a.get("runOrder", 1)) == order and a["name"] not in keep]
             threads = [threading.Thread(target=self._run_action, args=(execution, name, action),
                                         name=f"action-{action['name']}", daemon=True) for action in group]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-            statuses = {r.status for r in execution.runs if r.stage == name}
+            statuses = {r.status for r in execution.latest_runs(name)}
             if "Failed" in statuses:
                 status = "Failed"
                 break
