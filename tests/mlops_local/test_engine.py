@@ -516,3 +516,30 @@ def test_retry_refusals_in_aws_terms(stand):
     cp.retry_stage_execution(pipelineName=name, stageName="Work", pipelineExecutionId=newer, retryMode="ALL_ACTIONS")
     assert wait_done(stand, name, newer)["status"] == "Failed"  # the fault is still there: it fails again
     assert [r for r in runs_of(stand, name, newer) if r[0] == "Flaky"] == [("Flaky", "Failed")] * 2
+
+
+def test_an_execution_waits_at_a_disabled_transition(stand):
+    name = "transition"
+    create_function(stand, f"{name}-sleep", f"{HERE}.sleep_handler")
+    sleep = lambda_action("Sleep", f"{name}-sleep")
+    create_pipeline(stand, name, [data_source(), {"name": "Work", "actions": [sleep]}])
+    cp = stand.aws.client("codepipeline")
+    cp.disable_stage_transition(pipelineName=name, stageName="Work", transitionType="Inbound", reason="change freeze")
+    execution_id = cp.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    wait_for(lambda: "DataSource" in actions_of(stand, name, execution_id)
+             and actions_of(stand, name, execution_id)["DataSource"]["status"] == "Succeeded", what="the source")
+    time.sleep(1.0)
+    work = cp.get_pipeline_state(name=name)["stageStates"][1]
+    assert work["inboundTransitionState"]["enabled"] is False
+    assert work["inboundTransitionState"]["disabledReason"] == "change freeze"
+    assert work["inboundTransitionState"]["lastChangedBy"].endswith(":user/mlops-local")
+    assert set(actions_of(stand, name, execution_id)) == {"DataSource"}  # Work not entered
+    assert cp.get_pipeline_execution(pipelineName=name, pipelineExecutionId=execution_id)[
+        "pipelineExecution"]["status"] == "InProgress"
+
+    cp.enable_stage_transition(pipelineName=name, stageName="Work", transitionType="Inbound")
+    assert wait_done(stand, name, execution_id)["status"] == "Succeeded"
+    assert cp.get_pipeline_state(name=name)["stageStates"][1]["inboundTransitionState"] == {"enabled": True}
+    with pytest.raises(ClientError) as caught:
+        cp.disable_stage_transition(pipelineName=name, stageName="Nope", transitionType="Inbound", reason="x")
+    assert caught.value.response["Error"]["Code"] == "StageNotFoundException"

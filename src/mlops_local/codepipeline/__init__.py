@@ -52,6 +52,8 @@ class PipelineEngine:
             "GetJobDetails": api.get_job_details,
             "ListPipelines": api.list_pipelines,
             "RetryStageExecution": api.retry_stage_execution,
+            "DisableStageTransition": api.disable_stage_transition,
+            "EnableStageTransition": api.enable_stage_transition,
         }.items():
             self.runtime.aws.gateway.operation(PREFIX + name, handler)
         self.runtime.aws.gateway.after("codepipeline", "CreatePipeline", self._after_create_pipeline)

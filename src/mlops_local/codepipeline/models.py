@@ -193,6 +193,14 @@ class PipelineStore:
         self.jobs: dict[str, Job] = {}
         self.stage_locks: dict[str, StageLocks] = {}
         self.tokens: dict[tuple[str, str], str] = {}         # (pipeline, clientRequestToken) -> id
+        # (pipeline, stage, Inbound|Outbound) -> TransitionState of a disabled transition
+        self.disabled: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def blocked(self, pipeline: str, previous: str | None, stage: str) -> bool:
+        """Whether an execution must wait before entering `stage` (after `previous`)."""
+        with self.lock:
+            return (pipeline, stage, "Inbound") in self.disabled or \
+                (previous is not None and (pipeline, previous, "Outbound") in self.disabled)
 
     def add(self, execution: Execution, token: str | None) -> None:
         with self.lock:

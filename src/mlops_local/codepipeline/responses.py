@@ -198,7 +198,8 @@ class CodePipelineResponses:
                                          "type": "STANDARD"} if inbound else None,
                     "inboundExecutions": [{"pipelineExecutionId": e.id, "status": "InProgress",
                                            "type": "STANDARD"} for e in inbound] or None,
-                    "inboundTransitionState": {"enabled": True},
+                    "inboundTransitionState": self.store.disabled.get((name, stage["name"], "Inbound"),
+                                                                      {"enabled": True}),
                     "actionStates": actions,
                     "latestExecution": {"pipelineExecutionId": latest.id, "status": latest.stages[stage["name"]],
                                         "type": "STANDARD"} if latest else None}))
@@ -276,3 +277,33 @@ class CodePipelineResponses:
         self.scheduler.start(execution, retry=(stage, mode))
         logger.info("pipeline %s: execution %s retries stage %s (%s)", name, execution.id, stage, mode)
         return {"pipelineExecutionId": execution.id}
+
+    # -- DisableStageTransition / EnableStageTransition -------------------------------------------
+    def _transition(self, params: dict[str, Any]) -> tuple[str, str, str]:
+        name, stage = params["pipelineName"], params["stageName"]
+        pipeline, _ = self._pipeline(name)
+        if stage not in [s["name"] for s in pipeline["stages"]]:
+            raise AwsError("StageNotFoundException", f"stage {stage} is not a stage of pipeline {name}")
+        return name, stage, params["transitionType"]
+
+    def disable_stage_transition(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Executions wait at the transition until it is enabled again (Inbound: before the stage;
+        Outbound: after it). CodePipeline API Reference, DisableStageTransition, TransitionState."""
+        key = self._transition(params)
+        with self.store.lock:
+            self.store.disabled[key] = {"enabled": False, "disabledReason": params["reason"],
+                                        "lastChangedAt": now(), "lastChangedBy": self._caller()}
+        return {}
+
+    def enable_stage_transition(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = self._transition(params)
+        with self.store.lock:
+            self.store.disabled.pop(key, None)
+        return {}
+
+    @staticmethod
+    def _caller() -> str:
+        from mlops_local.gateway import current_principal
+
+        principal = current_principal()
+        return getattr(principal, "arn", "") or "unknown"

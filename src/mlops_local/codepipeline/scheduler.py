@@ -55,9 +55,15 @@ class Scheduler:
         stages = execution.definition["stages"]
         if retry:
             stages = stages[[s["name"] for s in stages].index(retry[0]):]
+        previous: str | None = None
         try:
             for stage in stages:
                 name = stage["name"]
+                crossing = not (retry and retry[0] == name)  # a retry re-runs its stage: no transition crossed
+                while crossing and self.store.blocked(execution.pipeline, previous, name) \
+                        and not execution.stop.is_set():
+                    execution.stop.wait(0.2)  # DisableStageTransition: the execution waits at the transition
+                previous = name
                 if execution.stop.is_set():
                     break
                 if lock and not locks.enter(execution, name, supersede=execution.mode == "SUPERSEDED"):
