@@ -208,6 +208,8 @@ class Walker:
 # -- query protocol: the flat form as the nested request ---------------------------------------
 def from_query(form: dict[str, str], shape: Any) -> dict[str, Any]:
     """`Parameters.member.1.ParameterKey=K` and the like as {"Parameters": [{"ParameterKey": "K"}]}."""
+    if shape is None:  # an operation without input (iam GenerateCredentialReport)
+        return {}
     prefixes = {key[:i] for key in form for i, c in enumerate(key + ".") if c == "."}
     return _query_value(form, prefixes, shape, "") or {}
 

@@ -361,3 +361,9 @@ def test_validation_costs_well_under_a_millisecond_per_request():
         validation.check("codepipeline", "CreatePipeline", request)
         timings.append(time.perf_counter() - started)
     assert statistics.median(timings) < 0.001
+
+
+def test_a_query_operation_without_input_has_nothing_to_check():
+    """iam GenerateCredentialReport has no input shape: its form reads as no parameters."""
+    assert validation.query_request("iam", "GenerateCredentialReport",
+                                    {"Action": "GenerateCredentialReport", "Version": "2010-05-08"}) == {}
