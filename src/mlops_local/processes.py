@@ -71,10 +71,10 @@ def stop_all(grace: float = STOP_GRACE, spare: Container[int] = ()) -> int:
     with _lock:
         groups = [process for pgid, process in _groups.items() if pgid not in spare]
     before = _stopped
+    children = _kill_children(spare)
     stoppers = [threading.Thread(target=stop, args=(process, grace), daemon=True) for process in groups]
     for thread in stoppers:
         thread.start()
-    children = _kill_children(spare)
     for thread in stoppers:
         thread.join()
     with _lock:
@@ -144,10 +144,17 @@ def _children(parent: int) -> list[int]:
     except ImportError:
         return [pid for pid, ppid in _proc_parents() if ppid == parent]
     try:
-        return [child.pid for child in psutil.Process(parent).children()
-                if child.status() != psutil.STATUS_ZOMBIE]
+        children = psutil.Process(parent).children()
     except psutil.Error:
         return []
+    found = []
+    for child in children:  # one ending meanwhile (a group being stopped) must not hide the others
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def _proc_parents() -> list[tuple[int, int]]:

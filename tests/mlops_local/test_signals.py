@@ -191,3 +191,65 @@ def test_what_was_there_before_is_spared(tmp_path: Path) -> None:
         earlier_child.kill()
         for process in (earlier_child, *started):
             process.wait()
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("stage, process_name", [
+    ("DataAndFeatureEngineering", "java"),  # the Spark driver and its JVM
+    ("Training", None),                     # the trainer
+], ids=["sigterm-during-etl", "sigterm-during-training"])
+def test_sigterm_of_a_real_run_leaves_nothing(tmp_path: Path, stage: str, process_name: str | None) -> None:
+    """`mlops-local run` on a small sample, SIGTERM while a job runs: 143, one line, no process left."""
+    psutil = pytest.importorskip("psutil")
+    from mlops_local.synthetic import write_sample
+
+    root = SRC.parent
+    data = write_sample(root / "data" / "diamonds.csv.gz", root / "data" / "diamonds.yaml", tmp_path / "sample.csv",
+                        every=40)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    child = subprocess.Popen([sys.executable, "-m", "mlops_local.cli", "run", "--source-root", str(root), "--data",
+                              str(data), "--runs-dir", str(tmp_path / "runs"), "-H", "epochs=200", "-H",
+                              "patience=200"], env=env, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:  # the live view: "  <stage>/<action>: InProgress ..."
+            if line.strip().startswith(f"{stage}/") and "InProgress" in line:
+                break
+        else:
+            pytest.fail(f"{stage} never ran: {child.communicate()[1]}")
+        deadline = time.monotonic() + 120
+        while True:  # until the job's process (in a session of its own) is there
+            tree = psutil.Process(child.pid).children(recursive=True)
+            names = {p.name() for p in tree if p.is_running()}
+            jobs = [p for p in tree if _session(p.pid) not in (None, os.getsid(child.pid))]
+            if jobs and (process_name is None or process_name in names) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert jobs and (process_name is None or process_name in names), names
+        ports = {c.laddr.port for p in tree for c in _connections(psutil, p) if c.status == "LISTEN"}
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert child.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1].startswith("mlops-local: interrupted (SIGTERM); stopped ")
+    assert "Traceback" not in stderr
+    assert survivors([p.pid for p in tree], timeout=10) == []
+    assert not [port for port in ports if port_open(port)]
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _connections(psutil: object, process: object) -> list:
+    try:
+        return process.net_connections(kind="inet")  # type: ignore[attr-defined]
+    except Exception:  # gone or not ours to inspect
+        return []
