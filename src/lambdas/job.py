@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import re
-import time
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -317,10 +316,6 @@ def _fail(codepipeline: AwsClient, job_id: str, failure_type: str, message: str)
     logger.error("job %s: failed (%s): %s", job_id, failure_type, message,
                  extra=_fields(job_id, "failed", failureType=failure_type))
     return {"result": "failure", "type": failure_type, "message": message}
-
-
-def elapsed(state: Mapping[str, Any] | None) -> float:
-    return time.time() - float(state["started"]) if state and "started" in state else 0.0
 
 
 # -- names and locations --------------------------------------------------------------------

@@ -65,10 +65,6 @@ class AccessDecision:
     def denied(self) -> bool:
         return not self.decision.startswith(ALLOWED)
 
-    @property
-    def would_deny(self) -> bool:
-        return self.decision.startswith(WOULD_DENY)
-
 
 @lru_cache(maxsize=4096)
 def _parsed(text: str, name: str, arn: Optional[str]) -> Policy | str:
