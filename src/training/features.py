@@ -24,6 +24,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 FORMAT_VERSION = 1
+# The model computes in float32: a standardised value beyond this is infinite there, so the record
+# is refused (400 naming the column) instead of producing a non-finite prediction (500).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class RecordError(ValueError):
@@ -67,7 +70,7 @@ class FeatureSpec:
             get = self._getter(r, record, index)
             j = 0
             for column, mean, std in self.numeric:
-                out[r, j] = (_to_float(r, column, get(column)) - mean) / std
+                out[r, j] = _standardise(r, column, _to_float(r, column, get(column)), mean, std)
                 j += 1
             for column, levels in self.ordinal:
                 value = _to_text(get(column))
@@ -145,7 +148,10 @@ def _to_float(r: int, column: str, value: Any) -> float:
     if isinstance(value, bool):
         raise RecordError(r, column, f"expected a number, got {value!r}")
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer beyond float64, e.g. 10**400
+            raise RecordError(r, column, f"expected a finite number, got {_short(value)}") from None
     else:
         text = _to_text(value)
         if not text:
@@ -157,6 +163,19 @@ def _to_float(r: int, column: str, value: Any) -> float:
     if not math.isfinite(number):
         raise RecordError(r, column, f"expected a finite number, got {value!r}")
     return number
+
+
+def _standardise(r: int, column: str, number: float, mean: float, std: float) -> float:
+    scaled = (number - mean) / std  # float64: inf when it overflows, never an exception
+    if not abs(scaled) <= FLOAT32_MAX:
+        raise RecordError(r, column, f"{number!r} is out of the range the model can compute with "
+                                     f"(training mean {mean:.6g}, standard deviation {std:.6g})")
+    return scaled
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
 
 
 def read_csv_dir(directory: str | Path) -> tuple[list[str], np.ndarray]:

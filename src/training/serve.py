@@ -10,7 +10,8 @@ and prints `serving on http://HOST:PORT` on stdout once it accepts connections.
     GET  /ping         200 while the model is loaded (it is loaded before the server listens)
     POST /invocations  raw records in, predictions in the target's units out
 
-Request bodies (at most 6 MB, SageMaker's own limit; Content-Length is required):
+Request bodies (at most 6 MB, SageMaker's own limit; Content-Length is required; the whole body
+must arrive within 60 s, else 408 and the connection closes):
     text/csv          one record a line in features.json's input_columns order, no header
                       (a header line equal to input_columns is skipped)
     application/json  [record, ...] or {"instances": [record, ...]}; a record is a list in
@@ -21,6 +22,10 @@ Responses, chosen by Accept (default: the request's own type; */* allowed):
 Errors are `{"error": message}` with a 4xx status (5xx for the server's own failures); a bad
 record's message names its row, counted from 1 among the records of the request, and column:
     row 3, column 'carat': expected a number, got 'abc'
+A value the model cannot compute with (its standardised value beyond float32, e.g. 1e308) is such a
+400, and so is a prediction that overflows for an input more than EXTREME_Z standard deviations from
+the training mean. The dataset config's rules (min/max/allowed) are not enforced here: they keep
+training data clean; an out-of-range input is served, and data capture is where drift is seen.
 
 One function per step (load_model, decode, predict, encode); the HTTP handler only wires them
 and maps errors to statuses in one place (error_response).
@@ -52,7 +57,7 @@ from training.features import RecordError  # noqa: E402
 from training.predictor import Predictor  # noqa: E402
 from training.serving_errors import (  # noqa: E402
     BadRequest, LengthRequired, MethodNotAllowed, NotAcceptable,
-    NotFound, PayloadTooLarge, PredictionFailed, ServingError, UnsupportedMediaType)
+    NotFound, PayloadTooLarge, PredictionFailed, RequestTimeout, ServingError, UnsupportedMediaType)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,13 @@ JSON = "application/json"
 SUPPORTED = (CSV, JSON)
 MAX_BODY_BYTES = 6 * 1024 * 1024
 MODEL_FILES = ("model.json", "dense.npz", "features.json")
+# An input this many standard deviations from the training mean is one the model never saw (by
+# Chebyshev at most 1 in 10,000 training values lies beyond); a prediction that overflows for such
+# an input is the input's fault (400), otherwise the model's (500).
+EXTREME_Z = 100.0
+# How long a request's body may take to arrive, in total (a per-read socket timeout would let a
+# client trickling one byte at a time hold a thread for ever). SageMaker gives an invocation 60 s.
+BODY_TIMEOUT_SECONDS = 60.0
 
 
 class ModelLoadError(Exception):
@@ -117,6 +129,8 @@ def load_model(model_dir: str | Path) -> Predictor:
                              f"(a model directory holds {', '.join(MODEL_FILES)})")
     try:
         predictor = Predictor.load(path)
+        if not all(np.isfinite(a).all() for a in predictor.kernels + predictor.biases):
+            raise ValueError("the weights in dense.npz are not all finite")
         # One forward pass now: mismatched layer shapes fail here, not on the first request.
         predictor.predict_features(np.zeros((1, len(predictor.spec.feature_names)), dtype=np.float32))
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
@@ -193,11 +207,34 @@ def _decode_json(body: bytes) -> list[Any]:
 def predict(predictor: Predictor, records: Sequence[Any]) -> np.ndarray:
     """Raw records -> predictions in the target's units; a bad record is a 400 naming it."""
     try:
-        return predictor.predict_records(records)
+        features = predictor.spec.transform(records)
     except RecordError as exc:
         # RecordError counts rows from 0; a caller reads the request counting from 1.
         where = f"row {exc.row + 1}" + (f", column '{exc.column}'" if exc.column else "")
         raise BadRequest(f"{where}: {exc.problem}") from None
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below, per row
+        predictions = predictor.predict_features(features)
+    overflowed = np.flatnonzero(~np.isfinite(predictions))
+    if overflowed.size:
+        _blame_input(predictor, records, features, int(overflowed[0]))
+    return predictions
+
+
+def _blame_input(predictor: Predictor, records: Sequence[Any], features: np.ndarray, row: int) -> None:
+    """A 400 naming the input that drove a row's prediction to overflow, when one lies far outside
+    the training data; otherwise nothing, and encode() reports the model's own failure (500)."""
+    numeric = predictor.spec.numeric
+    if not numeric:
+        return
+    z = np.abs(features[row, :len(numeric)].astype(np.float64))
+    j = int(np.argmax(z))
+    if not z[j] > EXTREME_Z:
+        return
+    column = numeric[j][0]
+    record = records[row]
+    value = record[column] if isinstance(record, Mapping) else record[predictor.spec.input_columns.index(column)]
+    raise BadRequest(f"row {row + 1}, column '{column}': the prediction overflows for {value!r}, "
+                     f"{z[j]:.3g} standard deviations from the training mean")
 
 
 def encode(predictions: np.ndarray, media_type: str) -> bytes:
@@ -320,12 +357,38 @@ class Handler(BaseHTTPRequestHandler):
         length = self._unread
         if length > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"the body is {length} bytes; the limit is {MAX_BODY_BYTES} bytes (6 MB)")
-        body = self.rfile.read(length)
+        body = self._read_within(length, self.server.body_timeout)
         self._unread = 0
         if len(body) < length:
             self.close_connection = True
             raise BadRequest(f"the body ended after {len(body)} of the {length} bytes in Content-Length")
         return body
+
+    def _read_within(self, length: int, seconds: float) -> bytes:
+        """Up to `length` bytes, fewer if the client closes; RequestTimeout once `seconds` have
+        passed in total, so a stalled or trickling client cannot hold the thread."""
+        deadline = time.monotonic() + seconds
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            while got < length:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(remaining)
+                chunk = self.rfile.read1(min(length - got, 1 << 16))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except TimeoutError:
+            self._unread = 0  # nothing more to drain from a client that stopped sending
+            self.close_connection = True
+            raise RequestTimeout(f"the body did not arrive within {seconds:g} s: got {got} of the "
+                                 f"{length} bytes in Content-Length") from None
+        finally:
+            self.connection.settimeout(self.timeout)
+        return b"".join(chunks)
 
     def _discard(self, length: int, seconds: float = 2.0) -> None:
         """Read and drop a refused body for a while, so the client gets to read our answer
@@ -356,8 +419,10 @@ class ModelServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], predictor: Predictor):
+    def __init__(self, address: tuple[str, int], predictor: Predictor,
+                 body_timeout: float = BODY_TIMEOUT_SECONDS):
         self.predictor = predictor
+        self.body_timeout = body_timeout
         self.input_columns = predictor.spec.input_columns
         super().__init__(address, Handler)
 
@@ -384,8 +449,9 @@ class ModelServer(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
 
-def build_server(predictor: Predictor, host: str, port: int) -> ModelServer:
-    return ModelServer((host, port), predictor)
+def build_server(predictor: Predictor, host: str, port: int,
+                 body_timeout: float = BODY_TIMEOUT_SECONDS) -> ModelServer:
+    return ModelServer((host, port), predictor, body_timeout)
 
 
 def make_server(model_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> ModelServer:

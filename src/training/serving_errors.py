@@ -32,6 +32,12 @@ class NotAcceptable(ServingError):
     status = 406
 
 
+class RequestTimeout(ServingError):
+    """The body did not arrive in time; the connection closes after the answer."""
+
+    status = 408
+
+
 class LengthRequired(ServingError):
     status = 411
 

@@ -16,8 +16,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -219,6 +220,22 @@ def test_keep_alive(server: ModelServer, conn: http.client.HTTPConnection) -> No
                  id="json-boolean"),
     pytest.param(JSON, None, b'[[NaN, "Ideal", "E", 62]]', 400,
                  "row 1, column 'carat': expected a finite number", id="json-nan"),
+    pytest.param(CSV, None, b"1e308,Ideal,E,62\n", 400,
+                 "row 1, column 'carat': 1e+308 is out of the range the model can compute with",
+                 id="csv-1e308-overflows-after-scaling"),
+    pytest.param(CSV, None, b"1.5,Ideal,E,-1e308\n", 400,
+                 "row 1, column 'depth': -1e+308 is out of the range", id="csv-minus-1e308"),
+    pytest.param(CSV, None, b"1e39,Ideal,E,62\n", 400,
+                 "row 1, column 'carat': 1e+39 is out of the range", id="csv-1e39-beyond-float32"),
+    pytest.param(JSON, None, b'[[1e308, "Ideal", "E", 62]]', 400,
+                 "row 1, column 'carat': 1e+308 is out of the range", id="json-1e308"),
+    pytest.param(JSON, None, b'[[1' + b"0" * 400 + b', "Ideal", "E", 62]]', 400,
+                 "row 1, column 'carat': expected a finite number, got 10000", id="json-integer-beyond-float64"),
+    pytest.param(CSV, None, b"1e38,Ideal,E,62\n", 400,
+                 "row 1, column 'carat': the prediction overflows for '1e38', 2e+38 standard deviations",
+                 id="csv-prediction-overflows-for-an-extreme-input"),
+    pytest.param(JSON, None, b'[{"carat": 1e38, "cut": "Ideal", "color": "E", "depth": 62}]', 400,
+                 "row 1, column 'carat': the prediction overflows for 1e+38", id="json-object-extreme-input"),
     pytest.param("application/xml", None, b"<rows/>", 415, "'application/xml' is not supported",
                  id="unsupported-content-type"),
     pytest.param(None, None, CSV_BODY, 415, "Content-Type is required", id="missing-content-type"),
@@ -290,6 +307,46 @@ def test_body_shorter_than_content_length(server: ModelServer) -> None:
     assert_still_serving(server)
 
 
+def wait_until(condition: Callable[[], bool], seconds: float = 3.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+@pytest.mark.parametrize("send", [
+    pytest.param([b"1.5,Ideal,E,62\n"], id="stalled"),
+    pytest.param([b"1"] * 40, id="trickling"),  # one byte per 50 ms: each read is quick, the whole is not
+])
+def test_body_slower_than_the_timeout_frees_the_thread(predictor: Predictor, send: list[bytes]) -> None:
+    others = set(threading.enumerate())  # other tests' keep-alive connections may hold threads
+
+    def handlers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if "process_request" in t.name and t not in others]
+
+    with running(build_server(predictor, "127.0.0.1", 0, body_timeout=0.5)) as srv:
+        with socket.create_connection(srv.server_address[:2], timeout=10) as sock:
+            sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                         b"Content-Length: 100\r\n\r\n")
+            started = time.monotonic()
+            assert wait_until(lambda: len(handlers()) == 1)  # this connection's thread
+            with contextlib.suppress(OSError):  # the server may close while we still send
+                for piece in send:
+                    sock.sendall(piece)
+                    time.sleep(0.05)
+            chunks = []
+            while chunk := sock.recv(65536):  # the server closes the connection: recv ends
+                chunks.append(chunk)
+            elapsed = time.monotonic() - started
+        answer = b"".join(chunks)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"the body did not arrive within 0.5 s" in answer
+        assert b"Connection: close" in answer
+        assert elapsed < 3, elapsed
+        assert wait_until(lambda: not handlers())
+        assert_still_serving(srv)
+
+
 @pytest.mark.parametrize("method, path, status, allow", [
     pytest.param("GET", "/nowhere", 404, None, id="unknown-path"),
     pytest.param("POST", "/invocations/extra", 404, None, id="unknown-subpath"),
@@ -309,7 +366,7 @@ def test_routes(server: ModelServer, conn: http.client.HTTPConnection, method: s
 
 
 class ExplodingPredictor(Predictor):
-    def predict_records(self, records: Any) -> np.ndarray:
+    def predict_features(self, features: Any) -> np.ndarray:
         raise RuntimeError("secret internal detail")
 
 
@@ -411,11 +468,13 @@ def test_parse_settings_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.param("no-weights", "lacks dense.npz", id="missing-file"),
     pytest.param("bad-shape", "cannot load the model", id="layer-shapes-disagree"),
     pytest.param("bad-json", "cannot load the model", id="corrupt-model-json"),
+    pytest.param("inf-weight", "weights in dense.npz are not all finite", id="non-finite-weights"),
 ])
 def test_load_model_fails_clearly(tmp_path: Path, breakage: str, message: str) -> None:
     path = tmp_path / "model"
     if breakage != "no-dir":
-        write_model_dir(path, kernel_1=[[2], [5], [7]] if breakage == "bad-shape" else KERNEL_1)
+        kernel_1 = {"bad-shape": [[2], [5], [7]], "inf-weight": [[2], [float("inf")]]}.get(breakage, KERNEL_1)
+        write_model_dir(path, kernel_1=kernel_1)
     if breakage == "no-weights":
         (path / "dense.npz").unlink()
     if breakage == "bad-json":
