@@ -543,3 +543,105 @@ def test_an_execution_waits_at_a_disabled_transition(stand):
     with pytest.raises(ClientError) as caught:
         cp.disable_stage_transition(pipelineName=name, stageName="Nope", transitionType="Inbound", reason="x")
     assert caught.value.response["Error"]["Code"] == "StageNotFoundException"
+
+
+def test_rolling_a_stage_back_runs_it_alone_with_the_target_executions_sources(stand):
+    name = "rollback"
+    key = "raw/rollback.csv"
+    s3 = stand.aws.client("s3")
+    create_function(stand, f"{name}-sleep", f"{HERE}.sleep_handler")
+    work = {"name": "Work", "actions": [lambda_action("Use", f"{name}-sleep", params={"value": "#{Data.VersionId}"})]}
+    create_pipeline(stand, name, [data_source(key=key), work])
+    cp = stand.aws.client("codepipeline")
+    versions, executions = [], []
+    for body in (b"a\n1\n", b"a\n2\n"):
+        versions.append(s3.put_object(Bucket="engine-data", Key=key, Body=body)["VersionId"])
+        executions.append(cp.start_pipeline_execution(name=name)["pipelineExecutionId"])
+        assert wait_done(stand, name, executions[-1])["status"] == "Succeeded"
+
+    rollback_id = cp.rollback_stage(pipelineName=name, stageName="Work",
+                                    targetPipelineExecutionId=executions[0])["pipelineExecutionId"]
+    execution = wait_done(stand, name, rollback_id)
+    assert (execution["status"], execution["executionType"], execution["rollbackMetadata"],
+            execution["trigger"]["triggerType"]) == ("Succeeded", "ROLLBACK",
+                                                     {"rollbackTargetPipelineExecutionId": executions[0]},
+                                                     "ManualRollback")
+    runs = actions_of(stand, name, rollback_id)
+    assert set(runs) == {"Use"}  # the stage alone: no new source run
+    assert runs["Use"]["output"]["outputVariables"]["Value"] == versions[0]  # the target's revision, not the latest
+    summary = cp.list_pipeline_executions(pipelineName=name)["pipelineExecutionSummaries"][0]
+    assert (summary["pipelineExecutionId"], summary["executionType"]) == (rollback_id, "ROLLBACK")
+    assert cp.get_pipeline_state(name=name)["stageStates"][1]["latestExecution"]["type"] == "ROLLBACK"
+
+    def refused(stage: str, target: str) -> str:
+        with pytest.raises(ClientError) as caught:
+            cp.rollback_stage(pipelineName=name, stageName=stage, targetPipelineExecutionId=target)
+        return caught.value.response["Error"]["Code"]
+
+    assert {"source stage": refused("Source", executions[0]), "rollback target": refused("Work", rollback_id),
+            "unknown stage": refused("Nope", executions[0]),
+            "unknown execution": refused("Work", "00000000-0000-0000-0000-000000000000")} == {
+        "source stage": "UnableToRollbackStageException", "rollback target": "UnableToRollbackStageException",
+        "unknown stage": "StageNotFoundException", "unknown execution": "PipelineExecutionNotFoundException"}
+
+
+def test_a_rollback_target_must_have_succeeded_in_the_stage(stand):
+    name = "rollback-failed-target"
+    create_function(stand, f"{name}-flaky", f"{HERE}.flaky_handler")
+    create_pipeline(stand, name, [data_source(), {"name": "Work", "actions": [
+        lambda_action("Flaky", f"{name}-flaky", params={"bucket": "engine-data", "marker": "markers/never"})]}])
+    cp = stand.aws.client("codepipeline")
+    failed = cp.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    assert wait_done(stand, name, failed)["status"] == "Failed"
+    with pytest.raises(ClientError) as caught:
+        cp.rollback_stage(pipelineName=name, stageName="Work", targetPipelineExecutionId=failed)
+    assert caught.value.response["Error"]["Code"] == "UnableToRollbackStageException"
+    assert len(cp.list_pipeline_executions(pipelineName=name)["pipelineExecutionSummaries"]) == 2  # none started
+
+
+@pytest.mark.parametrize("params, code", [
+    ({"pipelineName": "no-such-pipeline"}, "PipelineNotFoundException"),
+    ({"pipelineName": "rules", "filter": {"pipelineExecutionId": "00000000-0000-0000-0000-000000000000"}},
+     "PipelineExecutionNotFoundException"),
+    ({"pipelineName": "rules", "nextToken": "forged"}, "InvalidNextTokenException"),
+    ({"pipelineName": "rules", "maxResults": 101}, "ValidationException"),
+], ids=["unknown-pipeline", "unknown-execution", "forged-token", "too-many-results"])
+def test_list_rule_executions_refusals(stand, params, code):
+    if "rules" not in {p["name"] for p in stand.aws.client("codepipeline").list_pipelines()["pipelines"]}:
+        create_pipeline(stand, "rules", [data_source(), {"name": "Work", "actions": [lambda_action("Noop", "none")]}])
+    with pytest.raises(ClientError) as caught:
+        stand.aws.client("codepipeline").list_rule_executions(**params)
+    assert caught.value.response["Error"]["Code"] == code
+
+
+def test_a_pipeline_without_conditions_has_no_rule_executions(stand):
+    create_pipeline(stand, "no-rules", [data_source(), {"name": "Work", "actions": [lambda_action("Noop", "none")]}])
+    cp = stand.aws.client("codepipeline")
+    created = cp.list_pipeline_executions(pipelineName="no-rules")["pipelineExecutionSummaries"][0]
+    answer = cp.list_rule_executions(pipelineName="no-rules", maxResults=5,
+                                     filter={"pipelineExecutionId": created["pipelineExecutionId"]})
+    assert (answer["ruleExecutionDetails"], answer.get("nextToken")) == ([], None)
+
+
+def test_codecommit_lists_repositories_sorted_and_paged_as_aws(stand):
+    cc = stand.aws.client("codecommit")
+    for name in ("list-b", "list-a", "list-c"):
+        cc.create_repository(repositoryName=name)
+        time.sleep(0.01)  # distinct lastModifiedDate
+
+    def names(**params) -> list[str]:
+        return [r["repositoryName"] for r in cc.list_repositories(**params)["repositories"]
+                if r["repositoryName"].startswith("list-")]
+
+    assert {"default": names(), "by-name-descending": names(order="descending"),
+            "by-date": names(sortBy="lastModifiedDate"),
+            "by-date-descending": names(sortBy="lastModifiedDate", order="descending")} == {
+        "default": ["list-a", "list-b", "list-c"], "by-name-descending": ["list-c", "list-b", "list-a"],
+        "by-date": ["list-b", "list-a", "list-c"], "by-date-descending": ["list-c", "list-a", "list-b"]}
+    ids = {r["repositoryName"]: r["repositoryId"] for r in cc.list_repositories()["repositories"]}
+    assert ids["list-a"] == cc.get_repository(repositoryName="list-a")["repositoryMetadata"]["repositoryId"]
+    for params, code in (({"nextToken": "forged"}, "InvalidContinuationTokenException"),
+                         ({"sortBy": "size"}, "InvalidSortByException"), ({"order": "up"}, "InvalidOrderException")):
+        with pytest.raises(ClientError) as caught:
+            cc.list_repositories(**params)
+        assert caught.value.response["Error"]["Code"] == code, params

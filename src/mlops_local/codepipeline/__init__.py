@@ -54,9 +54,15 @@ class PipelineEngine:
             "RetryStageExecution": api.retry_stage_execution,
             "DisableStageTransition": api.disable_stage_transition,
             "EnableStageTransition": api.enable_stage_transition,
+            "RollbackStage": api.rollback_stage,
+            "ListRuleExecutions": api.list_rule_executions,
         }.items():
             self.runtime.aws.gateway.operation(PREFIX + name, handler)
         self.runtime.aws.gateway.after("codepipeline", "CreatePipeline", self._after_create_pipeline)
+        # The pipeline's source and trigger services, where moto lacks what the pipeline uses.
+        from mlops_local.codecommit import CodeCommitApi
+
+        CodeCommitApi(self.runtime.aws.gateway).register()
         from mlops_local.cloudformation import stack_models
 
         stack_models.pipeline_created = self._pipeline_created

@@ -121,6 +121,12 @@ class Execution:
     superseded: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     trigger: dict[str, str] = field(default_factory=lambda: {"triggerType": "StartPipelineExecution"})
+    execution_type: str = "STANDARD"                                       # or ROLLBACK (RollbackStage)
+    rollback_target: str | None = None                                     # the execution rolled back to
+
+    def rollback_metadata(self) -> dict[str, str] | None:
+        """PipelineRollbackMetadata of a ROLLBACK execution."""
+        return {"rollbackTargetPipelineExecutionId": self.rollback_target} if self.rollback_target else None
 
     def latest_runs(self, stage: str | None = None) -> list[ActionRun]:
         """The last run of each action (of `stage`): a retried action's earlier runs stay in the history."""
@@ -138,7 +144,8 @@ class Execution:
             "sourceRevisions": list(self.source_revisions),
             "trigger": dict(self.trigger),
             "stopTrigger": {"reason": self.stop_reason} if self.stop.is_set() else None,
-            "executionMode": self.mode, "executionType": "STANDARD"})
+            "executionMode": self.mode, "executionType": self.execution_type,
+            "rollbackMetadata": self.rollback_metadata()})
 
 
 class StageLocks:

@@ -135,7 +135,7 @@ class CodePipelineResponses:
                 "statusSummary": execution.summary, "artifactRevisions": list(execution.revisions),
                 "variables": [{"name": k, "resolvedValue": v} for k, v in execution.variables.items()],
                 "trigger": dict(execution.trigger), "executionMode": execution.mode,
-                "executionType": "STANDARD"})}
+                "executionType": execution.execution_type, "rollbackMetadata": execution.rollback_metadata()})}
 
     def list_pipeline_executions(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params["pipelineName"]
@@ -195,14 +195,14 @@ class CodePipelineResponses:
                 stages.append(compact({
                     "stageName": stage["name"],
                     "inboundExecution": {"pipelineExecutionId": inbound[0].id, "status": "InProgress",
-                                         "type": "STANDARD"} if inbound else None,
+                                         "type": inbound[0].execution_type} if inbound else None,
                     "inboundExecutions": [{"pipelineExecutionId": e.id, "status": "InProgress",
-                                           "type": "STANDARD"} for e in inbound] or None,
+                                           "type": e.execution_type} for e in inbound] or None,
                     "inboundTransitionState": self.store.disabled.get((name, stage["name"], "Inbound"),
                                                                       {"enabled": True}),
                     "actionStates": actions,
                     "latestExecution": {"pipelineExecutionId": latest.id, "status": latest.stages[stage["name"]],
-                                        "type": "STANDARD"} if latest else None}))
+                                        "type": latest.execution_type} if latest else None}))
         return compact({"pipelineName": name, "pipelineVersion": int(pipeline.get("version", 1)),
                         "stageStates": stages, "created": metadata.get("created"),
                         "updated": metadata.get("updated")})
@@ -307,3 +307,74 @@ class CodePipelineResponses:
 
         principal = current_principal()
         return getattr(principal, "arn", "") or "unknown"
+
+    # -- RollbackStage ------------------------------------------------------------------------------
+    def rollback_stage(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A new execution (executionType ROLLBACK, trigger ManualRollback) that runs the stage alone with
+        the source revisions, artifacts and variables of a target execution that succeeded in it.
+        CodePipeline User Guide, "Configuring stage rollback" (considerations: not a source stage; the target
+        started in the current pipeline structure version; the target is not a rollback) and API Reference,
+        RollbackStage (UnableToRollbackStageException: "the pipeline version has changed since the target
+        pipeline execution was deployed, the stage is currently running, or an incorrect target pipeline
+        execution ID was provided"; PipelineExecutionOutdatedException). Rollback is a V2 feature."""
+        name, stage, target_id = params["pipelineName"], params["stageName"], params["targetPipelineExecutionId"]
+        pipeline, metadata = self._pipeline(name)
+        declared = {s["name"]: s for s in pipeline["stages"]}
+        if stage not in declared:
+            raise AwsError("StageNotFoundException", f"stage {stage} is not a stage of pipeline {name}")
+        target = self.execution(name, target_id)
+        version = int(pipeline.get("version", 1))
+
+        def refuse(reason: str) -> AwsError:
+            return AwsError("UnableToRollbackStageException", f"cannot roll back stage {stage} of {name} to "
+                                                              f"execution {target_id}: {reason}")
+        if (pipeline.get("pipelineType") or "V1") != "V2":
+            raise refuse("stage rollback needs a V2 pipeline")
+        if any(a["actionTypeId"]["category"] == "Source" for a in declared[stage]["actions"]):
+            raise refuse("a source stage cannot be rolled back")
+        with self.store.lock:
+            if target.execution_type == "ROLLBACK":
+                raise refuse("the target is itself a rollback execution")
+            if target.stages.get(stage) != "Succeeded":
+                raise refuse(f"the target did not succeed in the stage ({target.stages.get(stage) or 'not run'})")
+            if target.version != version:
+                raise AwsError("PipelineExecutionOutdatedException",
+                               f"execution {target_id} ran pipeline version {target.version}; {name} is at "
+                               f"version {version}")
+            running = [e.id for e in self.store.of(name) if e.stages.get(stage) == "InProgress"]
+            if running:
+                raise refuse(f"the stage is running (execution {running[0]})")
+            execution = Execution(
+                id=str(uuid.uuid4()), pipeline=name, pipeline_arn=metadata.get("pipelineArn", ""), version=version,
+                definition=pipeline, mode=pipeline.get("executionMode") or "SUPERSEDED",
+                variables=dict(target.variables), source_overrides={},
+                trigger={"triggerType": "ManualRollback", "triggerDetail": self._caller()},
+                execution_type="ROLLBACK", rollback_target=target.id,
+                namespaces=copy.deepcopy(target.namespaces), artifacts=dict(target.artifacts),
+                revisions=copy.deepcopy(target.revisions), source_revisions=copy.deepcopy(target.source_revisions))
+        self.store.add(execution, None)
+        self.scheduler.start(execution, only=stage)
+        logger.info("pipeline %s: execution %s rolls stage %s back to %s", name, execution.id, stage, target_id)
+        return {"pipelineExecutionId": execution.id}
+
+    # -- ListRuleExecutions --------------------------------------------------------------------------
+    def list_rule_executions(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Rules run only in stage conditions (beforeEntry/onSuccess/onFailure), which the engine does not
+        evaluate; a pipeline without conditions has no rule executions: an empty list, after AWS's checks
+        (PipelineNotFoundException, PipelineExecutionNotFoundException for the filter's execution,
+        InvalidNextTokenException). CodePipeline API Reference, ListRuleExecutions."""
+        name = params["pipelineName"]
+        pipeline, _ = self._pipeline(name)
+        wanted = (params.get("filter") or {}).get("pipelineExecutionId") or \
+            ((params.get("filter") or {}).get("latestInPipelineExecution") or {}).get("pipelineExecutionId")
+        if wanted:
+            self.execution(name, wanted)
+        conditions = [s["name"] for s in pipeline["stages"]
+                      if any(s.get(k) for k in ("beforeEntry", "onSuccess", "onFailure"))]
+        if conditions:  # never an empty answer that hides rules which should have run
+            raise AwsError("ValidationException", f"stages {conditions} of {name} have conditions, which the "
+                                                  "local stand-in does not evaluate")
+        page, token = paginate([], params, token="nextToken", size="maxResults", default_size=MAX_RESULTS)
+        if params.get("nextToken"):  # no page was ever handed out, so no token is one of ours
+            raise AwsError("InvalidNextTokenException", "the nextToken is not valid")
+        return compact({"ruleExecutionDetails": page, "nextToken": token})

@@ -43,23 +43,27 @@ class Scheduler:
         self.action_timeout = action_timeout
         self.poll_interval = poll_interval
 
-    def start(self, execution: Execution, retry: tuple[str, str] | None = None) -> None:
-        """Run the execution from its first stage or, given `retry` (stage, retryMode), from that stage on."""
-        threading.Thread(target=self._run, args=(execution, retry), name=f"pipeline-{execution.id[:8]}",
+    def start(self, execution: Execution, retry: tuple[str, str] | None = None, only: str | None = None) -> None:
+        """Run the execution from its first stage or, given `retry` (stage, retryMode), from that stage on;
+        given `only` (a rollback's stage), that stage alone."""
+        threading.Thread(target=self._run, args=(execution, retry, only), name=f"pipeline-{execution.id[:8]}",
                          daemon=True).start()
 
-    def _run(self, execution: Execution, retry: tuple[str, str] | None = None) -> None:
+    def _run(self, execution: Execution, retry: tuple[str, str] | None = None, only: str | None = None) -> None:
         locks = self.store.stage_locks[execution.pipeline]
         lock = execution.mode in ("QUEUED", "SUPERSEDED")
         held: str | None = None
         stages = execution.definition["stages"]
         if retry:
             stages = stages[[s["name"] for s in stages].index(retry[0]):]
+        if only:  # RollbackStage: "the rolled back operation will result in a new execution" of that stage
+            stages = [s for s in stages if s["name"] == only]
         previous: str | None = None
         try:
             for stage in stages:
                 name = stage["name"]
-                crossing = not (retry and retry[0] == name)  # a retry re-runs its stage: no transition crossed
+                # a retry re-runs its stage and a rollback runs one: no transition crossed
+                crossing = not (retry and retry[0] == name) and name != only
                 while crossing and self.store.blocked(execution.pipeline, previous, name) \
                         and not execution.stop.is_set():
                     execution.stop.wait(0.2)  # DisableStageTransition: the execution waits at the transition
