@@ -2,10 +2,12 @@
 
     mlops-local run [--source-root DIR] [--data CSV] [--dataset-config YAML] [--quality-threshold X]
                     [--keep-running] [--json] [-H KEY=VALUE ...]
+    mlops-local summary EXECUTION_ID [--pipeline NAME] [--runs-dir DIR] [--json]
     mlops-local synthetic --rows N --out CSV [--seed S]
 
 Exit codes of `run`: 0 approved, deployed and tested; 3 model REJECTED; 1 any other failure;
 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP (128 + the signal's number).
+With --json stdout holds one JSON object in every case: the summary, or {"error", "exit_code"}.
 """
 from __future__ import annotations
 
@@ -14,23 +16,70 @@ import contextlib
 import json
 import signal
 import sys
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 from mlops_local import processes
 
 DEFAULT_DATA = Path("data") / "diamonds.csv.gz"      # relative to --source-root
 DEFAULT_CONFIG = Path("data") / "diamonds.yaml"
 PROJECT_FILES = ("templates/pipeline.yaml", "scripts/deploy.sh", "src/training/Dockerfile")
+DISTRIBUTION = "mlops-codepipeline"  # setup.cfg's name: --version reads its installed metadata
+DEFAULT_PIPELINE_STACK = "mlops-pipeline"  # what `run` deploys (pipeline_run.STACK)
+
+EXIT_CODES = """exit codes:
+  0    approved, deployed and the endpoint test passed (summary: the summary was written)
+  1    any other failure: a bad argument, the deploy, a failed stage (summary.json says which)
+  2    a usage error (argparse)
+  3    the model was REJECTED by the quality gate
+  129  SIGHUP, 130 Ctrl-C (SIGINT), 143 SIGTERM: stopped, no process of the run left (128 + signal)
+
+with --json, stdout holds exactly one JSON object: the summary, or {"error": ..., "exit_code": ...}"""
+
+EXAMPLES = """examples:
+  mlops-local run                                   the shipped data set, from the checkout
+  mlops-local run --quality-threshold 700 -H epochs=20 -H learning_rate=0.001
+  mlops-local run --keep-running                    then, in another shell, with the printed endpoint:
+      AWS_ENDPOINT_URL=http://127.0.0.1:PORT aws codepipeline list-pipeline-executions --pipeline-name NAME
+      AWS_ENDPOINT_URL=http://127.0.0.1:PORT mlops-local summary EXECUTION_ID
+  mlops-local run --json > summary.json             progress on stderr, the summary on stdout
+  mlops-local summary EXECUTION_ID --pipeline NAME  any execution on AWS (default credentials)"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one JSON object on stdout when --json was asked for."""
+
+    def error(self, message: str) -> NoReturn:
+        if getattr(self, "json_requested", False):
+            print(json.dumps({"error": f"{self.prog}: {message}", "exit_code": 2}))
+        super().error(message)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mlops-local", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="mlops-local", description=__doc__.split("\n")[0], epilog=f"{EXIT_CODES}\n\n{EXAMPLES}",
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    run = commands.add_parser("run", help="deploy and run the real pipeline on the local stand-in for AWS")
+    run = commands.add_parser("run", help="deploy and run the real pipeline on the local stand-in for AWS",
+                              description="Deploy the pipeline stack on a local stand-in for AWS, upload the "
+                              "data, run one execution and write runs/<execution-id>/summary.json, report.md "
+                              "and the plots.", epilog=f"{EXIT_CODES}\n\n{EXAMPLES}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_options(run, keep="keep the stand-in and the endpoint up until Ctrl-C")
+
+    summary = commands.add_parser(
+        "summary", help="write summary.json and report.md for any execution, from public API answers",
+        description="Write runs/<execution-id>/summary.json and report.md for an execution however it started "
+        "(mlops-local run, a trigger, the console), from the AWS APIs at AWS_ENDPOINT_URL (a running "
+        "`mlops-local run --keep-running`) or AWS itself. The access section needs the stand-in's own log and "
+        "is absent.", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary.add_argument("execution_id", metavar="EXECUTION_ID")
+    summary.add_argument("--pipeline", help="the pipeline's name (default: the one with that execution)")
+    summary.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<id>/ is written")
+    summary.add_argument("--json", action="store_true", help="print summary.json instead of the report")
 
     synthetic = commands.add_parser("synthetic", help="write synthetic rows shaped like a data set")
     synthetic.add_argument("--rows", type=int, required=True)
@@ -40,10 +89,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     synthetic.add_argument("--source-root", type=Path, default=Path.cwd(),
                            help="project checkout the default --data and --dataset-config are in (default: .)")
     synthetic.add_argument("--seed", type=int, default=0)
+    if "--json" in (sys.argv[1:] if argv is None else argv):
+        parser.json_requested = True  # type: ignore[attr-defined]
+        for choice in commands.choices.values():
+            choice.json_requested = True  # type: ignore[attr-defined]
     args = parser.parse_args(argv)
-    args.data = args.data or args.source_root / DEFAULT_DATA
-    args.dataset_config = args.dataset_config or args.source_root / DEFAULT_CONFIG
+    if args.command in ("run", "synthetic"):
+        args.data = args.data or args.source_root / DEFAULT_DATA
+        args.dataset_config = args.dataset_config or args.source_root / DEFAULT_CONFIG
     return args
+
+
+def version() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def add_run_options(parser: argparse.ArgumentParser, keep: str) -> None:
@@ -55,7 +116,11 @@ def add_run_options(parser: argparse.ArgumentParser, keep: str) -> None:
     parser.add_argument("--quality-threshold", type=float, help="approve when test RMSE <= this")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<id>/ is written")
     parser.add_argument("--keep-running", action="store_true", help=keep)
-    parser.add_argument("--json", action="store_true", help="print summary.json instead of the report")
+    parser.add_argument("--json", action="store_true",
+                        help="print summary.json (or {error, exit_code}) on stdout; progress goes to stderr")
+    parser.add_argument("--live", dest="live", action="store_true", default=None,
+                        help="a live view of the stages (default: when the output is a terminal)")
+    parser.add_argument("--no-live", dest="live", action="store_false", help="plain lines, one per status change")
     parser.add_argument("--hyperparameter", "-H", action="append", default=[], metavar="KEY=VALUE",
                         help="training hyperparameter (repeatable)")
     parser.add_argument("--no-enforce-iam", dest="enforce_iam", action="store_false",
@@ -71,7 +136,39 @@ def main(argv: list[str] | None = None) -> int:
         write_synthetic(args.data, args.dataset_config, args.out, args.rows, seed=args.seed)
         print(f"wrote {args.rows} synthetic rows to {args.out}")
         return 0
-    return interruptible(lambda: run(args))
+    out = Output(args.json)
+    command = summary if args.command == "summary" else run
+    code = interruptible(lambda: command(args, out), say=out.interrupted)
+    out.finish(code)
+    return code
+
+
+class Output:
+    """stdout of a command: the report, or with --json exactly one JSON object whatever happens
+    (the summary; else {"error", "exit_code"} for a failure before it or an interruption)."""
+
+    def __init__(self, json_mode: bool) -> None:
+        self.json = json_mode
+        self.error: str | None = None
+        self.done = False
+
+    def fail(self, message: str) -> int:
+        print(f"mlops-local: {message}", file=sys.stderr, flush=True)
+        self.error = message
+        return 1
+
+    def interrupted(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        self.error = line.removeprefix("mlops-local: ")
+
+    def result(self, summary: dict[str, Any], report: str) -> None:
+        print(json.dumps(summary, indent=2, default=str) if self.json else report, flush=True)
+        self.done = True
+
+    def finish(self, code: int) -> None:
+        if self.json and not self.done:
+            print(json.dumps({"error": self.error or f"failed (exit {code})", "exit_code": code}), flush=True)
+            self.done = True
 
 
 class Terminated(BaseException):
@@ -131,46 +228,69 @@ def _handling_signals(received: list[int], stopped_before: list[int]) -> Iterato
             signal.signal(signum, old)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, out: Output) -> int:
     """The pipeline on the stand-in: deploy, upload, execute, summarise."""
+    from mlops_local.console import console_for
     from mlops_local.pipeline_run import PipelineOptions, run_pipeline
     from mlops_local.summary import render_report
     from training.dataset import DatasetConfigError, load_config
 
     missing = [name for name in PROJECT_FILES if not (args.source_root / name).is_file()]
     if missing:
-        print(f"mlops-local: {args.source_root.resolve()} is not the project's checkout (no {', '.join(missing)}); "
-              "run from the checkout or pass --source-root", file=sys.stderr)
-        return 1
+        return out.fail(f"{args.source_root.resolve()} is not the project's checkout (no {', '.join(missing)}); "
+                        "run from the checkout or pass --source-root")
     for path, what in ((args.data, "--data"), (args.dataset_config, "--dataset-config")):
         if not path.is_file():
-            print(f"mlops-local: {what} {path} does not exist", file=sys.stderr)
-            return 1
+            return out.fail(f"{what} {path} does not exist")
     try:
         config = load_config(args.dataset_config)
         hyperparameters = dict(_key_value(item) for item in args.hyperparameter)
     except (DatasetConfigError, ValueError) as exc:
-        print(f"mlops-local: {exc}", file=sys.stderr)
-        return 1
+        return out.fail(str(exc))
     threshold = args.quality_threshold if args.quality_threshold is not None else config.quality_threshold
     if threshold is None:
-        print("mlops-local: no quality threshold: pass --quality-threshold or set quality_threshold in "
-              f"{args.dataset_config}", file=sys.stderr)
-        return 1
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else \
-        (lambda line: print(line, flush=True))
+        return out.fail(f"no quality threshold: pass --quality-threshold or set quality_threshold in "
+                        f"{args.dataset_config}")
+    # Seam: the lead wires preflight.py's checks here (before anything starts), each a out.fail(...).
+    say = console_for(sys.stderr if args.json else sys.stdout, live=args.live)
     options = PipelineOptions(source_root=args.source_root.resolve(), data=args.data.resolve(),
                               dataset_config=args.dataset_config.resolve(),
                               runs_dir=args.runs_dir.resolve(), quality_threshold=threshold,
                               keep_running=args.keep_running, hyperparameters=hyperparameters,
                               enforce_iam=args.enforce_iam)
     try:
-        code, summary = run_pipeline(options, say)
+        code, result = run_pipeline(options, say)
     except Exception as exc:  # the stand-in could not deploy or run: say what and where
-        print(f"mlops-local: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=2, default=str) if args.json else render_report(summary))
+        return out.fail(str(exc))
+    finally:
+        say.close()
+    out.result(result, render_report(result))
     return code
+
+
+def summary(args: argparse.Namespace, out: Output) -> int:
+    """`mlops-local summary`: any execution's summary from the APIs AWS_ENDPOINT_URL (or AWS) answers."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from mlops_local.pipeline_run import results_line
+    from mlops_local.summary import find_pipeline, render_report, summarise_execution
+
+    session = boto3.session.Session()
+    config = Config(retries={"mode": "standard"})
+
+    def client(service: str) -> Any:
+        return session.client(service, config=config)
+
+    try:
+        pipeline = args.pipeline or find_pipeline(client, args.execution_id)
+        result, written = summarise_execution(client, pipeline, args.execution_id, args.runs_dir / args.execution_id)
+    except (BotoCoreError, ClientError, LookupError) as exc:
+        return out.fail(f"cannot summarise {args.execution_id}: {exc}")
+    print(results_line(written), file=sys.stderr if args.json else sys.stdout, flush=True)
+    out.result(result, render_report(result))
+    return 0
 
 
 def _key_value(item: str) -> tuple[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,9 @@ from mlops_local.sagemaker.processing_jobs import ProcessingJobs
 from mlops_local.sagemaker.shapes import ResponseShapes
 from mlops_local.runtime import Runtime
 from mlops_local.cloudformation.stacks import Stacks
-from mlops_local.summary import access_summary, build_summary, collect, render_report
+from mlops_local.console import Console
+from mlops_local.summary import access_summary, build_summary, collect
+from mlops_local import summary as summaries
 from mlops_local.sagemaker.training_jobs import TrainingJobs
 
 PROJECT = "mlops"
@@ -123,7 +124,7 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
             collect(codepipeline, pipeline, execution_id), s3=local.aws.client("s3"),
             sagemaker=local.aws.client("sagemaker"), glue=local.aws.client("glue"),
             wall_seconds=execution_seconds,
-            job_seconds=lambda found: job_seconds(local, found),
+            job_seconds=lambda found: summaries.job_seconds(local.aws.client, found),
             extra_timings={"setup_seconds": execution_started - started,
                            "total_seconds": time.perf_counter() - started})
         run_dir = options.runs_dir / execution_id
@@ -132,7 +133,7 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
         summary["access"] = access_summary(local.runtime.access_log.write_jsonl(
             run_dir / "access.jsonl", decide=Judge(local.aws.account_id, local.aws.gateway.region).decide),
             roles=deployed_roles(local.aws.account_id, local.aws.gateway.region))
-        write_outputs(run_dir, summary, workdir)
+        say(results_line(write_outputs(run_dir, summary, workdir)))
         code = exit_code(summary)
         if before_close:
             before_close(local, summary)
@@ -155,57 +156,46 @@ def stack_output(cloudformation: Any, stack: str, key: str) -> str:
 
 def follow(local: LocalPipeline, pipeline: str, execution_id: str, say: Callable[[str], None],
            timeout: float) -> str:
-    """Print each action's status changes until the execution ends."""
+    """Show each action's status changes until the execution ends: `say` may be a console.Console
+    (a live view on a terminal); any other callable gets plain lines."""
+    view = say if isinstance(say, Console) else Console(say)
     codepipeline = local.aws.client("codepipeline")
     seen: dict[tuple[str, str], tuple[str, str]] = {}
     deadline = time.monotonic() + timeout
     version = local.runtime.changes.version
-    while True:
-        details = codepipeline.list_action_executions(
-            pipelineName=pipeline, filter={"pipelineExecutionId": execution_id})["actionExecutionDetails"]
-        for detail in sorted(details, key=lambda d: d["startTime"]):
-            key = (detail["stageName"], detail["actionName"])
-            result = (detail.get("output") or {}).get("executionResult") or {}
-            message = (result.get("errorDetails") or {}).get("message") \
-                or result.get("externalExecutionSummary") or ""
-            if seen.get(key) != (detail["status"], message):  # a new status, or a job's new state
-                seen[key] = (detail["status"], message)
-                seconds = (detail["lastUpdateTime"] - detail["startTime"]).total_seconds()
-                suffix = f" - {message[:160]}" if message else ""
-                say(f"  {key[0]}/{key[1]}: {detail['status']} ({seconds:.1f} s){suffix}")
-        execution = codepipeline.get_pipeline_execution(
-            pipelineName=pipeline, pipelineExecutionId=execution_id)["pipelineExecution"]
-        status = execution["status"]
-        if status not in ("InProgress", "Stopping"):
-            say(f"execution {execution_id}: {status}" + (f" - {execution['statusSummary']}"
-                                                         if execution.get("statusSummary") else ""))
-            return status
-        if time.monotonic() > deadline:
-            codepipeline.stop_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=execution_id,
-                                                 abandon=True, reason="mlops-local run timed out")
-            raise RuntimeError(f"execution {execution_id} did not finish within {timeout:.0f} s")
-        version = local.runtime.changes.wait(version, timeout=0.5)
+    try:
+        while True:
+            details = codepipeline.list_action_executions(
+                pipelineName=pipeline, filter={"pipelineExecutionId": execution_id})["actionExecutionDetails"]
+            for detail in sorted(details, key=lambda d: d["startTime"]):
+                key = (detail["stageName"], detail["actionName"])
+                result = (detail.get("output") or {}).get("executionResult") or {}
+                message = (result.get("errorDetails") or {}).get("message") \
+                    or result.get("externalExecutionSummary") or ""
+                if seen.get(key) != (detail["status"], message):  # a new status, or a job's new state
+                    seen[key] = (detail["status"], message)
+                    seconds = (detail["lastUpdateTime"] - detail["startTime"]).total_seconds()
+                    view.action(key[0], key[1], detail["status"], seconds, message)  # whole: the cause ends it
+            execution = codepipeline.get_pipeline_execution(
+                pipelineName=pipeline, pipelineExecutionId=execution_id)["pipelineExecution"]
+            status = execution["status"]
+            if status not in ("InProgress", "Stopping"):
+                view.close()
+                view.say(f"execution {execution_id}: {status}" + (f" - {execution['statusSummary']}"
+                                                                  if execution.get("statusSummary") else ""))
+                return status
+            if time.monotonic() > deadline:
+                codepipeline.stop_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=execution_id,
+                                                     abandon=True, reason="mlops-local run timed out")
+                raise RuntimeError(f"execution {execution_id} did not finish within {timeout:.0f} s")
+            version = local.runtime.changes.wait(version, timeout=0.5)
+    finally:
+        view.close()  # an interrupted or failed follow leaves the terminal as it was
 
 
 def job_seconds(local: LocalPipeline, found: Mapping[str, Mapping[str, str]]) -> float:
-    """The jobs' own run time, as the services report it: Glue run, training, processing."""
-    total = 0.0
-    etl = found.get("EtlJob", {})
-    if etl.get("JobRunId"):
-        run = local.aws.client("glue").get_job_run(JobName=etl["GlueJobName"], RunId=etl["JobRunId"])["JobRun"]
-        total += float(run.get("ExecutionTime") or 0)
-    sagemaker = local.aws.client("sagemaker")
-    name = found.get("TrainingJob", {}).get("TrainingJobName")
-    if name:
-        job = sagemaker.describe_training_job(TrainingJobName=name)
-        if job.get("TrainingStartTime") and job.get("TrainingEndTime"):
-            total += (job["TrainingEndTime"] - job["TrainingStartTime"]).total_seconds()
-    name = found.get("EvaluationJob", {}).get("ProcessingJobName")
-    if name:
-        job = sagemaker.describe_processing_job(ProcessingJobName=name)
-        if job.get("ProcessingStartTime") and job.get("ProcessingEndTime"):
-            total += (job["ProcessingEndTime"] - job["ProcessingStartTime"]).total_seconds()
-    return total
+    """The jobs' own run time, as the services report it (summary.job_seconds: clients only)."""
+    return summaries.job_seconds(local.aws.client, found)
 
 
 def exit_code(summary: Mapping[str, Any]) -> int:
@@ -217,20 +207,21 @@ def exit_code(summary: Mapping[str, Any]) -> int:
     return EXIT_FAILED
 
 
-def write_outputs(run_dir: Path, summary: Mapping[str, Any], workdir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    report = render_report(dict(summary))
+def write_outputs(run_dir: Path, summary: Mapping[str, Any], workdir: Path) -> dict[str, Path]:
+    """summary.json, report.md, the loss and evaluation plots; returns the paths by kind."""
     plot = next(workdir.glob("sagemaker/processing/*/processing/evaluation/evaluation.png"), None)
-    if plot:
-        shutil.copy(plot, run_dir / "evaluation.png")
-        report += "\n![Predicted versus actual on the test split](evaluation.png)\n"
-    (run_dir / "report.md").write_text(report)
+    return summaries.write_outputs(run_dir, summary, plot.read_bytes() if plot else None)
+
+
+def results_line(written: Mapping[str, Path]) -> str:
+    """Where the results are, said before anything waits (--keep-running)."""
+    return "results: " + ", ".join(str(path) for path in written.values())
 
 
 def keep_serving(local: LocalPipeline, summary: Mapping[str, Any], say: Callable[[str], None]) -> None:
     endpoint = (summary.get("endpoint") or {}).get("name")
     say(f"AWS_ENDPOINT_URL={local.aws.url} (region {local.aws.gateway.region}); endpoint {endpoint}")
+    say(f"summarise any execution meanwhile: AWS_ENDPOINT_URL={local.aws.url} mlops-local summary <execution-id>")
     say("the stand-in and the endpoint stay up until Ctrl-C")
     try:
         while True:

@@ -7,7 +7,11 @@ the execution's model package carries in the Model Registry.
 """
 from __future__ import annotations
 
+import io
 import json
+import posixpath
+import tarfile
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mlops_local.access_report import access_summary, render_access  # noqa: F401  (access_summary: pipeline_run)
@@ -18,6 +22,11 @@ THRESHOLD_VARIABLE = "QualityThreshold"
 EXECUTION_KEY, DECISION_KEY = "ExecutionId", "Decision"
 DECISIONS = {"Approved": "APPROVED", "Rejected": "REJECTED"}  # by ModelApprovalStatus
 LOOKBACK = 50  # newest packages of the group searched for this execution's
+METRICS_FILE = "metrics.json"  # what the trainer writes to SM_OUTPUT_DATA_DIR (training.train.run)
+LOSS_PLOT = "loss.png"
+EVALUATION_PLOT = "evaluation.png"  # training.evaluate writes it next to evaluation.json
+ACCESS_IN_PROCESS_ONLY = ("the access log is recorded by the stand-in's gateway during `mlops-local run`; "
+                          "no public API answers it")
 
 
 def _seconds(start: Any, end: Any) -> float:
@@ -74,6 +83,15 @@ def stages(collected: Mapping[str, Any]) -> list[dict[str, Any]]:
         seconds = _seconds(min(d["startTime"] for d in details), max(d["lastUpdateTime"] for d in details))
         result.append({"name": stage, "status": status, "seconds": round(seconds, 3), "actions": actions})
     return result
+
+
+def read_bytes(s3: Any, uri: str | None) -> bytes | None:
+    try:
+        bucket, key = split_s3_uri(uri)
+        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+    except Exception:  # missing: the run's status says why
+        return None
 
 
 def read_json(s3: Any, uri: str | None) -> Any:
@@ -154,6 +172,10 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
     if etl:
         quality = {"rows_in": _int(etl.get("RowsIn")), "rows_out": _int(etl.get("RowsOut")),
                    "quarantined": _int(etl.get("Quarantined")), "duplicates": _int(etl.get("Duplicates"))}
+        report = read_json(s3, _join(found.get("EtlJob", {}).get("EtlOutputUri"), "data-quality.json"))
+        if isinstance(report, dict):  # the ETL's own report: by reason and split sizes
+            quality["quarantined_by_reason"] = report.get("quarantined_by_reason")
+            quality["splits"] = report.get("splits")
 
     endpoint = None
     name = found.get("Endpoint", {}).get("EndpointName") or found.get("DeployConfig", {}).get("EndpointName")
@@ -176,6 +198,7 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
 
     jobs = job_seconds(found) if job_seconds else 0.0
     status = execution["status"]
+    failed = next((s for s in stage_list if s["status"] in ("Failed", "Stopped")), None)
     return {
         "pipeline_execution_id": execution["pipelineExecutionId"],
         "mode": "pipeline",
@@ -192,7 +215,52 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
                     "orchestration_seconds": round(max(wall_seconds - jobs, 0.0), 3),
                     **{k: round(v, 3) for k, v in (extra_timings or {}).items()}},
         "status_summary": execution.get("statusSummary"),
+        "failed_stage": failed["name"] if failed else None,
+        "training": training(found, sagemaker=sagemaker, s3=s3),
+        "evaluation_plot_uri": _join(_parent(found.get("EvaluationJob", {}).get("EvaluationUri")), EVALUATION_PLOT),
     }
+
+
+def _join(uri: str | None, name: str) -> str | None:
+    return f"{uri.rstrip('/')}/{name}" if uri else None
+
+
+def _parent(uri: str | None) -> str | None:
+    return posixpath.dirname(uri) if uri else None
+
+
+def training(found: Mapping[str, Mapping[str, str]], *, sagemaker: Any, s3: Any) -> dict[str, Any] | None:
+    """The training job's hyperparameters as DescribeTrainingJob shows them (the request's), and what
+    the trainer resolved and its loss per epoch, from metrics.json in the job's output.tar.gz
+    (SageMaker tars SM_OUTPUT_DATA_DIR next to model.tar.gz). None when no job was started."""
+    name = found.get("TrainingJob", {}).get("TrainingJobName")
+    if not name:
+        return None
+    try:
+        job = sagemaker.describe_training_job(TrainingJobName=name)
+    except Exception:  # gone (retention) or not readable: the stage table says what happened
+        return {"job_name": name, "hyperparameters": None, "resolved_hyperparameters": None, "history": None}
+    metrics = None
+    model = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    archive = read_bytes(s3, _join(_parent(model), "output.tar.gz"))
+    if archive:
+        metrics = _member_json(archive, METRICS_FILE)
+    metrics = metrics if isinstance(metrics, dict) else {}
+    return {"job_name": name, "hyperparameters": dict(job.get("HyperParameters") or {}),
+            "resolved_hyperparameters": metrics.get("hyperparameters"), "best_epoch": metrics.get("best_epoch"),
+            "history": metrics.get("history")}
+
+
+def _member_json(archive: bytes, name: str) -> Any:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and posixpath.basename(member.name) == name:
+                    handle = tar.extractfile(member)
+                    return json.loads(handle.read()) if handle else None
+    except (tarfile.TarError, ValueError, OSError):
+        return None
+    return None
 
 
 def _int(value: Any) -> int | None:
@@ -209,10 +277,21 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def render_report(summary: Mapping[str, Any]) -> str:
+def decision_text(summary: Mapping[str, Any]) -> str:
+    """APPROVED/REJECTED, or why there is none: the stage the execution failed at."""
+    if summary.get("decision"):
+        return str(summary["decision"])
+    if summary.get("failed_stage"):
+        return f"none (failed at {summary['failed_stage']})"
+    return "none"
+
+
+def render_report(summary: Mapping[str, Any], images: Mapping[str, str] | None = None) -> str:
+    """report.md; `images`: plots written next to it ("loss", "evaluation" -> file name)."""
+    images = images or {}
     threshold = "n/a" if summary["threshold"] is None else f"{summary['threshold']:g}"
     lines = [f"# Run {summary['pipeline_execution_id']}", "",
-             f"- status: **{summary['status']}**, decision: **{summary['decision']}** "
+             f"- status: **{summary['status']}**, decision: **{decision_text(summary)}** "
              f"(threshold RMSE <= {threshold})"]
     metrics = summary.get("metrics")
     if metrics:
@@ -222,6 +301,11 @@ def render_report(summary: Mapping[str, Any]) -> str:
     if quality:
         lines.append(f"- data: {quality['rows_in']} rows in, {quality['rows_out']} out, "
                      f"{quality['quarantined']} quarantined, {quality['duplicates']} duplicates")
+        if quality.get("splits"):
+            lines.append("- splits: " + ", ".join(f"{name} {count}" for name, count in quality["splits"].items()))
+        if quality.get("quarantined_by_reason"):
+            lines.append("- quarantined by reason: " + ", ".join(
+                f"{reason} {count}" for reason, count in quality["quarantined_by_reason"].items()))
     if summary.get("model_package_arn"):
         lines.append(f"- model package: {summary['model_package_arn']}")
     if summary.get("endpoint"):
@@ -238,13 +322,132 @@ def render_report(summary: Mapping[str, Any]) -> str:
               "| stage | action | status | seconds | message |", "|---|---|---|---|---|"]
     for stage in summary["stages"]:
         for action in stage["actions"]:
-            message = action["message"].replace("|", "\\|").replace("\n", " ")[:200]
+            message = action["message"].replace("|", "\\|").replace("\n", " ")  # whole: the cause is often last
             lines.append(f"| {stage['name']} | {action['name']} | {action['status']} | "
                          f"{action['seconds']:.1f} | {message} |")
+    lines += render_training(summary.get("training"), images.get("loss"))
+    if images.get("evaluation"):
+        lines += ["", f"![Predicted versus actual on the test split]({images['evaluation']})"]
     if summary.get("access"):
         lines += ["", *render_access(summary["access"])]
+    elif summary.get("access_unavailable"):
+        lines += ["", "## Access", "", f"Not available: {summary['access_unavailable']}."]
     return "\n".join(lines) + "\n"
 
 
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+def render_training(training: Mapping[str, Any] | None, loss_plot: str | None) -> list[str]:
+    if not training:
+        return []
+    lines = ["", "## Training", "", f"- job: {training['job_name']}"]
+    requested = training.get("hyperparameters")
+    if requested is not None:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(requested.items())) or "none (the image's defaults)"
+        lines.append(f"- hyperparameters (DescribeTrainingJob): {shown}")
+    resolved = training.get("resolved_hyperparameters")
+    if resolved:
+        lines.append("- hyperparameters the trainer resolved: "
+                     + ", ".join(f"{k}={v}" for k, v in sorted(resolved.items())))
+    history = training.get("history") or []
+    if training.get("best_epoch") is not None:
+        lines.append(f"- best epoch: {training['best_epoch']} of {len(history)}")
+    if loss_plot:
+        lines += ["", f"![Training and validation loss per epoch]({loss_plot})"]
+    elif history:
+        lines += ["", "| epoch | loss | val_loss |", "|---|---|---|"]
+        lines += [f"| {row.get('epoch')} | {_num(row.get('loss'), 5)} | {_num(row.get('val_loss'), 5)} |"
+                  for row in history]
+    return lines
+
+
+def plot_loss(history: list[Mapping[str, Any]], path: Path) -> bool:
+    """loss.png: training and validation loss per epoch; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display: a file only
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    epochs = [float(row.get("epoch", "nan")) for row in history]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for key, label in (("loss", "training"), ("val_loss", "validation")):
+        axes.plot(epochs, [float(row.get(key, "nan")) for row in history], marker="o", label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss")
+    axes.set_yscale("log")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def write_outputs(run_dir: Path, summary: Mapping[str, Any], evaluation_plot: bytes | None = None) -> dict[str, Path]:
+    """summary.json, report.md and the plots next to it; returns what was written by kind."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written = {"summary": run_dir / "summary.json", "report": run_dir / "report.md"}
+    written["summary"].write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    history = (summary.get("training") or {}).get("history")
+    if history and plot_loss(history, run_dir / LOSS_PLOT):
+        written["loss"] = run_dir / LOSS_PLOT
+    if evaluation_plot:
+        (run_dir / EVALUATION_PLOT).write_bytes(evaluation_plot)
+        written["evaluation"] = run_dir / EVALUATION_PLOT
+    images = {kind: path.name for kind, path in written.items() if kind in ("loss", "evaluation")}
+    written["report"].write_text(render_report(summary, images))
+    return written
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def job_seconds(client: Callable[[str], Any], found: Mapping[str, Mapping[str, str]]) -> float:
+    """The jobs' own run time, as the services report it: Glue run, training, processing."""
+    total = 0.0
+    etl = found.get("EtlJob", {})
+    if etl.get("JobRunId"):
+        run = client("glue").get_job_run(JobName=etl["GlueJobName"], RunId=etl["JobRunId"])["JobRun"]
+        total += float(run.get("ExecutionTime") or 0)
+    sagemaker = client("sagemaker")
+    name = found.get("TrainingJob", {}).get("TrainingJobName")
+    if name:
+        job = sagemaker.describe_training_job(TrainingJobName=name)
+        total += _seconds(job.get("TrainingStartTime"), job.get("TrainingEndTime"))
+    name = found.get("EvaluationJob", {}).get("ProcessingJobName")
+    if name:
+        job = sagemaker.describe_processing_job(ProcessingJobName=name)
+        total += _seconds(job.get("ProcessingStartTime"), job.get("ProcessingEndTime"))
+    return total
+
+
+def summarise_execution(client: Callable[[str], Any], pipeline: str, execution_id: str,
+                        run_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """`mlops-local summary`: summary.json/report.md for any execution (started by `mlops-local run`,
+    a trigger, the console) from public API answers only, through `client(service)`."""
+    codepipeline = client("codepipeline")
+    collected = collect(codepipeline, pipeline, execution_id)
+    actions = collected["actions"]  # GetPipelineExecution has no times: the first start to the last update
+    wall = _seconds(min(d["startTime"] for d in actions), max(d["lastUpdateTime"] for d in actions)) \
+        if actions else 0.0
+    s3 = client("s3")
+    summary = build_summary(collected, s3=s3, sagemaker=client("sagemaker"), glue=client("glue"),
+                            wall_seconds=wall, job_seconds=lambda found: job_seconds(client, found))
+    summary["access"] = None
+    summary["access_unavailable"] = ACCESS_IN_PROCESS_ONLY
+    written = write_outputs(run_dir, summary, read_bytes(s3, summary.get("evaluation_plot_uri")))
+    return summary, written
+
+
+def find_pipeline(client: Callable[[str], Any], execution_id: str) -> str:
+    """The pipeline an execution belongs to (ListPipelines, then each one's GetPipelineExecution)."""
+    codepipeline = client("codepipeline")
+    names = [p["name"] for page in codepipeline.get_paginator("list_pipelines").paginate()
+             for p in page["pipelines"]]
+    for name in names:
+        try:
+            codepipeline.get_pipeline_execution(pipelineName=name, pipelineExecutionId=execution_id)
+            return name
+        except codepipeline.exceptions.PipelineExecutionNotFoundException:
+            continue
+    raise LookupError(f"no pipeline has execution {execution_id} (searched {len(names)}: {', '.join(names)})")

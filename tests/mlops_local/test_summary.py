@@ -2,7 +2,9 @@
 execution's resolved variables (moto for S3 and SageMaker; the CodePipeline answers written out)."""
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from mlops_local.summary import access_summary, build_summary, render_report
+from mlops_local.summary import access_summary, build_summary, render_report, write_outputs
 
 EXECUTION = "2d6b0c50-6f3a-4d8e-9f1a-1234567890ab"
 OTHER_EXECUTION = "0f0f0f0f-1111-2222-3333-444444444444"
@@ -24,7 +26,8 @@ STAGES = [("Source", ["ModelSource"]), ("Training", ["SubmitTraining", "MonitorT
           ("Evaluation", ["SubmitEvaluation", "MonitorEvaluation"]),
           ("Deployment", ["RegisterModel", "TestEndpoint"])]
 SUMMARY_KEYS = {"pipeline_execution_id", "mode", "status", "decision", "threshold", "metrics", "stages",
-                "model_package_arn", "endpoint", "endpoint_test", "data_quality", "timings", "status_summary"}
+                "model_package_arn", "endpoint", "endpoint_test", "data_quality", "timings", "status_summary",
+                "failed_stage", "training", "evaluation_plot_uri"}
 
 
 def action(stage: str, name: str, status: str, seconds: int, *, namespace: str | None = None,
@@ -187,3 +190,96 @@ def test_the_report_ends_with_the_access_section_when_the_run_has_one(aws):
     assert "enforced:" in access and f"- {role}: glue:GetJob on * (no identity-based policy allows) x1" in access
     unused = access[access.index("### Granted but not used"):]
     assert unused.endswith("\n- unused roles (no session made a request): idle\n")  # worker has no grants
+
+
+ETL_OUTPUT = f"s3://mlops-data/runs/{EXECUTION}/etl/"
+TRAINING_OUTPUT = f"s3://mlops-data/runs/{EXECUTION}/training"
+HISTORY = [{"epoch": 1, "loss": 0.5, "val_loss": 0.6}, {"epoch": 2, "loss": 0.25, "val_loss": 0.375}]
+QUALITY = {"rows_in": 100, "rows_out": 90, "quarantined": 7, "duplicates": 3,
+           "quarantined_by_reason": {"carat out of range": 5, "cut not allowed": 2},
+           "splits": {"train": 63, "validation": 13, "test": 14}, "endpoint_test": 10}
+
+
+def trained(aws: tuple[Any, Any]) -> list[dict[str, Any]]:
+    """ETL and training as the stack's actions export them, their outputs in moto's S3 and SageMaker:
+    data-quality.json under EtlOutputUri, metrics.json in the job's output.tar.gz."""
+    s3, sagemaker = aws
+    s3.put_object(Bucket="mlops-data", Key=f"runs/{EXECUTION}/etl/data-quality.json", Body=json.dumps(QUALITY))
+    sagemaker.create_training_job(
+        TrainingJobName="job", HyperParameters={"epochs": "2"}, RoleArn="arn:aws:iam::123456789012:role/r",
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        OutputDataConfig={"S3OutputPath": TRAINING_OUTPUT}, StoppingCondition={"MaxRuntimeInSeconds": 60},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5})
+    metrics = json.dumps({"best_epoch": 2, "hyperparameters": {"epochs": 2, "learning_rate": 0.003},
+                          "history": HISTORY}).encode()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        member = tarfile.TarInfo("metrics.json")
+        member.size = len(metrics)
+        tar.addfile(member, io.BytesIO(metrics))
+    s3.put_object(Bucket="mlops-data", Key=f"runs/{EXECUTION}/training/job/output/output.tar.gz",
+                  Body=archive.getvalue())
+    counts = {"RowsIn": "100", "RowsOut": "90", "Quarantined": "7", "Duplicates": "3"}
+    return [action("DataAndFeatureEngineering", "SubmitEtl", "Succeeded", 0, namespace="EtlJob",
+                   variables={"EtlOutputUri": ETL_OUTPUT}),
+            action("DataAndFeatureEngineering", "MonitorEtl", "Succeeded", 1, namespace="Etl", variables=counts),
+            action("Training", "SubmitTraining", "Succeeded", 2, namespace="TrainingJob",
+                   variables={"TrainingJobName": "job"}),
+            action("Training", "MonitorTraining", "Failed", 3, namespace="Training",
+                   message="SageMaker training job job Failed: " + "x" * 300 + " [log: /home/me/runs/job.log]")]
+
+
+def with_etl(run: dict[str, Any]) -> dict[str, Any]:
+    return {**run, "stages": [("DataAndFeatureEngineering", ["SubmitEtl", "MonitorEtl"]), *run["stages"]]}
+
+
+def test_the_summary_reads_the_etl_report_and_the_trainers_metrics(aws):
+    summary = summarise(aws, with_etl(collected(trained(aws), "Failed")))
+
+    assert summary["data_quality"]["quarantined_by_reason"] == QUALITY["quarantined_by_reason"]
+    assert summary["data_quality"]["splits"] == QUALITY["splits"]
+    assert summary["training"] == {"job_name": "job", "hyperparameters": {"epochs": "2"},
+                                   "resolved_hyperparameters": {"epochs": 2, "learning_rate": 0.003},
+                                   "best_epoch": 2, "history": HISTORY}
+    assert (summary["decision"], summary["failed_stage"]) == (None, "Training")
+
+
+def test_the_report_shows_training_quarantine_splits_and_the_whole_message(aws):
+    report = render_report(summarise(aws, with_etl(collected(trained(aws), "Failed"))))
+
+    assert "decision: **none (failed at Training)**" in report and "**None**" not in report
+    assert "- hyperparameters (DescribeTrainingJob): epochs=2" in report
+    assert "- hyperparameters the trainer resolved: epochs=2, learning_rate=0.003" in report
+    assert "- quarantined by reason: carat out of range 5, cut not allowed 2" in report
+    assert "- splits: train 63, validation 13, test 14" in report
+    assert "| 2 | 0.25000 | 0.37500 |" in report  # no plot written: the loss table
+    assert "x" * 300 + " [log: /home/me/runs/job.log] |" in report  # the cause at the end is kept
+
+
+@pytest.mark.parametrize("stages, decision, shown", [
+    ([("Training", "Failed")], None, "none (failed at Training)"),
+    ([("Evaluation", "Stopped")], None, "none (failed at Evaluation)"),
+    ([("Evaluation", "Failed")], "REJECTED", "REJECTED"),
+    ([], None, "none"),
+], ids=["failed", "stopped", "rejected", "nothing-failed"])
+def test_the_decision_line_names_the_stage_that_failed(stages, decision, shown):
+    summary = {"pipeline_execution_id": EXECUTION, "status": "Failed", "decision": decision, "threshold": None,
+               "failed_stage": stages[0][0] if stages else None, "stages": [],
+               "timings": {"wall_seconds": 1.0, "job_seconds": 0.0, "orchestration_seconds": 1.0}}
+
+    assert f"decision: **{shown}** (threshold" in render_report(summary)
+
+
+def test_write_outputs_puts_the_loss_plot_and_the_evaluation_plot_next_to_the_report(aws, tmp_path):
+    pytest.importorskip("matplotlib")
+    summary = summarise(aws, with_etl(collected(trained(aws), "Failed")))
+
+    written = write_outputs(tmp_path, summary, evaluation_plot=b"\x89PNG evaluation")
+
+    assert sorted(written) == ["evaluation", "loss", "report", "summary"]
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "evaluation.png").read_bytes() == b"\x89PNG evaluation"
+    report = (tmp_path / "report.md").read_text()
+    assert "![Training and validation loss per epoch](loss.png)" in report and "| epoch | loss |" not in report
+    assert "(evaluation.png)" in report
+    assert json.loads((tmp_path / "summary.json").read_text())["training"]["history"] == HISTORY
