@@ -58,7 +58,7 @@ def local(tmp_path_factory, models):
     with LocalAws() as aws:
         runtime = Runtime(aws, tmp_path_factory.mktemp("runtime"), source_root=ROOT)
         runtime.images.add(IMAGE, ROOT / "src" / "training" / "Dockerfile")
-        endpoints = Endpoints(runtime)
+        endpoints = Endpoints(runtime, health_interval=None)  # health: test_endpoint_health.py
         endpoints.register()
         create_role(aws.client("iam"), ROLE.rsplit("/", 1)[1], execution_statements(BUCKET))
         try:

@@ -34,7 +34,7 @@ from werkzeug.wrappers import Request, Response
 from mlops_local import moto_access, processes
 from mlops_local.gateway import AwsError, paginate
 from mlops_local.runtime import RoleCredentials, Runtime
-from mlops_local.sagemaker import execution_role
+from mlops_local.sagemaker import data_capture, execution_role
 from mlops_local.sagemaker.model_servers import (
     Container, LocalServer, ModelDataFailed, StartFailed, fetch_model, find_container, model_data_failure)
 
@@ -44,6 +44,9 @@ CREATING, IN_SERVICE, UPDATING, FAILED = "Creating", "InService", "Updating", "F
 INVOKE_PATH = r"^/endpoints/(?P<name>[^/]+)/invocations$"
 STACK_OPERATIONS = ("CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteStack")
 PROXIED_HEADERS = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"  # InvokeEndpoint's InferenceId: eventMetadata.inferenceId
+HEALTH_SECONDS = 5.0     # how often each server in service is pinged
+UNHEALTHY_PINGS = 3      # failed pings in a row that make a live process unhealthy (an exited one is at once)
 
 
 # -- what we serve, beside moto's records -----------------------------------------------------
@@ -61,6 +64,17 @@ class Endpoint:
     variants: list[dict[str, Any]] = field(default_factory=list)
     last_modified: float = field(default_factory=time.time)
     update_started: float | None = None
+    capture: tuple[data_capture.CaptureSettings, str] | None = None  # of the config in service, and its role
+    replacing: Replacing | None = None     # the server in service was unhealthy; a new one is starting
+    failed_pings: int = 0                  # consecutive health checks whose ping failed
+    in_flight: int = 0                     # starts running in the background
+
+
+@dataclass
+class Replacing:
+    """An unhealthy server being replaced: what the variant's VariantStatus says meanwhile."""
+    since: float
+    message: str
 
 
 @dataclass(frozen=True)
@@ -78,9 +92,13 @@ class Served:
 class Endpoints:
     """The endpoint operations of the stand-in; `register()` wires them into the gateway."""
 
-    def __init__(self, runtime: Runtime, start_timeout: float = 60.0) -> None:
+    def __init__(self, runtime: Runtime, start_timeout: float = 60.0, health_interval: float | None = HEALTH_SECONDS,
+                 capture_interval: float | None = data_capture.FLUSH_SECONDS, capture_seed: int | None = None
+                 ) -> None:
         self.runtime = runtime
         self.start_timeout = start_timeout
+        self.capture = data_capture.DataCapture(capture_interval, capture_seed)
+        self._stop = threading.Event()
         self.region = runtime.aws.gateway.region
         self._endpoints: dict[str, Endpoint] = {}
         self._starting: set[subprocess.Popen] = set()
@@ -89,6 +107,11 @@ class Endpoints:
         self._closed = False
         self._captures: dict[str, dict[str, Any] | None] = {}  # config name -> DataCaptureConfigSummary
         self.account = runtime.aws.account_id
+        self._monitor: threading.Thread | None = None
+        if health_interval:
+            self._monitor = threading.Thread(target=self._watch, args=(health_interval,), name="endpoint-health",
+                                             daemon=True)
+            self._monitor.start()
 
     # -- wiring ---------------------------------------------------------------------------
     def register(self) -> None:
@@ -193,28 +216,59 @@ class Endpoints:
         if endpoint is None:
             raise AwsError("ValidationError", f"Endpoint {name} of account {self.account} not found.")
         server = endpoint.server
+        if server is None and endpoint.replacing is not None:
+            # No healthy instance behind an endpoint InService: SageMaker Runtime's ServiceUnavailable (503,
+            # "The service is unavailable. Try your call again."; the SDKs retry it).
+            raise AwsError("ServiceUnavailable", f"Endpoint {name} of account {self.account} has no healthy "
+                                                 f"instance: {endpoint.replacing.message}", 503)
         if server is None:
             raise AwsError("ValidationError", f"Endpoint {name} of account {self.account} is {endpoint.status}, "
                                               "not InService; it cannot serve requests"
                                               + (f": {endpoint.failure_reason}" if endpoint.failure_reason else "."))
         variant = endpoint.variants[0]["VariantName"] if endpoint.variants else "AllTraffic"
         headers = {h: request.headers[h] for h in PROXIED_HEADERS if h in request.headers}
+        started = data_capture_time()
         try:
             status, body, answer_headers = server.request("POST", "/invocations", request.get_data(), headers)
         except (OSError, http.client.HTTPException) as exc:
             code = server.process.poll()
             why = f"exited with status {code}" if code is not None else f"did not answer: {exc}"
+            if code is not None:  # replaced at once, as the next health check would
+                self._unhealthy(endpoint, server, f"the model container {why}")
             return self._model_error(name, f"The model container for production variant {variant} {why}. "
                                            f"See {server.log} for more information.", None, None)
         if status == 200:
-            response = Response(body, status=200,
-                                content_type=answer_headers.get("content-type", "application/octet-stream"))
+            content_type = answer_headers.get("content-type", "application/octet-stream")
+            response = Response(body, status=200, content_type=content_type)
             response.headers["x-Amzn-Invoked-Production-Variant"] = variant
+            self._captured(endpoint, variant, request, (body, content_type), started)
             return response
         text = body.decode("utf-8", errors="replace")
         kind = "client" if 400 <= status < 500 else "server"
         return self._model_error(name, f'Received {kind} error ({status}) from primary with message "{text}". '
                                        f"See {server.log} for more information.", status, text)
+
+    def _captured(self, endpoint: Endpoint, variant: str, request: Request, response: tuple[bytes, str],
+                  when: dt.datetime) -> None:
+        """Buffer the invocation for data capture when the config in service captures and it is sampled.
+        Only invocations the model answered are captured: what SageMaker captures of failed ones is not
+        documented."""
+        capture = endpoint.capture
+        if capture is None or not self.capture.sampled(capture[0]):
+            return
+        settings, role = capture
+        captured = data_capture.record(
+            settings, (request.get_data(), request.headers.get("Content-Type", "")), response, when,
+            request.headers.get(INFERENCE_ID_HEADER))
+        self.capture.add(endpoint.name, variant, settings, self._capture_writer(role), captured, when)
+
+    def _capture_writer(self, role: str) -> data_capture.Writer:
+        """Writes capture files as the model's execution role (SSE-KMS with the config's KmsKeyId)."""
+        def write(bucket: str, key: str, body: bytes, kms_key_id: str | None) -> None:
+            acting = execution_role.session(self.runtime, role)
+            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else {}
+            self.runtime.client_as("s3", acting).put_object(Bucket=bucket, Key=key, Body=body, **extra)
+        return write
 
     def _model_error(self, name: str, message: str, status: int | None, original: str | None) -> Response:
         payload: dict[str, Any] = {"__type": "ModelError", "message": message, "Message": message,
@@ -315,6 +369,7 @@ class Endpoints:
     def _launch(self, endpoint: Endpoint, config: str) -> None:
         """(lock held) A new generation; its start runs in a background thread."""
         endpoint.generation += 1
+        endpoint.in_flight += 1
         endpoint.last_modified = time.time()
         folder = self._folder(endpoint.name)
         threading.Thread(target=self._start, args=(endpoint, config, endpoint.generation, folder),
@@ -322,11 +377,20 @@ class Endpoints:
         self.runtime.changes.notify()
 
     def _start(self, endpoint: Endpoint, config: str, generation: int, folder: Path) -> None:
+        try:
+            self._start_server(endpoint, config, generation, folder)
+        finally:
+            with self._lock:
+                endpoint.in_flight -= 1
+
+    def _start_server(self, endpoint: Endpoint, config: str, generation: int, folder: Path) -> None:
         server: LocalServer | None = None
+        role = ""
         reason: str | None = None
         variants: list[dict[str, Any]] = []
         try:
             container, variants = find_container(self.runtime.aws.client("sagemaker"), config)
+            role = container.execution_role
             server = self._serve(container, folder)
         except StartFailed as exc:
             reason = str(exc)
@@ -352,6 +416,9 @@ class Endpoints:
                 endpoint.status, endpoint.failure_reason = IN_SERVICE, None
                 endpoint.config_name, endpoint.pending_config = config, None
                 endpoint.variants, endpoint.last_modified = variants, time.time()
+                endpoint.replacing, endpoint.failed_pings = None, 0
+                settings = data_capture.settings_from(self._capture_config(config))
+                endpoint.capture = (settings, role) if settings else None
             logger.info("endpoint %s is InService on config %s (port %d)", endpoint.name, config, server.port)
         else:
             logger.warning("endpoint %s: %s", endpoint.name, outcome)
@@ -368,6 +435,9 @@ class Endpoints:
         if endpoint.status == UPDATING:
             endpoint.status, endpoint.pending_config = IN_SERVICE, None
             endpoint.failure_reason = f"Update to endpoint configuration {config} failed: {reason}"
+        elif endpoint.replacing is not None:  # still InService; the next health check starts another
+            endpoint.replacing.message = f"Replacing an unhealthy instance failed; retrying: {reason}"
+            return endpoint.replacing.message
         else:
             endpoint.status, endpoint.failure_reason = FAILED, reason
         endpoint.last_modified = time.time()
@@ -379,10 +449,15 @@ class Endpoints:
         if endpoint is not None:
             if endpoint.server is not None:
                 endpoint.server.stop()
+            self.capture.flush(name)  # what it captured is not lost with it
             self.runtime.changes.notify()
 
     def close(self) -> None:
-        """Stop every server, including those still starting (the CLI calls this at exit)."""
+        """Stop every server, including those still starting (the CLI calls this at exit); write what data
+        capture still holds."""
+        self._stop.set()
+        if self._monitor is not None:
+            self._monitor.join()
         with self._lock:
             self._closed = True
             endpoints, self._endpoints = list(self._endpoints.values()), {}
@@ -392,6 +467,54 @@ class Endpoints:
                 endpoint.server.stop()
         for process in starting:
             processes.stop(process)
+        self.capture.close()
+
+    # -- health: SageMaker pings each instance and replaces one that fails -------------------
+    def _watch(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.check_health()
+            except Exception:  # the watch must outlive a bug in one pass
+                logger.exception("endpoint health check failed")
+
+    def check_health(self) -> None:
+        """One health pass: ping every server in service; replace one whose process exited or that failed
+        UNHEALTHY_PINGS pings in a row; start a replacement again where the last one failed."""
+        with self._lock:
+            serving = [(e, e.server) for e in self._endpoints.values() if e.status in (IN_SERVICE, UPDATING)]
+        for endpoint, server in serving:
+            if server is None:
+                with self._lock:
+                    if (endpoint.replacing is not None and endpoint.in_flight == 0 and endpoint.server is None
+                            and self._endpoints.get(endpoint.name) is endpoint and endpoint.status == IN_SERVICE):
+                        self._launch(endpoint, endpoint.config_name)
+                continue
+            problem = server.health()
+            with self._lock:
+                if endpoint.server is not server:
+                    continue
+                endpoint.failed_pings = endpoint.failed_pings + 1 if problem else 0
+                final = problem is not None and (problem[1] or endpoint.failed_pings >= UNHEALTHY_PINGS)
+            if problem and final:
+                self._unhealthy(endpoint, server, f"the model container {problem[0]}")
+
+    def _unhealthy(self, endpoint: Endpoint, server: LocalServer, why: str) -> None:
+        """Take an unhealthy server out of service and start its replacement from the same config. The
+        endpoint stays InService (no EndpointStatus means "an instance is being replaced"; an endpoint
+        whose instance fails keeps its status on AWS); the variant says it: CurrentInstanceCount counts
+        healthy instances, VariantStatus Creating ("Creating inference resources for the production
+        variant", API_ProductionVariantStatus) with the reason. An update in progress replaces it anyway."""
+        with self._lock:
+            if endpoint.server is not server or self._endpoints.get(endpoint.name) is not endpoint:
+                return
+            endpoint.server, endpoint.failed_pings = None, 0
+            endpoint.replacing = Replacing(time.time(), f"Replacing an unhealthy instance: {why}. "
+                                                        f"See {server.log} for more information.")
+            logger.warning("endpoint %s: %s; replacing it", endpoint.name, endpoint.replacing.message)
+            if endpoint.status == IN_SERVICE:
+                self._launch(endpoint, endpoint.config_name)
+        threading.Thread(target=server.stop, daemon=True).start()
+        self.runtime.changes.notify()
 
     # -- serving --------------------------------------------------------------------------
     def _serve(self, container: Container, folder: Path) -> LocalServer:
@@ -479,7 +602,7 @@ class Endpoints:
         if endpoint.failure_reason:
             record["FailureReason"] = endpoint.failure_reason
         if endpoint.variants:
-            record["ProductionVariants"] = endpoint.variants
+            record["ProductionVariants"] = [replacing_variant(v, endpoint.replacing) for v in endpoint.variants]
         record.pop("DataCaptureConfig", None)  # moto's copy lacks CaptureStatus and CurrentSamplingPercentage
         capture = self._capture(endpoint.config_name)
         if capture:
@@ -488,6 +611,11 @@ class Endpoints:
         if endpoint.status == UPDATING and endpoint.pending_config:
             record["PendingDeploymentSummary"] = {"EndpointConfigName": endpoint.pending_config,
                                                   "StartTime": endpoint.update_started or endpoint.last_modified}
+
+    def _capture_config(self, config_name: str) -> dict[str, Any] | None:
+        """(lock held) The DataCaptureConfig of a config as moto keeps it."""
+        config = self._moto().endpoint_configs.get(config_name)
+        return config.data_capture_config if config is not None else None
 
     def _capture(self, config_name: str) -> dict[str, Any] | None:
         """(lock held) The DataCaptureConfigSummary of the config in service, remembered: moto's
@@ -547,6 +675,21 @@ class Endpoints:
 TIME_FILTERS = {"CreationTimeBefore": "creation_time_before", "CreationTimeAfter": "creation_time_after",
                 "LastModifiedTimeBefore": "last_modified_time_before",
                 "LastModifiedTimeAfter": "last_modified_time_after"}
+
+
+def replacing_variant(variant: dict[str, Any], replacing: Replacing | None) -> dict[str, Any]:
+    """A variant's summary while its (only) instance is replaced: none healthy, VariantStatus Creating."""
+    if replacing is None:
+        return variant
+    summary = {**variant, "VariantStatus": [{"Status": "Creating", "StatusMessage": replacing.message[:1024],
+                                             "StartTime": replacing.since}]}
+    if "CurrentInstanceCount" in summary:
+        summary["CurrentInstanceCount"] = 0
+    return summary
+
+
+def data_capture_time() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def capture_summary(config: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -22,6 +22,9 @@ from mlops_local import processes
 from mlops_local.s3_staging import S3Client, StagingError, split_s3_uri
 
 SERVING_LINE = re.compile(rb"serving on http://127\.0\.0\.1:(\d+)")
+# A ping must answer within 2 seconds (AWS Knowledge Center, "Troubleshoot SageMaker endpoint creation or
+# update failures": "The health check request must receive a response within two seconds").
+PING_TIMEOUT = 2.0
 
 
 class StartFailed(Exception):
@@ -175,6 +178,23 @@ class LocalServer:
         except (OSError, http.client.HTTPException) as exc:
             return f"GET /ping failed: {exc}"
         return None if status == 200 else f"GET /ping answered HTTP {status}"
+
+    def health(self, timeout: float = PING_TIMEOUT) -> tuple[str, bool] | None:
+        """None when healthy, else (what is wrong, whether it is final: the process exited). A health
+        check's ping has its own connection and a short timeout, as SageMaker's does, so a request in
+        flight neither delays nor hides it."""
+        code = self.process.poll()
+        if code is not None:
+            return f"exited with status {code}", True
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request("GET", "/ping")
+            status = connection.getresponse().status
+        except (OSError, http.client.HTTPException) as exc:
+            return f"did not answer GET /ping within {timeout:g} s: {exc}", False
+        finally:
+            connection.close()
+        return None if status == 200 else (f"answered GET /ping with HTTP {status}", False)
 
     def request(self, method: str, path: str, body: bytes, headers: dict[str, str]
                 ) -> tuple[int, bytes, dict[str, str]]:
