@@ -209,3 +209,45 @@ def log_unhandled(exc: BaseException, log_format: str | None, write: Callable[[s
     write(json.dumps({"timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "level": "ERROR",
                       "errorMessage": str(exc), "errorType": type(exc).__name__, "requestId": _Request.id,
                       "stackTrace": traceback.format_tb(exc.__traceback__)}) + "\n")
+
+
+# -- the platform's side (what Lambda itself writes to the log stream) ------------------------------------
+def log_stream_name(group: str, function_name: str, version: str, environment_id: str, day: datetime) -> str:
+    """An execution environment's stream: `YYYY/MM/DD/[<version>]<environment id>` in the default
+    /aws/lambda/<function> group, `YYYY/MM/DD/<function>[<version>]<environment id>` in a custom one (Lambda
+    Developer Guide, "Configuring CloudWatch log groups"; Operator Guide, "How CloudWatch structures logs")."""
+    prefix = "" if group == f"/aws/lambda/{function_name}" else function_name
+    return f"{day:%Y/%m/%d}/{prefix}[{version}]{environment_id}"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def platform_start(log_format: str | None, request_id: str, version: str, epoch: float) -> str:
+    """The START line Lambda writes before an invocation's output (JSON: a platform.start record)."""
+    if log_format == JSON:
+        return json.dumps({"time": _iso(epoch), "type": "platform.start",
+                           "record": {"requestId": request_id, "version": version}})
+    return f"START RequestId: {request_id} Version: {version}"
+
+
+def platform_end(log_format: str | None, request_id: str, start: float, end: float, memory_mb: int,
+                 status: str, timeout_seconds: float | None = None) -> list[str]:
+    """What Lambda writes after an invocation: "Task timed out" (a timeout), END and REPORT (Text), or the
+    platform.report record (JSON; status success | error | timeout). Max Memory Used is not measured here:
+    the limit is reported."""
+    duration = max(0.0, (end - start) * 1000)
+    billed = int(-(-duration // 1))
+    if log_format == JSON:
+        return [json.dumps({"time": _iso(end), "type": "platform.report", "record": {
+            "requestId": request_id, "status": status, "metrics": {
+                "durationMs": round(duration, 2), "billedDurationMs": billed, "memorySizeMB": memory_mb,
+                "maxMemoryUsedMB": memory_mb}}})]
+    lines = []
+    if status == "timeout" and timeout_seconds is not None:
+        lines.append(f"{_iso(end)} {request_id} Task timed out after {timeout_seconds:.2f} seconds")
+    lines += [f"END RequestId: {request_id}",
+              f"REPORT RequestId: {request_id}\tDuration: {duration:.2f} ms\tBilled Duration: {billed} ms\t"
+              f"Memory Size: {memory_mb} MB\tMax Memory Used: {memory_mb} MB"]
+    return lines

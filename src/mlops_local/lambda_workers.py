@@ -3,6 +3,9 @@
 The pool (`LambdaWorkers`) belongs to a `Runtime` and ends its workers on `Runtime.close()`.
 Requests and answers are JSON lines: a request goes in on the worker's stdin, its answer comes back
 on a pipe of its own, and the worker's stdout/stderr are the current invocation's log.
+Each worker is one execution environment's CloudWatch Logs stream: after an invocation the parent puts its
+output, between Lambda's START and END/REPORT lines, into the function's log group, signed as the
+function's execution role (the credentials in the worker's environment), as Lambda does.
 This module is also the worker's program (`LAMBDA_WORKER`), so it imports nothing heavy.
 """
 from __future__ import annotations
@@ -15,6 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -28,6 +34,16 @@ WorkerKey = tuple[str, str]
 """(function name, hash of its environment): which invocations one worker may serve. The environment
 holds the execution role's session credentials, which the runtime keeps until shortly before they
 expire (runtime.RoleSessions), so renewed credentials start a fresh worker, as Lambda's would."""
+
+
+@dataclass
+class _Invocation:
+    """The invocation a worker serves, until its lines are in CloudWatch Logs."""
+    request_id: str
+    log: Path
+    group: str
+    start: float
+    deadline: float
 
 
 class Worker:
@@ -54,13 +70,37 @@ class Worker:
         self._buffer = b""
         self.invocations = 0
         self.idle_since = time.monotonic()
+        self.env = env
+        self.environment_id = uuid.uuid4().hex  # the execution environment's id in its stream name
+        self.created = datetime.now(timezone.utc)
+        self._invocation: _Invocation | None = None
+        self._writers: dict[str, Any] = {}  # log group -> cloudwatch_logs.LogWriter
+
+    def stream(self, group: str) -> str:
+        """This execution environment's CloudWatch Logs stream in `group`."""
+        return lambda_logging.log_stream_name(group, self.env.get("AWS_LAMBDA_FUNCTION_NAME", ""),
+                                              self.env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+                                              self.environment_id, self.created)
+
+    def log_location(self, group: str | None = None) -> str:
+        """How a failure message names where the invocation's output is (CloudWatch Logs group and stream)."""
+        group = group or self.env.get("AWS_LAMBDA_LOG_GROUP_NAME") or ""
+        return f"CloudWatch Logs group {group}, stream {self.stream(group)}"
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def send(self, payload: Mapping[str, Any]) -> bool:
-        """False when the worker is gone."""
+        """False when the worker is gone. The context's log_stream_name becomes this environment's stream,
+        as Lambda's context names it."""
         self.invocations += 1
+        context = dict(payload.get("context") or {})
+        group = str(context.get("log_group_name") or self.env.get("AWS_LAMBDA_LOG_GROUP_NAME") or "")
+        if group:
+            context["log_stream_name"] = self.stream(group)
+            payload = {**payload, "context": context}
+            self._invocation = _Invocation(str(context.get("aws_request_id", "")), Path(payload["log"]), group,
+                                           time.time(), float(context.get("deadline_epoch") or 0))
         try:
             assert self.process.stdin is not None
             self.process.stdin.write(json.dumps(payload).encode() + b"\n")
@@ -79,12 +119,15 @@ class Worker:
                 return None
             chunk = os.read(self._answers, 65536)
             if not chunk:
+                self.publish("error")
                 raise EOFError
             self._buffer += chunk
             if b"\n" not in self._buffer:
                 return None
         line, _, self._buffer = self._buffer.partition(b"\n")
-        return json.loads(line)
+        answer = json.loads(line)
+        self.publish("error" if answer.get("error") else "success")
+        return answer
 
     def exit_code(self) -> int | None:
         try:
@@ -93,7 +136,52 @@ class Worker:
             self.kill()
             return self.process.returncode
 
+    def publish(self, status: str) -> None:
+        """The current invocation's output into CloudWatch Logs, between START and END/REPORT; once.
+        A role without logs:CreateLogStream/PutLogEvents loses it silently, as on AWS (the writer records
+        the denial; the access log has it)."""
+        invocation, self._invocation = self._invocation, None
+        if invocation is None:
+            return
+        end = time.time()
+        log_format = self.env.get("AWS_LAMBDA_LOG_FORMAT")
+        timeout = None
+        if status != "success" and invocation.deadline and end >= invocation.deadline:
+            status, timeout = "timeout", invocation.deadline - invocation.start
+        try:
+            output = invocation.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            output = []
+        start_ms, end_ms = int(invocation.start * 1000), int(end * 1000)
+        events = [(start_ms, lambda_logging.platform_start(log_format, invocation.request_id,
+                                                           self.env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+                                                           invocation.start))]
+        events += [(end_ms, line) for line in output]
+        events += [(end_ms, line) for line in lambda_logging.platform_end(
+            log_format, invocation.request_id, invocation.start, end,
+            int(self.env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 128), status, timeout)]
+        try:
+            self._writer(invocation.group).write(events)
+        except Exception as exc:  # the function's outcome never depends on its logs
+            print(f"lambda logs for {invocation.group} not written: {exc}", file=sys.stderr)
+
+    def _writer(self, group: str) -> Any:
+        if group not in self._writers:
+            import boto3  # the parent's side only: the worker program stays light
+
+            from mlops_local.cloudwatch_logs import LogWriter
+
+            env = self.env
+            client = boto3.client("logs", endpoint_url=env.get("AWS_ENDPOINT_URL"),
+                                  region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+                                  aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+                                  aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+                                  aws_session_token=env.get("AWS_SESSION_TOKEN"))
+            self._writers[group] = LogWriter(client, group, self.stream(group))
+        return self._writers[group]
+
     def kill(self) -> None:
+        self.publish("error")  # an invocation cut short (timed out, abandoned) still shows in its stream
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
@@ -122,6 +210,7 @@ class LambdaWorkers:
         self.idle_seconds = idle_seconds
         self.max_idle = max_idle
         self._idle: dict[WorkerKey, list[Worker]] = {}
+        self._busy: set[Worker] = set()  # handed out by acquire, not yet released
         self._lock = threading.Lock()
 
     def acquire(self, key: WorkerKey, env: dict[str, str], cwd: Path, log: Path,
@@ -139,13 +228,18 @@ class LambdaWorkers:
                     del self._idle[other]
             if reuse and self._idle.get(key):
                 found = self._idle[key].pop()
+            self._busy = {w for w in self._busy if w.alive()}  # killed by their caller
         for worker in stale:
             worker.kill()
-        if found is not None:
-            return found
-        return Worker(env, cwd, log)
+        if found is None:
+            found = Worker(env, cwd, log)
+        with self._lock:
+            self._busy.add(found)
+        return found
 
     def release(self, key: WorkerKey, worker: Worker) -> None:
+        with self._lock:
+            self._busy.discard(worker)
         if not worker.alive():
             worker.kill()
             return
@@ -162,11 +256,17 @@ class LambdaWorkers:
             w.kill()
 
     def close(self) -> None:
+        """End every worker: idle ones and those serving an invocation (the runtime is going away)."""
         with self._lock:
-            workers = [w for idle in self._idle.values() for w in idle]
+            idle = [w for workers in self._idle.values() for w in workers]
+            busy = list(self._busy)
             self._idle.clear()
-        for worker in workers:
+            self._busy.clear()
+        for worker in idle:
             worker.kill()
+        for worker in busy:  # its invoker sees the end (EOFError) and releases the rest, as for a crash
+            if worker.alive():
+                worker.process.kill()
 
 
 class _LambdaContext:

@@ -154,3 +154,43 @@ def test_a_worker_logs_as_the_runtime_does_with_the_functions_config(stand, conf
     if "INFO" in levels:
         assert (records[0]["message"], records[0]["jobId"], records[0]["outcome"]) == (
             f"job {job_id}: an info line", job_id, "succeeded")
+
+
+# -- CloudWatch Logs: what Lambda writes to the function's log group --------------------------------------------
+@pytest.mark.parametrize("config, group, stream", [
+    pytest.param(None, "/aws/lambda/{name}", r"\d{4}/\d{2}/\d{2}/\[\$LATEST\][0-9a-f]{32}", id="text-default-group"),
+    pytest.param({"LogFormat": "JSON", "LogGroup": "custom-{name}"}, "custom-{name}",
+                 r"\d{4}/\d{2}/\d{2}/{name}\[\$LATEST\][0-9a-f]{32}", id="json-custom-group"),
+])
+def test_an_invocation_is_written_to_the_functions_log_group(stand, config, group, stream):
+    import re
+
+    from mlops_local.cloudwatch_logs import stream_messages
+
+    name = f"cw-{'text' if config is None else 'json'}"
+    group = group.format(name=name)
+    if config is not None:
+        config = {**config, "LogGroup": config["LogGroup"].format(name=name)}
+    create_function(stand, name, config)
+    create_pipeline(stand, name, [data_source(), {"name": "Work", "actions": [lambda_action("Log", name)]}])
+    execution_id = stand.aws.client("codepipeline").start_pipeline_execution(name=name)["pipelineExecutionId"]
+    assert wait_done(stand, name, execution_id)["status"] == "Succeeded"
+    logs = stand.aws.client("logs")
+    streams = [s["logStreamName"] for s in logs.describe_log_streams(logGroupName=group)["logStreams"]]
+    assert len(streams) == 1 and re.fullmatch(stream.replace("{name}", name), streams[0]), streams
+    messages = stream_messages(logs, group, streams[0])
+    if config is None:  # START, the handler's lines, END, REPORT (Lambda's Text system lines)
+        request_id = messages[0].split()[2]
+        assert messages[0] == f"START RequestId: {request_id} Version: $LATEST"
+        assert any(m.startswith("[WARNING]") and m.endswith(": a warning line") for m in messages[1:-2])
+        assert messages[-2] == f"END RequestId: {request_id}"
+        assert re.fullmatch(rf"REPORT RequestId: {request_id}\tDuration: [\d.]+ ms\tBilled Duration: \d+ ms\t"
+                            r"Memory Size: 128 MB\tMax Memory Used: 128 MB", messages[-1])
+    else:  # JSON: platform.start, the handler's JSON records, platform.report
+        records = [json.loads(m) for m in messages]
+        assert [r.get("type") for r in (records[0], records[-1])] == ["platform.start", "platform.report"]
+        request_id = records[0]["record"]["requestId"]
+        assert records[-1]["record"]["requestId"] == request_id and records[-1]["record"]["status"] == "success"
+        assert [r["level"] for r in records[1:-1] if " line" in r.get("message", "")] == ["INFO", "WARNING"]
+    filtered = logs.filter_log_events(logGroupName=group, filterPattern="warning")["events"]
+    assert len(filtered) == 1
