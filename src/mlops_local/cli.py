@@ -53,7 +53,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         if getattr(self, "json_requested", False):
-            print(json.dumps({"error": f"{self.prog}: {message}", "exit_code": 2}))
+            print(json.dumps({"error": f"{self.prog}: error: {message}", "exit_code": 2}))
         super().error(message)
 
 

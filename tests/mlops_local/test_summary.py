@@ -283,3 +283,18 @@ def test_write_outputs_puts_the_loss_plot_and_the_evaluation_plot_next_to_the_re
     assert "![Training and validation loss per epoch](loss.png)" in report and "| epoch | loss |" not in report
     assert "(evaluation.png)" in report
     assert json.loads((tmp_path / "summary.json").read_text())["training"]["history"] == HISTORY
+
+
+def test_a_run_writes_the_evaluation_plot_from_its_work_dir_and_says_where_everything_is(aws, tmp_path):
+    from mlops_local.pipeline_run import results_line, write_outputs as write_run_outputs
+
+    plot = tmp_path / "work/sagemaker/processing/job/processing/evaluation/evaluation.png"
+    plot.parent.mkdir(parents=True)
+    plot.write_bytes(b"\x89PNG plot")
+    summary = summarise(aws, collected(until_evaluation("Failed", "judged"), "Failed"))
+
+    line = results_line(write_run_outputs(tmp_path / "run", summary, tmp_path / "work"))
+
+    assert (tmp_path / "run/evaluation.png").read_bytes() == b"\x89PNG plot"
+    assert line == (f"results: {tmp_path}/run/summary.json, {tmp_path}/run/report.md, "
+                    f"{tmp_path}/run/evaluation.png")

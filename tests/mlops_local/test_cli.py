@@ -1,0 +1,78 @@
+"""`mlops-local`'s own surface: --help (exit codes, examples), --version, and --json's promise that stdout
+is one JSON object whatever happens (a usage error, a failure before the execution, an interruption)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from importlib import metadata
+
+import pytest
+
+from mlops_local import cli
+from mlops_local.cli import main
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"]], ids=["top", "run"])
+def test_help_tells_exit_codes_and_examples(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    out = capsys.readouterr().out
+    assert exited.value.code == 0
+    for line in ("  3    the model was REJECTED by the quality gate", "  129  SIGHUP, 130 Ctrl-C (SIGINT), 143 SIGTERM",
+                 "examples:", "mlops-local summary EXECUTION_ID"):
+        assert line in out
+
+
+def test_version_is_the_installed_distributions(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mlops-local {metadata.version('mlops-codepipeline')}"
+
+
+@pytest.mark.parametrize("argv, code, error", [
+    (["run", "--json", "--data", "/nonexistent.csv"], 1, "--data /nonexistent.csv does not exist"),
+    (["run", "--json", "-H", "epochs"], 1, "--hyperparameter expects KEY=VALUE, got 'epochs'"),
+    (["run", "--json", "--source-root", "/"], 1, "/ is not the project's checkout"),
+    (["run", "--json", "--bogus"], 2, "mlops-local: error: unrecognized arguments: --bogus"),
+    (["run", "--json", "--quality-threshold", "many"], 2, "argument --quality-threshold: invalid float value"),
+], ids=["missing-data", "bad-hyperparameter", "not-a-checkout", "unknown-option", "bad-threshold"])
+def test_json_failures_before_the_execution_are_one_json_object(argv, code, error, capsys, tmp_path):
+    argv = [*argv, "--runs-dir", str(tmp_path)] + ([] if "--source-root" in argv else ["--source-root", str(ROOT)])
+    try:
+        returned = main(argv)
+    except SystemExit as exited:  # argparse's usage errors
+        returned = exited.code
+
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    assert returned == code == answer["exit_code"]
+    assert error in answer["error"] and error in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["sigterm", "sigint"])
+def test_an_interrupted_json_run_answers_a_json_error(signum, code, monkeypatch, capsys):
+    def interrupted_run(args, out):
+        os.kill(os.getpid(), signum)  # the CLI's handler raises in this thread
+        raise AssertionError("the signal did not interrupt the run")
+
+    monkeypatch.setattr(cli, "run", interrupted_run)
+
+    assert main(["run", "--json"]) == code
+
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"error": f"interrupted ({signal.Signals(signum).name}); stopped 0 processes",
+                               "exit_code": code}
+    assert f"mlops-local: interrupted ({signal.Signals(signum).name})" in err
+
+
+def test_without_json_an_interruption_prints_no_json(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "run", lambda args, out: os.kill(os.getpid(), signal.SIGTERM) or 0)
+
+    assert main(["run"]) == 143
+    assert capsys.readouterr().out == ""
