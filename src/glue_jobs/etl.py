@@ -10,7 +10,8 @@ Outputs under --output (docs/ARCHITECTURE.md section 1):
     endpoint-test/             one CSV of raw test-split records (input_columns + target)
     quarantine/                CSV: the raw columns as read, _corrupt_record, quarantine_reason
     features.json              the fitted FeatureSpec (training split only)
-    data-quality.json          rows_in/out, quarantined (by reason), duplicates, split sizes
+    data-quality.json          rows_in/out, quarantined (by reason), duplicates, split sizes,
+                               invalid_utf8 (rows with undecodable bytes, all quarantined), warnings
 
 Everything is native Spark expressions (no Python UDFs) so the job scales with the cluster;
 the numpy twin of the feature transform lives in training/features.py and a parity test holds
@@ -54,6 +55,18 @@ WHITESPACE = " \t\n\r\f\v"
 # float() -- the model server's parser -- rejects; a finite number spelled with these letters is
 # quarantined so that training data only holds values serving can read too.
 JAVA_ONLY_NUMBER = "[dDfFxX]"
+# Spark decodes the input as UTF-8 and puts U+FFFD for each undecodable byte sequence; such a row is
+# quarantined as invalid_utf8:<column> (invalid_utf8 for a malformed line), counted in
+# data-quality.json, rather than trained on with a garbled value. (A file that spells U+FFFD
+# itself, validly encoded, is indistinguishable and is quarantined too.)
+REPLACEMENT_CHAR = "\ufffd"
+# A categorical column is one-hot encoded over its training categories: one model input per
+# category. Above WARN the job logs a warning (and data-quality.json lists it): often a numeric or
+# identifier column declared categorical by mistake. Above LIMIT the job refuses: the model's
+# input layer, features.json and every request's transform grow with it, and a column with that
+# many distinct values is almost never a category.
+CATEGORIES_WARN = 50
+CATEGORIES_LIMIT = 1000
 
 
 # -- arguments and I/O ----------------------------------------------------------------------------
@@ -240,10 +253,14 @@ def quarantine_reason(config: DatasetConfig) -> Column:
     """The first failing check of a row, as 'check:column'; null for a valid row.
 
     Reads the parsed columns (see parse), so each value is cast or trimmed once per row.
-    Order: unparseable line, then per column (target, then features in config order) missing /
+    Order: undecodable bytes (invalid_utf8:column, then invalid_utf8 for a malformed line),
+    unparseable line, then per column (target, then features in config order) missing /
     not_a_number / not_finite / unknown_level, then target <= 0 under a log transform, then the
     config's rules in their order."""
-    checks: list[Column] = [F.when(F.col(CORRUPT).isNotNull(), F.lit("malformed_row"))]
+    checks: list[Column] = [F.when(F.col(c).contains(REPLACEMENT_CHAR), F.lit(f"invalid_utf8:{c}"))
+                            for c in config.known_columns]
+    checks.append(F.when(F.col(CORRUPT).contains(REPLACEMENT_CHAR), F.lit("invalid_utf8")))
+    checks.append(F.when(F.col(CORRUPT).isNotNull(), F.lit("malformed_row")))
     numeric = _numeric_columns(config)
     for column in numeric + tuple(config.ordinal) + config.categorical:
         raw, value = F.col(column), F.col(parsed_name(column))
@@ -370,6 +387,45 @@ def fit_features(deduped: DataFrame, config: DatasetConfig, header: Sequence[str
     return spec, counts
 
 
+def check_cardinality(column: str, categories: Sequence[str], source: str,
+                      warn: int | None = None, limit: int | None = None) -> str | None:
+    """A warning above `warn` (CATEGORIES_WARN) distinct training values, DatasetConfigError above
+    `limit` (CATEGORIES_LIMIT), naming the column, its count and, when every value parses as a
+    number, that it looks numeric."""
+    warn = CATEGORIES_WARN if warn is None else warn
+    limit = CATEGORIES_LIMIT if limit is None else limit
+    count = len(categories)
+    if count <= warn:
+        return None
+    hint = ""
+    if all(_is_number(value) for value in categories):
+        hint = "; all its values are numbers: list it under 'numeric' if it is a quantity"
+    what = (f"categorical column '{column}' has {count} distinct values in the training split, so "
+            f"{count} one-hot features")
+    if count > limit:
+        raise DatasetConfigError(f"{what}, over the limit of {limit} ({source}){hint}; "
+                                 f"or list it under 'drop'")
+    return f"{what} (more than {warn}; the limit is {limit}){hint}"
+
+
+def category_warnings(spec: FeatureSpec, source: str) -> list[str]:
+    """check_cardinality over every categorical column: warnings logged and returned; raises above
+    the limit."""
+    warnings = [w for column, categories in spec.categorical
+                if (w := check_cardinality(column, categories, source))]
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def feature_expressions(spec: FeatureSpec) -> list[Column]:
     """FeatureSpec.transform as Spark column expressions over the parsed columns, in
     feature_names order (doubles)."""
@@ -446,6 +502,7 @@ def run_etl(spark: SparkSession, config: DatasetConfig, input_uri: str, output_u
         valid = by_reason.pop(None, 0)
         deduped = deduplicate(checked, config).cache()
         spec, splits = fit_features(deduped, config, header)
+        warnings = category_warnings(spec, config.source)  # before any output is written
         rows_out = sum(splits.values())
 
         write_csv(quarantined(checked, header), join_uri(output_uri, "quarantine"))
@@ -468,8 +525,10 @@ def run_etl(spark: SparkSession, config: DatasetConfig, input_uri: str, output_u
         "quarantined": sum(by_reason.values()),
         "duplicates": valid - rows_out,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
+        "invalid_utf8": sum(n for reason, n in by_reason.items() if reason.split(":")[0] == "invalid_utf8"),
         "splits": splits,
         "endpoint_test": endpoint_count,
+        "warnings": warnings,
     }
     write_text(join_uri(output_uri, "features.json"), json.dumps(spec.to_dict(), indent=2) + "\n")
     write_text(join_uri(output_uri, "data-quality.json"), json.dumps(quality, indent=2) + "\n")

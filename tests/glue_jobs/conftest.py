@@ -53,7 +53,8 @@ def small_config(**overrides):
 
 
 def write_lines(path: Path, lines) -> Path:
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # surrogateescape: a line may carry raw undecodable bytes, spelled "\udce9" for the byte 0xE9
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
     return path
 
 

@@ -184,6 +184,8 @@ BAD_ROWS = [
     ("log_target_zero", "b13,1,lo,p,0", "not_positive:y"),
     ("log_target_negative", "b14,1,lo,p,-3", "not_positive:y"),
     ("first_failure_wins", "b15,x,top,zz,-1", "not_a_number:a"),
+    ("invalid_utf8", "b16,1,lo,p\udce9,5", "invalid_utf8:c"),  # a Latin-1 'é' in a UTF-8 file
+    ("invalid_utf8_beyond_the_header", "b17,1,lo,p,5,\udcff", "invalid_utf8"),
 ]
 GOOD = good_rows(40)
 DUPLICATES = GOOD[:3]
@@ -204,10 +206,16 @@ def test_bad_row_is_quarantined_with_its_reason(small_run, row_id, line, reason)
     by_id = {r["id"]: r for r in csv_rows(out / "quarantine")}
     row = by_id[line.split(",")[0]]
     assert row["quarantine_reason"] == reason
-    if reason == "malformed_row":
+    line = as_spark_reads(line)
+    if reason in ("malformed_row", "invalid_utf8"):
         assert row["_corrupt_record"] == line  # the whole line is kept
     else:
         assert [row[c] for c in SMALL_HEADER.split(",")] == [v if v.strip() else "" for v in line.split(",")]
+
+
+def as_spark_reads(line: str) -> str:
+    """The line as Spark decodes it: each undecodable byte becomes U+FFFD."""
+    return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def test_small_run_loses_nothing(small_run):
@@ -221,6 +229,8 @@ def test_small_run_loses_nothing(small_run):
     for _, _, reason in BAD_ROWS:
         expected[reason] = expected.get(reason, 0) + 1
     assert q["quarantined_by_reason"] == expected
+    assert q["invalid_utf8"] == 2
+    assert q["warnings"] == []
     assert sum(read_csv_dir(out / s)[1].shape[0] for s in etl.SPLITS) == len(GOOD)
 
 
@@ -237,6 +247,19 @@ def test_one_hot_over_training_categories(small_run, spark, tmp_path):
     unseen = spec.transform([{"id": "n", "a": "1", "o": "hi", "c": "zz"}])
     np.testing.assert_array_equal(unseen[0, 2:], [0.0, 0.0, 0.0])
     assert unseen[0, 1] == 1.0
+
+
+def test_wide_categorical_column_is_reported_in_data_quality(spark, tmp_path, monkeypatch):
+    monkeypatch.setattr(etl, "CATEGORIES_WARN", 2)  # column c has 3 categories
+    data = write_lines(tmp_path / "in.csv", [SMALL_HEADER] + good_rows(30))
+    quality = etl.run_etl(spark, small_config(), str(data), str(tmp_path / "out"), endpoint_rows=0)
+    assert len(quality["warnings"]) == 1
+    assert "categorical column 'c' has 3 distinct values" in quality["warnings"][0]
+    assert read_json(tmp_path / "out" / "data-quality.json")["warnings"] == quality["warnings"]
+    monkeypatch.setattr(etl, "CATEGORIES_LIMIT", 2)
+    with pytest.raises(DatasetConfigError, match="column 'c' has 3 distinct values"):
+        etl.run_etl(spark, small_config(), str(data), str(tmp_path / "refused"), endpoint_rows=0)
+    assert not (tmp_path / "refused" / "train").exists()
 
 
 def test_category_absent_from_training_is_all_zeros_in_spark(spark, tmp_path):
