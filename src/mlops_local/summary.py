@@ -218,6 +218,8 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
         "failed_stage": failed["name"] if failed else None,
         "training": training(found, sagemaker=sagemaker, s3=s3),
         "evaluation_plot_uri": _join(_parent(found.get("EvaluationJob", {}).get("EvaluationUri")), EVALUATION_PLOT),
+        # Seam: a "logs" entry (each job's CloudWatch group/stream, from cloudwatch_logs) goes here, so
+        # report.md can point at `aws logs get-log-events` for the failed action.
     }
 
 
