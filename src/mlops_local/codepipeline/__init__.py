@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from mlops_local.codepipeline.actions import SourceProvider
 from mlops_local.codepipeline.models import PipelineStore
@@ -63,6 +63,9 @@ class PipelineEngine:
         from mlops_local.codecommit import CodeCommitApi
 
         CodeCommitApi(self.runtime.aws.gateway).register()
+        from mlops_local.events import EventBridge
+
+        self.events = EventBridge(self.runtime, self._start_for_event).register()
         from mlops_local.cloudformation import stack_models
 
         stack_models.pipeline_created = self._pipeline_created
@@ -83,6 +86,11 @@ class PipelineEngine:
             self.responses.start_pipeline_execution({"name": name}, trigger={"triggerType": "CreatePipeline"})
         except Exception:  # never fail the pipeline's creation for it; the log says why
             logger.exception("could not start the execution of the new pipeline %s", name)
+
+    def _start_for_event(self, pipeline: str, trigger: Mapping[str, str]) -> str:
+        """An EventBridge rule's target: an execution with the rule as its trigger."""
+        answer = self.responses.start_pipeline_execution({"name": pipeline}, trigger=dict(trigger))
+        return str(answer["pipelineExecutionId"])
 
     def client(self, service: str, session: RoleCredentials | None = None) -> Any:
         """One boto3 client per service and signer (the administrator, or a role session), shared by
