@@ -100,3 +100,28 @@ def test_read_csv_dir_skips_header_only_parts(tmp_path, recwarn):
     (tmp_path / "part-1.csv").write_text("price,carat\n5,6\n")
     assert read_csv_dir(tmp_path)[1].tolist() == [[5, 6]]
     assert not recwarn.list
+
+
+NARROW = FeatureSpec(target="price", target_transform="none", input_columns=("carat",),
+                     numeric=(("carat", 0.0, 1e-30),), ordinal=(), categorical=())
+
+
+@pytest.mark.parametrize("spec, value, refused", [
+    pytest.param(SPEC, "3e38", True, id="beyond-float32-after-scaling"),
+    pytest.param(SPEC, "-1e308", True, id="minus-1e308"),
+    pytest.param(SPEC, "1e38", False, id="float32-after-scaling"),
+    pytest.param(NARROW, "1e10", True, id="tiny-std-scales-past-float32"),
+    pytest.param(NARROW, "1e-25", False, id="tiny-std-small-value"),
+])
+def test_values_beyond_float32_after_scaling_are_refused(spec, value, refused):
+    record = [value] + ["Good", "a", ""][: len(spec.input_columns) - 1]
+    if refused:
+        with pytest.raises(RecordError, match="column 'carat': .* is out of the range the model can compute with"):
+            spec.transform([record])
+    else:
+        assert np.isfinite(spec.transform([record])).all()
+
+
+def test_integer_beyond_float64_is_refused():
+    with pytest.raises(RecordError, match=r"column 'carat': expected a finite number, got 1000.*\(401 digits\)"):
+        SPEC.transform([[10 ** 400, "Good", "a", ""]])
