@@ -420,7 +420,7 @@ class Endpoints:
                 settings = data_capture.settings_from(self._capture_config(config))
                 endpoint.capture = (settings, role) if settings else None
             logger.info("endpoint %s is InService on config %s (port %d)", endpoint.name, config, server.port)
-        else:
+        elif outcome:
             logger.warning("endpoint %s: %s", endpoint.name, outcome)
         self.runtime.changes.notify()
 
@@ -436,8 +436,9 @@ class Endpoints:
             endpoint.status, endpoint.pending_config = IN_SERVICE, None
             endpoint.failure_reason = f"Update to endpoint configuration {config} failed: {reason}"
         elif endpoint.replacing is not None:  # still InService; the next health check starts another
-            endpoint.replacing.message = f"Replacing an unhealthy instance failed; retrying: {reason}"
-            return endpoint.replacing.message
+            message = f"Replacing an unhealthy instance failed; retrying: {reason}"
+            repeated, endpoint.replacing.message = message == endpoint.replacing.message, message
+            return "" if repeated else message  # one log line per reason, not one per retry
         else:
             endpoint.status, endpoint.failure_reason = FAILED, reason
         endpoint.last_modified = time.time()
