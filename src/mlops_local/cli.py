@@ -230,6 +230,7 @@ def _handling_signals(received: list[int], stopped_before: list[int]) -> Iterato
 
 def run(args: argparse.Namespace, out: Output) -> int:
     """The pipeline on the stand-in: deploy, upload, execute, summarise."""
+    from mlops_local import preflight
     from mlops_local.console import console_for
     from mlops_local.pipeline_run import PipelineOptions, run_pipeline
     from mlops_local.summary import render_report
@@ -251,7 +252,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if threshold is None:
         return out.fail(f"no quality threshold: pass --quality-threshold or set quality_threshold in "
                         f"{args.dataset_config}")
-    # Seam: the lead wires preflight.py's checks here (before anything starts), each a out.fail(...).
+    problems = preflight.check(args.data, args.dataset_config, threshold, hyperparameters)
+    if problems:  # a doomed run fails in a second, before the stand-in starts
+        return out.fail("cannot start the run:\n" + "\n".join(f"- {problem}" for problem in problems))
     say = console_for(sys.stderr if args.json else sys.stdout, live=args.live)
     options = PipelineOptions(source_root=args.source_root.resolve(), data=args.data.resolve(),
                               dataset_config=args.dataset_config.resolve(),

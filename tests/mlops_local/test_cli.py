@@ -40,7 +40,11 @@ def test_version_is_the_installed_distributions(capsys):
     (["run", "--json", "--source-root", "/"], 1, "/ is not the project's checkout"),
     (["run", "--json", "--bogus"], 2, "mlops-local: error: unrecognized arguments: --bogus"),
     (["run", "--json", "--quality-threshold", "many"], 2, "argument --quality-threshold: invalid float value"),
-], ids=["missing-data", "bad-hyperparameter", "not-a-checkout", "unknown-option", "bad-threshold"])
+    (["run", "--json", "--quality-threshold", "-1", "-H", "epoch=5"], 1,
+     "cannot start the run:\n- quality threshold"),
+    (["run", "--json", "-H", "epoch=5"], 1, "- --hyperparameter: unknown hyperparameter(s) 'epoch'"),
+], ids=["missing-data", "bad-hyperparameter", "not-a-checkout", "unknown-option", "bad-threshold",
+        "preflight-lists-every-problem", "preflight-unknown-hyperparameter"])
 def test_json_failures_before_the_execution_are_one_json_object(argv, code, error, capsys, tmp_path):
     argv = [*argv, "--runs-dir", str(tmp_path)] + ([] if "--source-root" in argv else ["--source-root", str(ROOT)])
     try:

@@ -141,10 +141,11 @@ def test_rejected_model_stops_at_evaluation_and_is_recorded(tmp_path, sample):
 
 
 def test_config_naming_a_missing_column_fails_at_the_etl(tmp_path, sample):
+    """The ETL's own check, as on AWS where no preflight runs (the CLI's is in test_preflight.py)."""
     config = tmp_path / "bad.yaml"
     config.write_text(DATASET_CONFIG.read_text().replace("numeric: [carat,", "numeric: [weight, carat,"))
-    code = main(["run", "--runs-dir", str(tmp_path), "--json", "--data", str(sample),
-                 "--dataset-config", str(config)])
+    code, _ = run_pipeline(PipelineOptions(source_root=ROOT, data=sample, dataset_config=config, runs_dir=tmp_path,
+                                           quality_threshold=1000.0, hyperparameters=FAST), say=lambda line: None)
     assert code == 1
     summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
     etl = next(s for s in summary["stages"] if s["name"] == "DataAndFeatureEngineering")
