@@ -9,10 +9,15 @@ A run, in `<workdir>/glue/<run id>/`:
   downloaded to `input/<bucket>/<key>`; any other `s3://` value is an output prefix: an empty
   folder `output/<bucket>/<key>/` stands in for it.
 - RUNNING: `python <script> --JOB_NAME <name> --key value ...` with local paths, this process's
-  environment plus the stand-in's endpoint, output in `run.log`.
+  environment plus the stand-in's endpoint, stdout in `run.log` and stderr in `error.log`, copied as the
+  run's role to CloudWatch Logs: /aws-glue/jobs/output and /aws-glue/jobs/error, stream = the JobRunId
+  (Glue Developer Guide, "Logging for AWS Glue jobs"), or the groups the job's security configuration
+  or arguments name (`log_groups`).
 - SUCCEEDED once every output folder is uploaded to its prefix (keys relative to the folder);
-  FAILED with the log's last error line as ErrorMessage; STOPPED after BatchStopJobRun;
-  TIMEOUT after the job's Timeout (minutes).
+  FAILED with the root cause (a killed driver, a corrupt input file, a Spark driver whose JVM died, else
+  the log's last error line) and the log stream to read, as ErrorMessage; STOPPED after BatchStopJobRun;
+  TIMEOUT after the job's Timeout (minutes). When the driver exits, what is left of its process group
+  (Spark's JVM) is stopped.
 
 A run acts as its job's Role, as Glue's does: the staging is signed as the role's session (assumed as
 glue.amazonaws.com, which the trust policy must allow) and the script runs with its credentials. A
@@ -22,17 +27,20 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import gzip
 import logging
 import os
 import secrets
 import subprocess
 import sys
 import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, TypeVar
 
 from mlops_local import processes, s3_staging
+from mlops_local.cloudwatch_logs import LogWriter, follow_file
 from mlops_local.gateway import AwsError, now, paginate
 from mlops_local.runtime import RoleCredentials, RoleNotAssumable, Runtime
 
@@ -69,10 +77,43 @@ class GlueRun:
     process: subprocess.Popen | None = None
     stop_requested: bool = False
     session: RoleCredentials | None = field(default=None, repr=False)  # the job's Role, once the run starts
+    inputs: list[tuple[str, Path]] = field(default_factory=list)        # (s3:// URI, staged file)
 
     @property
     def log(self) -> Path:
+        """The driver's stdout."""
         return self.base / "run.log"
+
+    @property
+    def errors(self) -> Path:
+        """The driver's stderr (Spark's own log lines, tracebacks)."""
+        return self.base / "error.log"
+
+    def log_groups(self) -> tuple[str, str]:
+        """The (output, error) CloudWatch Logs groups of the run. Glue 5.0 writes /aws-glue/jobs/output and
+        /aws-glue/jobs/error, `<prefix>/output` and `<prefix>/error` with --custom-logGroup-prefix (Glue
+        Developer Guide, "Logging for AWS Glue jobs"); a job with a security configuration that encrypts its
+        logs writes /aws-glue/jobs/<configuration>-role/<role name>/{output,error} (the groups the
+        configuration's key encrypts; see templates/pipeline.yaml GlueSecurityConfiguration);
+        --continuous-log-logGroup names the group of the driver's log (Glue 4.0 continuous logging)."""
+        prefix = self.log_group_prefix()
+        output, error = f"{prefix}/output", f"{prefix}/error"
+        continuous = self.merged.get("--continuous-log-logGroup")
+        return output, continuous or error
+
+    def log_group_prefix(self) -> str:
+        custom = self.merged.get("--custom-logGroup-prefix")
+        if custom:
+            return custom.rstrip("/")
+        configuration = self.job.get("SecurityConfiguration")
+        if configuration:
+            role = str(self.job.get("Role") or "").rsplit("/", 1)[-1]
+            return f"{LOG_GROUP}/{configuration}-role/{role}"
+        return LOG_GROUP
+
+    def log_location(self) -> str:
+        """Where a person reads why the run failed: the error group's stream of the run."""
+        return f"CloudWatch Logs group {self.log_groups()[1]}, stream {self.id}"
 
     def describe(self) -> dict[str, Any]:
         end = self.completed_on or now()
@@ -81,7 +122,7 @@ class GlueRun:
             "StartedOn": self.started_on, "LastModifiedOn": self.last_modified_on,
             "Arguments": dict(self.arguments), "PredecessorRuns": [],
             "ExecutionTime": int((end - self.running_since).total_seconds()) if self.running_since else 0,
-            "Timeout": self.timeout_minutes, "LogGroupName": LOG_GROUP,
+            "Timeout": self.timeout_minutes, "LogGroupName": self.log_group_prefix(),
         }
         if self.completed_on is not None:
             run["CompletedOn"] = self.completed_on
@@ -191,7 +232,16 @@ class GlueRuns:
                 if run.stop_requested:
                     self._finish(run, "STOPPED")
                     return
-                run.process = processes.start(argv, env, run.log, cwd=run.base)
+                logs = self.runtime.client_as("logs", run.session)
+                output, error = run.log_groups()
+                followers = [follow_file(run.log, LogWriter(logs, output, run.id)),
+                             follow_file(run.errors, LogWriter(logs, error, run.id))]
+                try:
+                    run.process = processes.start(argv, env, run.log, cwd=run.base, errors=run.errors)
+                except BaseException:
+                    for follower in followers:
+                        follower.close()
+                    raise
                 run.running_since = now()
                 self._set(run, "RUNNING")
             try:
@@ -200,11 +250,15 @@ class GlueRuns:
                 processes.stop(run.process)
                 self._finish(run, "TIMEOUT", f"Job run timed out after {run.timeout_minutes} minutes")
                 return
+            finally:
+                if run.process.poll() is not None:  # the driver's JVM and helpers end with it
+                    processes.reap(run.process)
+                for follower in followers:
+                    follower.close()
             if run.stop_requested:
                 self._finish(run, "STOPPED")
             elif code != 0:
-                self._finish(run, "FAILED", f"{processes.last_error(run.log)} (exit code {code}; "
-                                            f"log: {run.log})")
+                self._finish(run, "FAILED", f"{self._cause(run, code)} (exit code {code}); see {run.log_location()}")
             else:
                 s3 = self.runtime.client_as("s3", run.session)
                 for uri, folder in outputs:
@@ -217,6 +271,23 @@ class GlueRuns:
         except Exception as exc:  # a bug here must end the run, not leave it RUNNING forever
             logger.exception("Glue job %s run %s: the local runtime failed", run.job_name, run.id)
             self._finish(run, "FAILED", f"local runtime error: {type(exc).__name__}: {exc}")
+
+    def _cause(self, run: GlueRun, code: int) -> str:
+        """The root cause of a failed driver: killed by a signal, a corrupt (truncated) .gz input named by its
+        s3:// URI, the Spark driver's JVM gone, else the last error line (processes.root_cause)."""
+        killed = processes.signal_name(code) if code < 0 else None
+        if not killed:
+            for uri, path in run.inputs:
+                damage = gzip_damage(path)
+                if damage:
+                    return f"corrupt input file {uri}: {damage}"
+        staged = {str(path): uri for uri, path in run.inputs}
+
+        def name_file(path: str) -> str:
+            local = path.removeprefix("file://").removeprefix("file:")
+            return staged.get(local, path)
+
+        return processes.root_cause(code, run.errors, run.log, program="Spark driver", name_file=name_file)
 
     def _session(self, run: GlueRun) -> RoleCredentials:
         """The job's Role session (Role is a name or an ARN, as CreateJob takes it)."""
@@ -275,6 +346,7 @@ class GlueRuns:
                 bucket, object_key = s3_staging.split_s3_uri(value)
                 if s3_staging.object_exists(s3, value):
                     local = s3_staging.download_object(s3, value, run.base / "input" / bucket / object_key)
+                    run.inputs.append((value, local))
                     arguments += [key, str(local)]
                 else:
                     folder = run.base.joinpath("output", bucket, *PurePosixPath(object_key).parts)
@@ -324,6 +396,20 @@ class GlueRuns:
             self._job(name)  # an unknown job is reported as such
             raise AwsError("EntityNotFoundException", f"Job Run with id {run_id} not found for job {name}")
         return run
+
+
+def gzip_damage(path: Path) -> str | None:
+    """What is wrong with a .gz file (truncated, not gzip, bad CRC), None when it reads to the end or is not
+    a .gz. Spark reports such a file as a bare java.io.EOFException / ZipException deep in its log."""
+    if not path.name.endswith(".gz"):
+        return None
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:  # truncated; not gzip or a bad CRC; a damaged stream
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def required(params: dict[str, Any], key: str) -> str:

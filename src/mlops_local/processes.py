@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Container, Iterator, Mapping
+from typing import Callable, Container, Iterator, Mapping
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL, as a container stop gives
 
@@ -25,12 +25,15 @@ _stopped = 0  # groups a stop found alive and ended, for the CLI's closing line
 _cleaning = 0  # > 0 while the main thread stops the run's processes: a stop signal must not cut that short
 
 
-def start(argv: list[str], env: Mapping[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
-    """The child in a session of its own (pgid == pid), stdout and stderr appended to `log`."""
+def start(argv: list[str], env: Mapping[str, str], log: Path, cwd: Path | None = None,
+          errors: Path | None = None) -> subprocess.Popen:
+    """The child in a session of its own (pgid == pid), stdout appended to `log`, stderr too unless
+    `errors` names a file of its own."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out, _lock:  # registered before a signal handler can run stop_all
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=dict(env), cwd=cwd, start_new_session=True)
+    with log.open("ab") as out, (errors or log).open("ab") as err, _lock:  # registered before a signal
+        process = subprocess.Popen(argv, stdout=out,                      # handler can run stop_all
+                                   stderr=err if errors is not None else subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env=dict(env), cwd=cwd, start_new_session=True)
         for pgid, leader in list(_groups.items()):  # forget groups that ended, before their ids are reused
             if leader.poll() is not None and not group_alive(pgid):
                 del _groups[pgid]
@@ -61,6 +64,18 @@ def stop(process: subprocess.Popen, grace: float = STOP_GRACE) -> None:
     with _lock:
         _groups.pop(process.pid, None)
         _stopped += alive
+
+
+def reap(process: subprocess.Popen) -> bool:
+    """After the leader exited by itself: SIGKILL what is left of its group (a JVM its Spark driver left,
+    a data loader), as a container's remaining processes end with its main process, and forget the
+    group; True when something was left."""
+    if process.poll() is None:
+        return False
+    left = _signal_group(process.pid, signal.SIGKILL)
+    with _lock:
+        _groups.pop(process.pid, None)
+    return left
 
 
 def stop_all(grace: float = STOP_GRACE, spare: Container[int] = ()) -> int:
@@ -188,3 +203,70 @@ def last_error(log: Path, limit: int = 1024) -> str:
         if "error" in line.lower():
             return line[:limit]
     return lines[-1][:limit] if lines else "no output"
+
+
+# -- what ended a process, in words a person can act on -------------------------------------------------------
+# A Spark read of a damaged file: Java's and Python's decompressors' complaints.
+CORRUPT = re.compile(r"java\.io\.EOFException|Unexpected end of (ZLIB )?input stream|Not in GZIP format|"
+                     r"java\.util\.zip\.ZipException|CRC mismatch|Compressed file ended before the end-of-stream|"
+                     r"BadGzipFile|zlib\.error|invalid (block type|distance|stored block lengths|code lengths set)|"
+                     r"incorrect header check")
+# The file Spark names ("Encountered error while reading file <path>. Details:", FileScanRDD; FAILED_READ_FILE
+# in Spark 4).
+READING = re.compile(r"reading file\s+['\"]?(\S+?)['\"]?[.,;:]?(?:\s|$)")
+# Py4J losing the JVM: the Python driver's side of a JVM that died (killed, out of memory, crashed).
+JVM_GONE = re.compile(r"Py4JNetworkError|ConnectionRefusedError|Answer from Java side is empty|"
+                      r"Error while receiving|Error while sending|java\.lang\.OutOfMemoryError|"
+                      r"A fatal error has been detected by the Java Runtime Environment")
+
+
+def signal_name(code: int) -> str | None:
+    """The signal that ended a process from its return code: -N (Popen) or 128+N (a shell's), else None."""
+    number = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else 0
+    if not number:
+        return None
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return None
+
+
+def root_cause(code: int, *logs: Path, program: str = "process",
+               name_file: Callable[[str], str] = lambda path: path) -> str:
+    """Why a process ended with `code`, from its return code and its logs, root cause first: killed by a
+    signal; a corrupt input file (named with `name_file`, e.g. the s3:// URI it was staged from); the
+    Spark driver's JVM gone; else the log's last error line (last_error)."""
+    text = "\n".join(_read(log) for log in logs)
+    killed = signal_name(code)
+    if killed and code < 0:
+        return f"the {program} was killed by {killed}"
+    corrupt = CORRUPT.search(text)
+    if corrupt:
+        line = _line_of(text, corrupt.start())
+        where = READING.search(text)
+        named = f" {name_file(where.group(1))}" if where else ""
+        return f"corrupt input file{named}: {line}"[:1024]
+    gone = JVM_GONE.search(text)
+    if gone:
+        return (f"the Spark driver's JVM ended unexpectedly (the Python driver lost its connection to it: "
+                f"{_line_of(text, gone.start())})")[:1024]
+    if killed:
+        return f"the {program} was killed by {killed}"
+    for log in logs:
+        found = last_error(log)
+        if found not in ("no log", "no output"):
+            return found
+    return "no output"
+
+
+def _read(log: Path) -> str:
+    try:
+        return log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _line_of(text: str, at: int) -> str:
+    start = text.rfind("\n", 0, at) + 1
+    end = text.find("\n", at)
+    return text[start:end if end >= 0 else len(text)].strip()[:500]

@@ -10,6 +10,11 @@ A job acts as its RoleArn (sagemaker.execution_role): CreateXJob refuses a role 
 assume, the staging is signed as the role's session, the image pull is judged as it, and the job's
 process gets the session's credentials. A denial fails the job with SageMaker's FailureReason and
 AWS's denial text.
+
+The job's output goes to CloudWatch Logs as SageMaker writes it, as the job's role: group
+/aws/sagemaker/TrainingJobs or /aws/sagemaker/ProcessingJobs, stream `<job name>/algo-1-<epoch seconds>`
+(SageMaker Developer Guide, "Log groups and streams that Amazon SageMaker AI sends to Amazon CloudWatch
+Logs"). A FailureReason names that stream, never a local folder.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mlops_local import moto_access, processes
+from mlops_local.cloudwatch_logs import FileFollower, LogWriter, follow_file
 from mlops_local.gateway import AwsError, now, paginate
 from mlops_local.iam.actions import Check, kms_via_service, partition
 from mlops_local.iam.enforcement import AccessDenied
@@ -75,10 +82,19 @@ class Job:
     stop_requested: bool = False
     max_runtime_exceeded: bool = False
     session: RoleCredentials | None = field(default=None, repr=False)  # the RoleArn's, once the job runs
+    log_stream: str = ""            # its CloudWatch Logs stream, once the process starts
 
     @property
     def log(self) -> Path:
         return self.base / ("train.log" if self.kind == "training" else "processing.log")
+
+    @property
+    def log_group(self) -> str:
+        return "/aws/sagemaker/TrainingJobs" if self.kind == "training" else "/aws/sagemaker/ProcessingJobs"
+
+    def log_location(self) -> str:
+        """Where a person reads the job's output: its CloudWatch Logs group and stream."""
+        return f"CloudWatch Logs group {self.log_group}, stream {self.log_stream or self.name + '/algo-1-*'}"
 
 
 class SageMakerJobs(ABC):
@@ -251,10 +267,20 @@ class SageMakerJobs(ABC):
                     return
                 with job.log.open("a", encoding="utf-8") as log:
                     log.write(f"[local sagemaker] {' '.join(argv)}\n")
-                job.process = processes.start(argv, env, job.log, cwd=job.base)
+                follower = self._follow(job)
+                try:
+                    job.process = processes.start(argv, env, job.log, cwd=job.base)
+                except BaseException:
+                    follower.close()
+                    raise
                 job.start_time = now()
                 self._running(job)
-            code = self._wait(job)
+            try:
+                code = self._wait(job)
+            finally:
+                if job.process.poll() is not None:  # what the program started and left behind ends with it
+                    processes.reap(job.process)
+                follower.close()
             if job.stop_requested:
                 reason = ("The job was stopped because it exceeded MaxRuntimeInSeconds"
                           if job.max_runtime_exceeded else None)
@@ -274,6 +300,27 @@ class SageMakerJobs(ABC):
             logger.exception("SageMaker %s job %s: the local runtime failed", self.kind, job.name)
             self._end(job, "Failed", "Failed", "The job failed",
                       f"InternalServerError: local runtime error: {type(exc).__name__}: {exc}")
+
+    def _follow(self, job: Job) -> FileFollower:
+        """The process's output copied to the job's CloudWatch Logs stream as the job's role; a role without
+        logs:CreateLogStream/PutLogEvents loses it, as on AWS (the access log records the denial)."""
+        assert job.session is not None
+        job.log_stream = f"{job.name}/algo-1-{int(time.time())}"
+        writer = LogWriter(self.runtime.client_as("logs", job.session), job.log_group, job.log_stream)
+        return follow_file(job.log, writer)
+
+    def failure(self, job: Job, cause: str, code: int) -> str:
+        """SageMaker's FailureReason for a failed algorithm: `AlgorithmError: <cause>, exit code: <code>`,
+        then where its log is; within FAILURE_LIMIT, the log's location kept whole."""
+        where = f"; see {job.log_location()}"
+        head = f"AlgorithmError: {cause}"
+        tail = f", exit code: {code}{where}"
+        return head[:FAILURE_LIMIT - len(tail)] + tail
+
+    def cause(self, job: Job, code: int, program: str) -> str:
+        """The root cause of a non-zero exit (processes.root_cause): killed by a signal, a corrupt input, the
+        log's last error line."""
+        return processes.root_cause(code, job.log, program=program)
 
     # -- acting as the job's role --------------------------------------------------------------
     def _session(self, job: Job) -> RoleCredentials:

@@ -106,7 +106,9 @@ class ProcessingJobs(SageMakerJobs):
         message = read_text(job.base / "ml" / "output" / "message")
         with self.lock:
             job.exit_message = message or None
-        return f"AlgorithmError: {message or processes.last_error(job.log)}, exit code: {code}"
+        killed = processes.signal_name(code) if code < 0 else None
+        cause = message if message and not killed else self.cause(job, code, "processing job's process")
+        return self.failure(job, cause, code)
 
     def describe_job(self, job: Job) -> dict[str, Any]:
         request = job.request

@@ -132,8 +132,14 @@ class TrainingJobs(SageMakerJobs):
             job.metrics = self._metrics(job)
 
     def failure_reason(self, job: Job, code: int) -> str:
+        """The failure file as written (SageMaker's FailureReason), unless a signal ended the trainer: then it
+        says so, whatever the file holds; else the log's root cause. Each names the job's log stream."""
         written = read_text(job.base / "output" / "failure")
-        return written or f"AlgorithmError: {processes.last_error(job.log)}, exit code: {code}"
+        killed = processes.signal_name(code) if code < 0 else None
+        if written and not killed:
+            where = f" (see {job.log_location()})"
+            return written[:1024 - len(where)] + where
+        return self.failure(job, self.cause(job, code, "training process"), code)
 
     def _metrics(self, job: Job) -> list[dict[str, Any]]:
         """FinalMetricDataList: the last value each MetricDefinitions regex found in the log."""
