@@ -172,3 +172,21 @@ def _from_moto_s3(account: str, bucket: Any, event_name: str, key: Any) -> None:
                           getattr(key, "version_id", None), REASONS[action], account, now()))
     except Exception:  # never fail the S3 request for it, as S3 does not
         logger.exception("could not deliver the S3 event of s3://%s/%s", bucket.name, key.name)
+
+
+def triggered_execution(codepipeline: Any, pipeline: str, changes: Any, timeout: float = 60.0) -> dict[str, Any]:
+    """The newest execution of `pipeline` an EventBridge rule started (trigger CloudWatchEvent), waiting for
+    the asynchronous delivery up to `timeout` seconds; `changes` is the runtime's change signal."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    version = changes.version
+    while True:
+        summaries = codepipeline.list_pipeline_executions(pipelineName=pipeline)["pipelineExecutionSummaries"]
+        triggered = [s for s in summaries if (s.get("trigger") or {}).get("triggerType") == "CloudWatchEvent"]
+        if triggered:
+            return dict(max(triggered, key=lambda s: s["startTime"]))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no EventBridge rule started an execution of {pipeline} within {timeout:.0f} s "
+                               "of the data upload (is the bucket's EventBridge notification enabled?)")
+        version = changes.wait(version, timeout=0.5)

@@ -114,10 +114,14 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
         pipeline = stack_output(local.aws.client("cloudformation"), STACK, "PipelineName")
         codepipeline = local.aws.client("codepipeline")
         execution_started = time.perf_counter()
-        execution_id = codepipeline.start_pipeline_execution(
-            name=pipeline, variables=[{"name": "QualityThreshold",
-                                       "value": f"{options.quality_threshold:g}"}])["pipelineExecutionId"]
-        say(f"started execution {execution_id} of {pipeline}")
+        # The data upload starts the execution through the stack's EventBridge rule, as on AWS; QualityThreshold
+        # reaches it as the pipeline variable's default, deploy.sh's QualityThreshold parameter.
+        from mlops_local.events import triggered_execution
+
+        triggered = triggered_execution(codepipeline, pipeline, local.runtime.changes)
+        execution_id = triggered["pipelineExecutionId"]
+        say(f"the data upload started execution {execution_id} of {pipeline} "
+            f"(EventBridge rule {triggered['trigger'].get('triggerDetail', '').rsplit('/', 1)[-1]})")
         follow(local, pipeline, execution_id, say, options.timeout)
         execution_seconds = time.perf_counter() - execution_started
         summary = build_summary(
