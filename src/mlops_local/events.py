@@ -163,8 +163,8 @@ def enable_stack_buckets(region: str) -> list[str]:
 def _from_moto_s3(account: str, bucket: Any, event_name: str, key: Any) -> None:
     """moto's S3 calls this for a bucket with EventBridge notifications enabled."""
     kind, _, action = event_name.partition(":ObjectCreated:")
-    if _bus is None or not action or action not in REASONS:
-        return  # only Object Created events start anything here
+    if _bus is None or not action or action not in REASONS or not _bus.runtime.aws.thread.is_alive():
+        return  # only Object Created events start anything here, and only while the stand-in is up
     if action == "Put" and getattr(key, "multipart", None) is not None:
         return  # moto's CompleteMultipartUpload stores the object with PutObject's event first; S3 sends one
     try:
