@@ -22,6 +22,10 @@ ROLE_NAME = "mlops-endpoint"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
 BUCKET = "endpoint-stand"
 MODEL_DATA = f"s3://{BUCKET}/model/model.tar.gz"
+# What templates/pipeline.yaml grants the model's role for its endpoint logs.
+LOGS_STATEMENT = {"Sid": "EndpointLogs", "Effect": "Allow",
+                  "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                  "Resource": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/*"}
 
 
 @contextlib.contextmanager
@@ -31,8 +35,9 @@ def endpoint_stand(tmp: Path, **options: Any) -> Iterator[tuple[LocalAws, Runtim
         runtime = Runtime(aws, tmp / "runtime", source_root=ROOT)
         runtime.images.add(IMAGE, ROOT / "src" / "training" / "Dockerfile")
         endpoints = Endpoints(runtime, **options)
+        endpoints.log_poll = 0.1
         endpoints.register()
-        create_role(aws.client("iam"), ROLE_NAME, execution_statements(BUCKET))
+        create_role(aws.client("iam"), ROLE_NAME, execution_statements(BUCKET) + [LOGS_STATEMENT])
         try:
             s3 = aws.client("s3")
             s3.create_bucket(Bucket=BUCKET)

@@ -24,6 +24,7 @@ import logging
 import subprocess
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from urllib.parse import unquote
 from werkzeug.wrappers import Request, Response
 
 from mlops_local import moto_access, processes
+from mlops_local.cloudwatch_logs import FileFollower, LogWriter
 from mlops_local.gateway import AwsError, paginate
 from mlops_local.runtime import RoleCredentials, Runtime
 from mlops_local.sagemaker import data_capture, execution_role
@@ -97,6 +99,7 @@ class Endpoints:
                  ) -> None:
         self.runtime = runtime
         self.start_timeout = start_timeout
+        self.log_poll = 1.0  # how often a server's new output is copied to CloudWatch Logs
         self.capture = data_capture.DataCapture(capture_interval, capture_seed)
         self._stop = threading.Event()
         self.region = runtime.aws.gateway.region
@@ -391,7 +394,7 @@ class Endpoints:
         try:
             container, variants = find_container(self.runtime.aws.client("sagemaker"), config)
             role = container.execution_role
-            server = self._serve(container, folder)
+            server = self._serve(container, folder, endpoint.name)
         except StartFailed as exc:
             reason = str(exc)
         except Exception as exc:  # a bug here must end as Failed, not as an endpoint Creating forever
@@ -518,7 +521,7 @@ class Endpoints:
         self.runtime.changes.notify()
 
     # -- serving --------------------------------------------------------------------------
-    def _serve(self, container: Container, folder: Path) -> LocalServer:
+    def _serve(self, container: Container, folder: Path, name: str) -> LocalServer:
         try:
             image = self.runtime.images.resolve(container.image)
             argv = image.command("serve")
@@ -544,13 +547,25 @@ class Endpoints:
             if closed:  # close() ran while we downloaded
                 processes.stop(process)
 
+        # The container's stdout/stderr in CloudWatch Logs, written as the model's role: group
+        # /aws/sagemaker/Endpoints/[EndpointName], stream [production-variant-name]/[instance-id] (SageMaker
+        # Developer Guide, "Log groups and streams that Amazon SageMaker AI sends to Amazon CloudWatch Logs").
+        # Started before the server, so a server that fails to start has its output there too.
+        writer = LogWriter(self.runtime.client_as("logs", acting), f"/aws/sagemaker/Endpoints/{name}",
+                           f"{container.variant}/{instance_id()}")
+        follower = FileFollower(folder / "server.log", writer, poll=self.log_poll).start()
         try:
-            return LocalServer.start(argv, model_dir, folder / "server.log",
-                                     {**image.environment(), **acting.environment(), **container.environment},
-                                     container.variant, self.start_timeout, spawned=track)
+            server = LocalServer.start(argv, model_dir, folder / "server.log",
+                                       {**image.environment(), **acting.environment(), **container.environment},
+                                       container.variant, self.start_timeout, spawned=track)
+        except BaseException:
+            follower.close()
+            raise
         finally:
             with self._lock:
                 self._starting.difference_update(spawned)
+        server.follower = follower
+        return server
 
     def _acting(self, container: Container) -> RoleCredentials:
         """The model's execution role session, once the image pull is judged as it."""
@@ -687,6 +702,11 @@ def replacing_variant(variant: dict[str, Any], replacing: Replacing | None) -> d
     if "CurrentInstanceCount" in summary:
         summary["CurrentInstanceCount"] = 0
     return summary
+
+
+def instance_id() -> str:
+    """An EC2-style instance id (i- and 17 hex digits) naming a server's log stream, as an instance's does."""
+    return f"i-{uuid.uuid4().hex[:17]}"
 
 
 def data_capture_time() -> dt.datetime:

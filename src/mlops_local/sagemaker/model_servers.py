@@ -136,6 +136,7 @@ class LocalServer:
     port: int
     log: Path
     model_dir: Path
+    follower: Any = field(default=None, repr=False)   # cloudwatch_logs.FileFollower copying the log, if any
     _idle: list[http.client.HTTPConnection] = field(default_factory=list, repr=False)
     _busy: int = field(default=0, repr=False)
     _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
@@ -241,3 +242,5 @@ class LocalServer:
         for connection in idle:
             connection.close()
         processes.stop(self.process)
+        if self.follower is not None:  # the last lines too
+            self.follower.close()
