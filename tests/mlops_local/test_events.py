@@ -49,7 +49,13 @@ TEMPLATE = {"AWSTemplateFormatVersion": "2010-09-09", "Resources": {
     "DataRule": rule(BUCKET, KEY, "EventsRole"),
     "QuietRule": rule(QUIET, KEY, "EventsRole"),
     "DeniedRule": rule(BUCKET, "raw/denied.csv", "DeniedRole"),
-    "UntrustedRule": rule(BUCKET, "raw/untrusted.csv", "UntrustingRole")}}
+    "UntrustedRule": rule(BUCKET, "raw/untrusted.csv", "UntrustingRole"),
+    # templates/pipeline.yaml's SourceChangeRule: branch updates only
+    "BranchRule": {"Type": "AWS::Events::Rule", "Properties": {"State": "ENABLED", "EventPattern": {
+        "source": ["aws.codecommit"], "detail-type": ["CodeCommit Repository State Change"],
+        "resources": ["arn:aws:codecommit:us-east-1:123456789012:events-repo"],
+        "detail": {"event": ["referenceUpdated"], "referenceType": ["branch"], "referenceName": ["model"]}},
+        "Targets": [{"Id": "pipeline", "Arn": ARN, "RoleArn": {"Fn::GetAtt": ["EventsRole", "Arn"]}}]}}}}
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +144,29 @@ def test_the_event_has_s3s_shape():
     assert event["detail"]["object"] | {"sequencer": ""} == {"key": "raw/x.csv", "size": 5, "etag": "abc",
                                                              "version-id": "v1", "sequencer": ""}
     assert event["detail"]["reason"] == "PutObject"
+
+
+def codecommit_event(event: str, branch: str) -> dict:
+    """A CodeCommit Repository State Change event (CodeCommit User Guide, "Monitoring CodeCommit events in
+    Amazon EventBridge"); pushes do not reach the stand-in, so the test sends what CodeCommit would."""
+    return {"version": "0", "id": "1", "detail-type": "CodeCommit Repository State Change",
+            "source": "aws.codecommit", "account": "123456789012", "time": "2026-01-01T00:00:00Z",
+            "region": "us-east-1", "resources": ["arn:aws:codecommit:us-east-1:123456789012:events-repo"],
+            "detail": {"event": event, "repositoryName": "events-repo", "referenceType": "branch",
+                       "referenceName": branch, "referenceFullName": f"refs/heads/{branch}", "commitId": "a" * 40}}
+
+
+@pytest.mark.parametrize("event, branch, starts", [
+    ("referenceUpdated", "model", True), ("referenceCreated", "model", False), ("referenceUpdated", "other", False),
+], ids=["branch-updated", "branch-created", "other-branch"])
+def test_the_source_change_rule_starts_on_branch_updates_only(deployed, event, branch, starts):
+    before = len(executions(deployed))
+    matched = deployed.engine.events.put(codecommit_event(event, branch))
+    assert matched == ([rule_arn("BranchRule")] if starts else [])
+    if starts:
+        new = wait_for(lambda: executions(deployed)[0] if len(executions(deployed)) > before else None,
+                       what="the execution the push starts")
+        assert new["trigger"] == {"triggerType": "CloudWatchEvent", "triggerDetail": rule_arn("BranchRule")}
+        wait_done(deployed, PIPELINE, new["pipelineExecutionId"])
+    else:
+        assert len(executions(deployed)) == before
