@@ -222,3 +222,22 @@ def test_a_role_that_may_not_write_the_destination_loses_the_records_with_a_warn
     assert stand[2].capture.lost == lost + 2
     assert "data capture of endpoint cap-denied lost 2 record(s)" in caplog.text
     assert "AccessDenied" in caplog.text
+
+
+@pytest.mark.parametrize("key_actions, written", [(["kms:GenerateDataKey"], True), ([], False)],
+                         ids=["role-may-use-the-key", "role-may-not-use-the-key"])
+def test_captured_data_is_encrypted_with_the_configs_key_as_the_role(stand, sm, smr, key_actions, written):
+    key_arn = stand[0].client("kms").create_key()["KeyMetadata"]["Arn"]
+    name = f"cap-kms-{len(key_actions)}"
+    grant = [{"Sid": "UseKey", "Effect": "Allow", "Action": key_actions, "Resource": key_arn}] if key_actions else []
+    role = create_role(stand[0].client("iam"), f"{ROLE_NAME}-{name}", execution_statements(BUCKET) + grant)
+    deploy(sm, name, role=role, capture={**capture_config(100), "KmsKeyId": key_arn})
+    in_service(stand[1], sm, name)
+    invoke(smr, name, times=1)
+    stand[2].capture.flush()
+    s3 = stand[0].client("s3")
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{CAPTURE_PREFIX}/{name}/").get("Contents", [])
+    assert len(listed) == written
+    if written:
+        head = s3.head_object(Bucket=BUCKET, Key=listed[0]["Key"])
+        assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == key_arn
