@@ -258,7 +258,8 @@ class GlueRuns:
             if run.stop_requested:
                 self._finish(run, "STOPPED")
             elif code != 0:
-                self._finish(run, "FAILED", f"{self._cause(run, code)} (exit code {code}); see {run.log_location()}")
+                self._finish(run, "FAILED", f"{self._cause(run, code)} (exit code {processes.exit_status(code)}); "
+                                            f"see {run.log_location()}")
             else:
                 s3 = self.runtime.client_as("s3", run.session)
                 for uri, folder in outputs:

@@ -220,6 +220,11 @@ JVM_GONE = re.compile(r"Py4JNetworkError|ConnectionRefusedError|Answer from Java
                       r"A fatal error has been detected by the Java Runtime Environment")
 
 
+def exit_status(code: int) -> int:
+    """A return code as a container or shell reports it: 128+N for a process killed by signal N."""
+    return 128 - code if code < 0 else code
+
+
 def signal_name(code: int) -> str | None:
     """The signal that ended a process from its return code: -N (Popen) or 128+N (a shell's), else None."""
     number = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else 0

@@ -6,6 +6,8 @@ import csv
 import gzip
 import io
 import json
+import os
+import signal
 import time
 import zipfile
 
@@ -283,3 +285,85 @@ def test_a_role_glue_cannot_assume_fails_the_run(stand_in):
     run = wait(runtime, aws.client("glue"), key_job(aws, "untrusted", role), job="untrusted", timeout=30)
     assert run["JobRunState"] == "FAILED"
     assert run["ErrorMessage"].startswith(f"glue.amazonaws.com cannot assume the role {role}")
+
+
+# -- logs and failures: tiny script jobs (no Spark) --------------------------------------------------------------
+READ_GZ = (b"import gzip, sys\n"
+           b"print('reading the input', flush=True)\n"
+           b"data = gzip.open(sys.argv[sys.argv.index('--input') + 1]).read()\n")
+SLEEP_SCRIPT = b"import os, time\nprint('driver up', os.getpid(), flush=True)\ntime.sleep(120)\n"
+
+
+def script_job(aws, name: str, script: bytes, role: str, arguments: dict | None = None, **job) -> str:
+    """A job running `script` as `role` (allowed S3 and the /aws-glue/* logs, as GlueJobRole is); its run id."""
+    aws.client("iam").put_role_policy(RoleName=role.rsplit("/", 1)[-1], PolicyName="logs", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": "arn:aws:logs:us-east-1:123456789012:log-group:/aws-glue/*"}]}))
+    aws.client("s3").put_object(Bucket=BUCKET, Key=f"code/{name}.py", Body=script)
+    glue = aws.client("glue")
+    glue.create_job(Name=name, Role=role, **job,
+                    Command={"Name": "glueetl", "ScriptLocation": f"s3://{BUCKET}/code/{name}.py"})
+    return glue.start_job_run(JobName=name, Arguments=arguments or {})["JobRunId"]
+
+
+def messages(aws, group: str, stream: str) -> list[str]:
+    """The stream's messages; none while the stream does not exist yet."""
+    from mlops_local.cloudwatch_logs import stream_messages
+
+    try:
+        return stream_messages(aws.client("logs"), group, stream)
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "ResourceNotFoundException"
+        return []
+
+
+def test_a_corrupt_gz_input_fails_naming_the_file_and_the_logs_show_the_run(stand_in):
+    aws, runtime = stand_in
+    role = create_role(aws.client("iam"), "glue-logs-1")
+    whole = sample_csv_gz(50)
+    aws.client("s3").put_object(Bucket=BUCKET, Key="raw/truncated.csv.gz", Body=whole[:len(whole) // 2])
+    run_id = script_job(aws, "reads-corrupt", READ_GZ, role, {"--input": f"s3://{BUCKET}/raw/truncated.csv.gz"})
+    run = wait(runtime, aws.client("glue"), run_id, job="reads-corrupt", timeout=30)
+    assert run["JobRunState"] == "FAILED"
+    assert run["ErrorMessage"].startswith(f"corrupt input file s3://{BUCKET}/raw/truncated.csv.gz: EOFError: "
+                                          "Compressed file ended before the end-of-stream marker was reached")
+    assert run["ErrorMessage"].endswith(f"(exit code 1); see CloudWatch Logs group /aws-glue/jobs/error, "
+                                        f"stream {run_id}")
+    assert ".stand-in" not in run["ErrorMessage"] and str(runtime.workdir) not in run["ErrorMessage"]
+    assert messages(aws, "/aws-glue/jobs/output", run_id) == ["reading the input"]
+    assert any(m.startswith("EOFError: Compressed file ended") for m in messages(aws, "/aws-glue/jobs/error", run_id))
+
+
+def test_a_killed_driver_is_reported_as_killed(stand_in):
+    aws, runtime = stand_in
+    role = create_role(aws.client("iam"), "glue-logs-2")
+    run_id = script_job(aws, "killed-driver", SLEEP_SCRIPT, role)
+    glue = aws.client("glue")
+    wait(runtime, glue, run_id, states={"RUNNING"} | TERMINAL, job="killed-driver", timeout=30)
+    deadline = time.monotonic() + 30
+    while not (up := [m for m in messages(aws, "/aws-glue/jobs/output", run_id) if m.startswith("driver up")]):
+        assert time.monotonic() < deadline, "the driver's first line never reached its log stream"
+        time.sleep(0.1)
+    os.kill(int(up[0].split()[-1]), signal.SIGKILL)
+    run = wait(runtime, glue, run_id, job="killed-driver", timeout=30)
+    assert run["JobRunState"] == "FAILED"
+    assert run["ErrorMessage"] == (f"the Spark driver was killed by SIGKILL (exit code 137); see CloudWatch Logs "
+                                   f"group /aws-glue/jobs/error, stream {run_id}")
+
+
+@pytest.mark.parametrize("name, job, arguments, groups", [
+    ("groups-sec", {"SecurityConfiguration": "etl-sec"}, {},
+     ("/aws-glue/jobs/etl-sec-role/groups-sec/output", "/aws-glue/jobs/etl-sec-role/groups-sec/error")),
+    ("groups-prefix", {}, {"--custom-logGroup-prefix": "/aws-glue/custom"},
+     ("/aws-glue/custom/output", "/aws-glue/custom/error")),
+], ids=["security-configuration", "custom-prefix"])
+def test_a_runs_log_groups_follow_its_job(stand_in, name, job, arguments, groups):
+    aws, runtime = stand_in
+    role = create_role(aws.client("iam"), name)
+    run_id = script_job(aws, name, b"import sys\nprint('out')\nprint('err', file=sys.stderr)\n", role, arguments,
+                        **job)
+    run = wait(runtime, aws.client("glue"), run_id, job=name, timeout=30)
+    assert run["JobRunState"] == "SUCCEEDED", run.get("ErrorMessage")
+    assert run["LogGroupName"] == groups[0].rsplit("/", 1)[0]
+    assert messages(aws, groups[0], run_id) == ["out"] and messages(aws, groups[1], run_id) == ["err"]

@@ -284,6 +284,8 @@ def test_a_failing_processing_job_reports_the_message_file(stand_in):
                      ProcessingJobName="bad-model", timeout=60)
     assert described["ProcessingJobStatus"] == "Failed"
     assert "no model at" in described["ExitMessage"] and "exit code: 2" in described["FailureReason"]
+    assert "; see CloudWatch Logs group /aws/sagemaker/ProcessingJobs, stream bad-model/algo-1-" in \
+        described["FailureReason"]
 
 
 def test_list_jobs(stand_in, pipeline):
@@ -412,3 +414,95 @@ def test_a_role_sagemaker_cannot_assume_is_refused_at_create(stand_in, role_name
         f"Could not assume role {role}. Please ensure that the role exists and allows principal "
         "'sagemaker.amazonaws.com' to assume the role.")
     assert "untrusted" not in training.jobs and "untrusted" not in processing.jobs
+
+
+# -- logs and failures: fake trainers (no TensorFlow) ------------------------------------------------------------
+LOGS_STATEMENT = {"Sid": "WriteJobLogs", "Effect": "Allow",
+                  "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                  "Resource": ["arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/TrainingJobs",
+                               "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/TrainingJobs:*"]}
+BANNER = "I tensorflow/core/util/port.cc:113] oneDNN custom operations are on."
+FAKE_TRAINERS = {  # program -> what the image's `train` runs
+    "sleeper": f"import os, time; print({BANNER!r}, os.getpid(), flush=True); time.sleep(120)",
+    "leaves-a-child": "import subprocess; subprocess.Popen(['sleep', '120']); print('started a helper', flush=True)",
+}
+
+
+def fake_trainer(runtime, program: str) -> str:
+    """An image of the training repository (the role may pull it) whose `train` is a small script."""
+    import sys
+
+    from mlops_local.runtime import LocalImage
+
+    uri = IMAGE.rsplit(":", 1)[0] + f":{program}"
+    runtime.images.images[uri] = LocalImage(uri=uri, dockerfile=ROOT / "src/training/Dockerfile",
+                                            programs={"train": [sys.executable, "-c", FAKE_TRAINERS[program]]},
+                                            code=ROOT / "src")
+    return uri
+
+
+def job_messages(aws, name: str) -> tuple[str, list[str]]:
+    from mlops_local.cloudwatch_logs import stream_messages
+
+    logs = aws.client("logs")
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                        logStreamNamePrefix=f"{name}/")["logStreams"]
+    assert len(streams) == 1, streams
+    stream = streams[0]["logStreamName"]
+    return stream, stream_messages(logs, "/aws/sagemaker/TrainingJobs", stream)
+
+
+def test_a_killed_trainer_is_reported_as_killed_naming_its_log_stream(stand_in):
+    import os
+    import re
+    import signal
+
+    aws, runtime, _, _ = stand_in
+    role = create_role(aws.client("iam"), "role-with-logs", [*execution_statements(), LOGS_STATEMENT])
+    sagemaker = aws.client("sagemaker")
+    sagemaker.create_training_job(**{**training_request("killed-trainer", image=fake_trainer(runtime, "sleeper")),
+                                     "RoleArn": role})
+    deadline = time.monotonic() + 30
+    while True:  # the banner line reaches the job's stream while it runs
+        try:
+            stream, lines = job_messages(aws, "killed-trainer")
+        except ClientError:
+            lines = []
+        if lines:
+            break
+        assert time.monotonic() < deadline, "the trainer's output never reached CloudWatch Logs"
+        time.sleep(0.2)
+    assert re.fullmatch(r"killed-trainer/algo-1-\d{10}", stream) and lines[0].startswith(BANNER)
+    os.kill(int(lines[0].split()[-1]), signal.SIGKILL)
+    described = wait(runtime, sagemaker.describe_training_job, "TrainingJobStatus", TrainingJobName="killed-trainer")
+    assert described["TrainingJobStatus"] == "Failed"
+    assert described["FailureReason"] == (
+        "AlgorithmError: the training process was killed by SIGKILL, exit code: 137; see CloudWatch Logs group "
+        f"/aws/sagemaker/TrainingJobs, stream {stream}")
+
+
+def test_what_a_trainer_leaves_in_its_group_ends_with_it(stand_in):
+    from mlops_local import processes
+
+    aws, runtime, training, _ = stand_in
+    sagemaker = aws.client("sagemaker")
+    sagemaker.create_training_job(**training_request("leaves-a-child", image=fake_trainer(runtime, "leaves-a-child")))
+    described = wait(runtime, sagemaker.describe_training_job, "TrainingJobStatus", TrainingJobName="leaves-a-child")
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")
+    leader = training.jobs["leaves-a-child"].process
+    deadline = time.monotonic() + 5
+    while processes.group_alive(leader.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not processes.group_alive(leader.pid)
+
+
+def test_a_role_without_logs_permissions_loses_the_logs_not_the_job(stand_in):
+    aws, runtime, _, _ = stand_in
+    mark = len(runtime.access_log)
+    sagemaker = aws.client("sagemaker")
+    sagemaker.create_training_job(**training_request("no-logs", image=fake_trainer(runtime, "leaves-a-child")))
+    described = wait(runtime, sagemaker.describe_training_job, "TrainingJobStatus", TrainingJobName="no-logs")
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")
+    denied = {a.operation for a in runtime.access_log.records(mark)
+              if a.service == "logs" and a.decided is not None and a.decided.denied}
+    assert denied & {"CreateLogStream", "CreateLogGroup", "PutLogEvents"}

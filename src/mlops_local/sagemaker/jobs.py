@@ -314,7 +314,7 @@ class SageMakerJobs(ABC):
         then where its log is; within FAILURE_LIMIT, the log's location kept whole."""
         where = f"; see {job.log_location()}"
         head = f"AlgorithmError: {cause}"
-        tail = f", exit code: {code}{where}"
+        tail = f", exit code: {processes.exit_status(code)}{where}"  # a container's: 137 for SIGKILL
         return head[:FAILURE_LIMIT - len(tail)] + tail
 
     def cause(self, job: Job, code: int, program: str) -> str:
