@@ -3,6 +3,8 @@ the same model, as SageMaker replaces an unhealthy instance; meanwhile DescribeE
 InvokeEndpoint answers ServiceUnavailable."""
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from typing import Any
 
@@ -130,3 +132,21 @@ def test_a_replacement_that_fails_keeps_the_endpoint_in_service_and_is_retried(s
         s3.put_object(Bucket=BUCKET, Key="model/model.tar.gz", Body=model)
     wait_for(stand[1], lambda: not replacing(sm, "hl-retry"), "the retried replacement")
     assert predictions(smr, "hl-retry") == pytest.approx(BY_HAND)
+
+
+def test_a_server_that_stops_answering_pings_is_replaced(stand, sm, smr, gate, monkeypatch):
+    gate.set()
+    monkeypatch.setattr(stand[2], "ping_timeout", 0.2)
+    deploy(sm, "hl-hung")
+    in_service(stand[1], sm, "hl-hung")
+    hung = stand[2].served("hl-hung").process
+    os.kill(hung.pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        described = wait_for(stand[1], lambda: replacing(sm, "hl-hung"), "the failed pings")
+        message = described["ProductionVariants"][0]["VariantStatus"][0]["StatusMessage"]
+        assert "did not answer GET /ping within 0.2 s" in message
+        wait_for(stand[1], lambda: not replacing(sm, "hl-hung"), "the replacement")
+        assert stand[2].served("hl-hung").process.pid != hung.pid
+        assert predictions(smr, "hl-hung") == pytest.approx(BY_HAND)
+    finally:
+        os.kill(hung.pid, signal.SIGCONT)  # lets the stop's SIGTERM through

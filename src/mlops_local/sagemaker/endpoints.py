@@ -38,7 +38,8 @@ from mlops_local.gateway import AwsError, paginate
 from mlops_local.runtime import RoleCredentials, Runtime
 from mlops_local.sagemaker import data_capture, execution_role
 from mlops_local.sagemaker.model_servers import (
-    Container, LocalServer, ModelDataFailed, StartFailed, fetch_model, find_container, model_data_failure)
+    PING_TIMEOUT, Container, LocalServer, ModelDataFailed, StartFailed, fetch_model, find_container,
+    model_data_failure)
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Endpoints:
         self.runtime = runtime
         self.start_timeout = start_timeout
         self.log_poll = 1.0  # how often a server's new output is copied to CloudWatch Logs
+        self.ping_timeout = PING_TIMEOUT
         self.capture = data_capture.DataCapture(capture_interval, capture_seed)
         self._stop = threading.Event()
         self.region = runtime.aws.gateway.region
@@ -493,7 +495,7 @@ class Endpoints:
                             and self._endpoints.get(endpoint.name) is endpoint and endpoint.status == IN_SERVICE):
                         self._launch(endpoint, endpoint.config_name)
                 continue
-            problem = server.health()
+            problem = server.health(self.ping_timeout)
             with self._lock:
                 if endpoint.server is not server:
                     continue
