@@ -6,8 +6,8 @@ CodePipeline targets start an execution as the target's role.
   `_send_event_bridge_message` exactly then, from PutObject, CopyObject, CompleteMultipartUpload, ...;
   that one function is replaced so the event has AWS's shape and reaches the pipeline (moto's own
   sends to rule targets and raises NotImplementedError for a CodePipeline ARN, which it swallows).
-- moto's CloudFormation drops a bucket's NotificationConfiguration, so after each stack operation the
-  EventBridgeConfiguration the template gives a stack's bucket is put on moto's bucket.
+- moto's CloudFormation drops a bucket's NotificationConfiguration; cloudformation.bucket_properties puts
+  it (and the other dropped bucket properties) on moto's bucket, and again after each stack operation here.
 - Rules and their EventPatterns are moto's records (AWS::Events::Rule is a moto model); moto's
   `EventPattern.matches_event` matches, not a matcher of our own.
 - A CodePipeline target is invoked as its RoleArn, assumed by events.amazonaws.com (trust policy
@@ -24,8 +24,8 @@ import threading
 import uuid
 from typing import Any, Callable, Mapping, cast
 
+from mlops_local.cloudformation.bucket_properties import apply_stack_buckets
 from mlops_local.gateway import account_id, now
-from mlops_local.moto_access import backend
 from mlops_local.runtime import RoleNotAssumable, Runtime
 
 logger = logging.getLogger(__name__)
@@ -129,35 +129,7 @@ class EventBridge:
     # -- buckets of stacks: the EventBridgeConfiguration moto's CloudFormation drops ------------------
     def _after_stack(self, params: dict[str, Any], status: int, body: bytes) -> None:
         if status == 200:
-            enable_stack_buckets(self.runtime.aws.gateway.region)
-
-
-def enable_stack_buckets(region: str) -> list[str]:
-    """Put `NotificationConfiguration.EventBridgeConfiguration` of every stack's AWS::S3::Bucket on moto's
-    bucket (EventBridgeEnabled true); returns the buckets enabled."""
-    stacks = backend("cloudformation", account_id(), region).stacks
-    s3 = backend("s3", account_id(), region)
-    enabled = []
-    for stack in list(stacks.values()):
-        if stack.status.startswith("DELETE"):
-            continue
-        for logical, resource in (stack.template_dict.get("Resources") or {}).items():
-            config = ((resource.get("Properties") or {}).get("NotificationConfiguration") or {}) \
-                .get("EventBridgeConfiguration") or {}
-            if resource.get("Type") != "AWS::S3::Bucket" or str(config.get("EventBridgeEnabled")).lower() != "true":
-                continue
-            physical = next((r.physical_resource_id for r in stack.stack_resources
-                             if getattr(r, "logical_resource_id", None) == logical), None) \
-                if hasattr(stack, "stack_resources") else None
-            bucket = s3.buckets.get(physical) if physical else None
-            if bucket is None:
-                continue
-            if bucket.notification_configuration is None:
-                s3.put_bucket_notification_configuration(bucket.name, {"EventBridgeConfiguration": {}})
-            elif bucket.notification_configuration.event_bridge is None:
-                bucket.notification_configuration.event_bridge = {}
-            enabled.append(bucket.name)
-    return enabled
+            apply_stack_buckets(account_id(), self.runtime.aws.gateway.region)
 
 
 def _from_moto_s3(account: str, bucket: Any, event_name: str, key: Any) -> None:

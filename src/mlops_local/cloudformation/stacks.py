@@ -13,7 +13,7 @@ from typing import Any
 
 from mlops_local.moto_access import backend
 from mlops_local.runtime import Runtime
-from mlops_local.cloudformation import stack_permissions
+from mlops_local.cloudformation import bucket_properties, stack_permissions
 from mlops_local.cloudformation.stack_models import install_models
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class Stacks:
 
     def register(self) -> None:
         install_models()
+        bucket_properties.install()  # the AWS::S3::Bucket properties moto's CloudFormation drops
         stack_permissions.install(self.runtime)  # handler permissions, and AWS's rollback when a resource fails
         self.runtime.aws.gateway.after("cloudformation", "ExecuteChangeSet", self.after_execute_change_set)
 
