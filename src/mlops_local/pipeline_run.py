@@ -7,11 +7,13 @@ execution, follows it, and writes runs/<execution-id>/summary.json and report.md
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -26,6 +28,7 @@ from mlops_local.sagemaker.processing_jobs import ProcessingJobs
 from mlops_local.sagemaker.shapes import ResponseShapes
 from mlops_local.runtime import Runtime
 from mlops_local.cloudformation.stacks import Stacks
+from mlops_local.cloudwatch_logs import export_groups
 from mlops_local.console import Console
 from mlops_local.summary import access_summary, build_summary, collect
 from mlops_local import summary as summaries
@@ -123,7 +126,11 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
         say(f"the data upload started execution {execution_id} of {pipeline} "
             f"(EventBridge rule {triggered['trigger'].get('triggerDetail', '').rsplit('/', 1)[-1]})")
         follow(local, pipeline, execution_id, say, options.timeout)
+        local.endpoints.capture.flush()  # the endpoint test's captured requests are in S3 before the summary
         execution_seconds = time.perf_counter() - execution_started
+        if triggered.get("startTime"):  # it started during the upload, before we found it
+            execution_seconds = (datetime.now(timezone.utc) - triggered["startTime"]).total_seconds()
+            execution_started = time.perf_counter() - execution_seconds
         summary = build_summary(
             collect(codepipeline, pipeline, execution_id), s3=local.aws.client("s3"),
             sagemaker=local.aws.client("sagemaker"), glue=local.aws.client("glue"),
@@ -145,6 +152,9 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
             keep_serving(local, summary, say)
         return code, summary
     finally:
+        if run_dir is not None:  # CloudWatch Logs as `aws logs` showed them, kept after the stand-in stops
+            with contextlib.suppress(Exception):
+                export_groups(local.aws.client("logs"), run_dir / "logs")
         local.close()
         if run_dir is not None:  # the stand-in's logs and job folders stay with the run
             workdir.rename(run_dir / "stand-in")

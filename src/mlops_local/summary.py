@@ -355,8 +355,8 @@ def render_training(training: Mapping[str, Any] | None, loss_plot: str | None) -
     if loss_plot:
         lines += ["", f"![Training and validation loss per epoch]({loss_plot})"]
     elif history:
-        lines += ["", "| epoch | loss | val_loss |", "|---|---|---|"]
-        lines += [f"| {row.get('epoch')} | {_num(row.get('loss'), 5)} | {_num(row.get('val_loss'), 5)} |"
+        lines += ["", "| epoch | train_loss | val_loss |", "|---|---|---|"]
+        lines += [f"| {row.get('epoch')} | {_num(row.get('train_loss'), 5)} | {_num(row.get('val_loss'), 5)} |"
                   for row in history]
     return lines
 
@@ -372,7 +372,7 @@ def plot_loss(history: list[Mapping[str, Any]], path: Path) -> bool:
         return False
     epochs = [float(row.get("epoch", "nan")) for row in history]
     figure, axes = plt.subplots(figsize=(6, 4))
-    for key, label in (("loss", "training"), ("val_loss", "validation")):
+    for key, label in (("train_loss", "training"), ("val_loss", "validation")):  # train.py's history rows
         axes.plot(epochs, [float(row.get(key, "nan")) for row in history], marker="o", label=label)
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss")

@@ -429,7 +429,8 @@ def test_a_crashed_worker_is_replaced(stand):
     crashing = cp.start_pipeline_execution(name="crashing")["pipelineExecutionId"]
     execution = wait_done(stand, "crashing", crashing)
     assert execution["status"] == "Failed"
-    assert "Lambda crashy: the function's process exited with code 3 before returning" in execution["statusSummary"]
+    assert ("Lambda crashy: Runtime exited with error: exit status 3; see CloudWatch Logs group /aws/lambda/crashy, "
+            "stream ") in execution["statusSummary"]
     crashed = actions_of(stand, "crashing", crashing)["Pid"]["output"]["outputVariables"]
 
     recovering = cp.start_pipeline_execution(name="recovering")["pipelineExecutionId"]

@@ -175,6 +175,9 @@ Resources:
       Source: {Type: NO_SOURCE, BuildSpec: "version: 0.2"}
       Artifacts: {Type: NO_ARTIFACTS}
       Environment: {Type: LINUX_CONTAINER, ComputeType: BUILD_GENERAL1_SMALL, Image: "aws/codebuild/standard:7.0"}
+  Logs:
+    Type: AWS::Logs::LogGroup
+    Properties: {LogGroupName: !Sub "/aws/lambda/${Prefix}-fn"}
   SkippedGroup:
     Type: AWS::SageMaker::ModelPackageGroup
     Condition: IsNo
@@ -189,6 +192,7 @@ Outputs:
   RefBucket: {Value: !Ref Bucket}
   GetAttRoleArn: {Value: !GetAtt Role.Arn}
   GetAttProvidedArn: {Value: !GetAtt Project.Arn}
+  GetAttLogGroupArn: {Value: !GetAtt Logs.Arn}
   RefProvided: {Value: !Ref Project}
   SubString: {Value: !Sub "arn:${AWS::Partition}:s3:::${Bucket}/${Role.Arn}"}
   SubList: {Value: !Sub ["${A}-${B}", {A: !Ref Prefix, B: !Select [1, !Split [",", !Ref Csv]]}]}
@@ -236,6 +240,8 @@ def rendered(aws, stacks):
     ("intrinsics", "RefBucket", f"intr-bucket-{ACCOUNT}"),
     ("intrinsics", "GetAttRoleArn", f"arn:aws:iam::{ACCOUNT}:role/intr-role"),
     ("intrinsics", "GetAttProvidedArn", f"arn:aws:codebuild:us-east-1:{ACCOUNT}:project/intr-project"),
+    # CloudFormation's LogGroup Arn ends in :* (so a policy on it covers the streams); moto's does not.
+    ("intrinsics", "GetAttLogGroupArn", f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/lambda/intr-fn:*"),
     ("intrinsics", "RefProvided", "intr-project"),
     ("intrinsics", "SubString", f"arn:aws:s3:::intr-bucket-{ACCOUNT}/arn:aws:iam::{ACCOUNT}:role/intr-role"),
     ("intrinsics", "SubList", "intr-b"),

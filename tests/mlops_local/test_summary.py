@@ -194,7 +194,7 @@ def test_the_report_ends_with_the_access_section_when_the_run_has_one(aws):
 
 ETL_OUTPUT = f"s3://mlops-data/runs/{EXECUTION}/etl/"
 TRAINING_OUTPUT = f"s3://mlops-data/runs/{EXECUTION}/training"
-HISTORY = [{"epoch": 1, "loss": 0.5, "val_loss": 0.6}, {"epoch": 2, "loss": 0.25, "val_loss": 0.375}]
+HISTORY = [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.6}, {"epoch": 2, "train_loss": 0.25, "val_loss": 0.375}]
 QUALITY = {"rows_in": 100, "rows_out": 90, "quarantined": 7, "duplicates": 3,
            "quarantined_by_reason": {"carat out of range": 5, "cut not allowed": 2},
            "splits": {"train": 63, "validation": 13, "test": 14}, "endpoint_test": 10}
@@ -280,7 +280,7 @@ def test_write_outputs_puts_the_loss_plot_and_the_evaluation_plot_next_to_the_re
     assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "evaluation.png").read_bytes() == b"\x89PNG evaluation"
     report = (tmp_path / "report.md").read_text()
-    assert "![Training and validation loss per epoch](loss.png)" in report and "| epoch | loss |" not in report
+    assert "![Training and validation loss per epoch](loss.png)" in report and "| epoch | train_loss |" not in report
     assert "(evaluation.png)" in report
     assert json.loads((tmp_path / "summary.json").read_text())["training"]["history"] == HISTORY
 

@@ -340,6 +340,23 @@ def install_models() -> dict[str, type[Provided]]:
             # it as None in the stack's map and DescribeStackResources answers it as an empty member.
             models.Stack.stack_resources = property(  # type: ignore[method-assign,assignment]
                 lambda stack: [r for r in stack.resource_map.values() if r is not None])
+            _log_group_arn_as_cloudformation_returns()
             for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
                 cached.cache_clear()  # moto caches the lists on first use
     return dict(_installed)
+
+
+def _log_group_arn_as_cloudformation_returns() -> None:
+    """AWS::Logs::LogGroup's GetAtt Arn is the group's ARN with `:*` ("arn:aws:logs:...:log-group:<name>:*",
+    CloudFormation's AWS::Logs::LogGroup return values; DescribeLogGroups' `arn` is the same), so a policy on it
+    covers the group's streams; moto answers the bare ARN, which would grant CreateLogStream/PutLogEvents on
+    nothing."""
+    from moto.logs.models import LogGroup
+
+    bare = LogGroup.get_cfn_attribute
+
+    def get_cfn_attribute(self: Any, attribute_name: str) -> Any:
+        value = bare(self, attribute_name)
+        return f"{value}:*" if attribute_name == "Arn" else value
+
+    LogGroup.get_cfn_attribute = get_cfn_attribute  # type: ignore[method-assign]

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from botocore.exceptions import ClientError
 
+from mlops_local import processes
 from mlops_local.codepipeline.actions.context import ActionAbandoned, ActionContext, ActionFailed, ActionResult
 from mlops_local.lambda_logging import runtime_environment
 from mlops_local.runtime import RoleNotAssumable
@@ -74,7 +75,7 @@ def invoke_lambda(ctx: ActionContext) -> ActionResult:
         result = job.result
         if result is None:
             reason = error or "the function ended without PutJobSuccessResult/PutJobFailureResult"
-            raise ActionFailed(f"Lambda {name}: {reason} (log: {log})")
+            raise ActionFailed(f"Lambda {name}: {reason}")
         if result["type"] == "failure":
             details = result["failureDetails"]
             ctx.progress(external_id=details.get("externalExecutionId"), external_url=log.as_uri())
@@ -138,6 +139,18 @@ def _handler(ctx: ActionContext, function: Mapping[str, Any]) -> str:
     return handler
 
 
+# How Lambda's runtime (Go's os/exec) words a signal in "Runtime exited with error: signal: killed".
+SIGNAL_WORDS = {"SIGKILL": "killed", "SIGTERM": "terminated", "SIGSEGV": "segmentation fault", "SIGABRT": "aborted"}
+
+
+def _runtime_exit(code: int | None) -> str:
+    """Lambda's words for a runtime that died mid-invocation (errorType Runtime.ExitError)."""
+    killed = processes.signal_name(code) if code is not None and code < 0 else None
+    if killed:
+        return f"Runtime exited with error: signal: {SIGNAL_WORDS.get(killed, killed)}"
+    return f"Runtime exited with error: exit status {code}"
+
+
 def _run_child(ctx: ActionContext, handler: str, event: dict[str, Any], config: Mapping[str, Any],
                env: dict[str, str], log: Path, seconds: float) -> str | None:
     """Run the handler in a warm worker; return why it failed, or None when it returned."""
@@ -166,14 +179,15 @@ def _run_child(ctx: ActionContext, handler: str, event: dict[str, Any], config: 
             if ctx.abandoned():
                 raise ActionAbandoned()
             if time.monotonic() > deadline:
-                return f"the function timed out after {seconds:.0f} s"
+                return f"Task timed out after {seconds:.2f} seconds; see {worker.log_location()}"
             try:
                 outcome = worker.receive(timeout=0.05)
             except EOFError:
-                return f"the function's process exited with code {worker.exit_code()} before returning"
+                return f"{_runtime_exit(worker.exit_code())}; see {worker.log_location()}"
             if outcome is not None:
                 answered = True
-                return outcome.get("error")
+                error = outcome.get("error")
+                return f"{error}; see {worker.log_location()}" if error else None
     finally:
         if answered:
             workers.release(key, worker)
