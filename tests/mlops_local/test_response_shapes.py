@@ -244,6 +244,7 @@ def run_pipeline(aws: LocalAws, runtime: Runtime) -> dict[str, str]:
         "Version": "2012-10-17", "Statement": [  # the pipeline's and its function's (one role here)
             {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
              "Resource": [f"arn:aws:s3:::{BUCKET}/raw/*", "arn:aws:s3:::shape-artifacts/*"]},
+            {"Effect": "Allow", "Action": "s3:GetBucketVersioning", "Resource": f"arn:aws:s3:::{BUCKET}"},  # S3 source
             {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"},
             {"Effect": "Allow", "Action": ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
              "Resource": "*"}]}))

@@ -366,6 +366,20 @@ def test_glue_codebuild_registry_and_repository_exist(aws, pipeline_stack):
     aws.client("s3").put_object(Bucket=f"demo-data-{ACCOUNT}-us-east-1", Key="raw/x.csv", Body=b"a\n")
 
 
+@pytest.mark.parametrize("logical_id, bucket", [("ArtifactBucket", "artifacts"), ("DataBucket", "data")])
+def test_the_template_bucket_properties_are_on_the_buckets(aws, pipeline_stack, logical_id, bucket):
+    # moto's CloudFormation drops them; cloudformation.bucket_properties puts them on (the S3 source needs versions)
+    from cfnlint.decode import cfn_yaml
+
+    rules = cfn_yaml.loads(PIPELINE_TEMPLATE)["Resources"][logical_id]["Properties"]["LifecycleConfiguration"]["Rules"]
+    s3, name = aws.client("s3"), f"demo-{bucket}-{ACCOUNT}-us-east-1"
+    assert s3.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
+    assert [r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]] == [r["Id"] for r in rules]
+    assert all(s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"].values())
+    assert s3.get_bucket_ownership_controls(Bucket=name)["OwnershipControls"]["Rules"] == [
+        {"ObjectOwnership": "BucketOwnerEnforced"}]
+
+
 def test_apply_finds_everything_and_recreates_what_went_missing(aws, stacks, pipeline_stack):
     aws.client("glue").delete_job(JobName="demo-etl")
     applied = stacks.apply("demo-pipeline")
