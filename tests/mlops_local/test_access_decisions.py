@@ -189,7 +189,8 @@ def glue_reader_handler(event, context):
 
 def test_a_job_workers_access_log_carries_decisions(stand, tmp_path):
     role = make_role(stand, "glue-reader", inline={"worker": document(
-        allow("ReadJob", "glue:GetJob", JOB), allow("Report", "codepipeline:PutJob*Result", "*"))})
+        allow("ReadJob", "glue:GetJob", JOB), allow("Report", "codepipeline:PutJob*Result", "*"),
+        allow("WriteLogs", "logs:*", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/glue-reader*"))})
     create_function(stand, "glue-reader", f"{HERE}.glue_reader_handler")
     stand.aws.client("lambda").update_function_configuration(FunctionName="glue-reader", Role=role)
     create_pipeline(stand, "glue-reader", [data_source(), {"name": "Work", "actions": [
@@ -203,7 +204,11 @@ def test_a_job_workers_access_log_carries_decisions(stand, tmp_path):
     log.write_jsonl(path, mark, decide=Judge(ACCOUNT, REGION).decide)  # decided on the request path already
     records = [json.loads(line) for line in path.read_text().splitlines()]
     worker = {r["operation"]: r for r in records if r["principal"].get("role") == role}
-    assert set(worker) == {"GetJob", "StartJobRun", "PutJobSuccessResult"}
+    # The worker's own calls, and the runtime writing its log as the function's role, as Lambda does
+    # (the group first: the function was created by the API, not with a log group of its own).
+    assert set(worker) == {"GetJob", "StartJobRun", "PutJobSuccessResult", "CreateLogGroup", "CreateLogStream",
+                           "PutLogEvents"}
+    assert worker["PutLogEvents"]["decision"] == "allowed"
     assert worker["GetJob"]["decision"] == "allowed" and worker["GetJob"]["checks"][0]["sid"] == "ReadJob"
     assert worker["PutJobSuccessResult"]["decision"] == "allowed"
     assert worker["StartJobRun"]["decision"] == "denied"
@@ -216,7 +221,8 @@ def test_a_job_workers_access_log_carries_decisions(stand, tmp_path):
     assert access["enforcement"] == "on"
     assert access["denied"] == [{"principal": role, "action": "glue:StartJobRun", "resource": JOB,
                                  "reason": "no identity-based policy allows", "count": 1}]
-    assert {"principal": role, "requests": 3, "denied": 1} in access["principals"]
+    requests = sum(r["principal"].get("role") == role for r in records)
+    assert {"principal": role, "requests": requests, "denied": 1} in access["principals"]
     section = "\n".join(render_access(access))
     assert section.startswith("## Access") and "enforced" in section
     assert f"- {role}: glue:StartJobRun on {JOB} (no identity-based policy allows) x1" in section
