@@ -452,15 +452,17 @@ def test_a_dead_model_servers_status_names_a_log_that_exists(dead_server: dict[s
 
 
 # -- SIGINT / SIGTERM of mlops-local while each stage's job runs ---------------------------------------------
-# A child stands in for the CLI, as in test_signals.py: cli.interruptible around the stage's component with
-# a job running in it (each component closed in a `finally`, as LocalPipeline.close() closes them).
+# A child stands in for the CLI, as in test_signals.py: cli.interruptible around the run's LocalPipeline (closed
+# in a `finally`, as run_pipeline closes it) while the stage's work runs: deploy.sh (bash and the aws CLI), a
+# Glue run (a driver and its JVM stand-in), a training or processing job (its process and a child), a model
+# server (the endpoint stand-in, which closes its endpoints).
 STAGE_CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
 
     from mlops_local.cli import interruptible
-    from mlops_local.gateway import Gateway, LocalAws
-    from mlops_local.runtime import LocalImage, Runtime
+    from mlops_local.pipeline_run import LocalPipeline
+    from mlops_local.runtime import LocalImage
     from tests.conftest import ROOT
     from tests.mlops_local.sagemaker_requests import (BUCKET, EXECUTION, create_role, execution_statements,
                                                       splits, training_request)
@@ -473,11 +475,8 @@ STAGE_CHILD = textwrap.dedent("""
         (out / "ready.tmp").write_text(" ".join(map(str, ports)))
         (out / "ready.tmp").rename(out / "ready")
 
-    def job_stage(aws, runtime):
-        from mlops_local.glue_runs import GlueRuns
-        from mlops_local.sagemaker.processing_jobs import ProcessingJobs
-        from mlops_local.sagemaker.training_jobs import TrainingJobs
-
+    def job_stage(local):
+        aws, runtime = local.aws, local.runtime
         runtime.images.images[IMAGE] = LocalImage(uri=IMAGE, dockerfile=ROOT / "src/training/Dockerfile",
                                                   programs={"train": [sys.executable, "-c", WAITER]},
                                                   code=ROOT / "src")
@@ -486,34 +485,29 @@ STAGE_CHILD = textwrap.dedent("""
         for key, body in splits().items():
             s3.put_object(Bucket=BUCKET, Key=f"runs/{EXECUTION}/etl/{key}", Body=body)
         if stage == "etl":
-            component = GlueRuns(runtime).register()
             create_role(iam, "glue", execution_statements()[:2], service="glue.amazonaws.com")
             s3.put_object(Bucket=BUCKET, Key="code/driver.py", Body=f"exec({WAITER!r})".encode())
             aws.client("glue").create_job(Name="etl", Role="glue", Command={
                 "Name": "glueetl", "ScriptLocation": f"s3://{BUCKET}/code/driver.py"})
             run_id = aws.client("glue").start_job_run(JobName="etl")["JobRunId"]
-            running = lambda: component.runs[run_id].process
+            running = lambda: local.glue.runs[run_id].process
         else:
             create_role(iam, "sagemaker", execution_statements())
             if stage == "training":
-                component = TrainingJobs(runtime).register()
                 aws.client("sagemaker").create_training_job(**training_request("job", image=IMAGE))
+                running = lambda: local.training.jobs["job"].process
             else:
-                component = ProcessingJobs(runtime).register()
                 aws.client("sagemaker").create_processing_job(
                     ProcessingJobName="job", RoleArn="arn:aws:iam::123456789012:role/sagemaker",
                     AppSpecification={"ImageUri": IMAGE, "ContainerEntrypoint": ["python3", "-c", WAITER]},
                     ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
                                                            "VolumeSizeInGB": 10}})
-            running = lambda: component.jobs["job"].process
-        try:
-            while running() is None:
-                time.sleep(0.05)
-            ready(aws.url.rsplit(":", 1)[1])
-            while True:
-                time.sleep(0.1)
-        finally:
-            component.close()
+                running = lambda: local.processing.jobs["job"].process
+        while running() is None:
+            time.sleep(0.05)
+        ready(aws.url.rsplit(":", 1)[1])
+        while True:
+            time.sleep(0.1)
 
     def serving_stage():
         from tests.mlops_local.endpoint_stand import deploy, endpoint_stand, in_service
@@ -528,16 +522,20 @@ STAGE_CHILD = textwrap.dedent("""
     def work():
         if stage == "serving":
             serving_stage()
-        with LocalAws(Gateway()) as aws:
-            runtime = Runtime(aws=aws, workdir=out / "work", source_root=ROOT)
-            try:
-                job_stage(aws, runtime)
-            finally:
-                runtime.close()
+        local = LocalPipeline(out / "work", ROOT)
+        try:
+            if stage == "deploy":
+                ready(local.aws.url.rsplit(":", 1)[1])
+                local.script("deploy.sh", "--project-name", "mlops", "DataObjectKey=raw/diamonds.csv.gz",
+                             "QualityThreshold=600", "TrainingHyperparameters={}", log=out / "deploy.log")
+                raise AssertionError("the deploy ended before the signal")
+            job_stage(local)
+        finally:
+            local.close()
 
     sys.exit(interruptible(work))
 """)
-STAGES = {f"{name}-during-{stage}": (sig, stage) for stage in ("etl", "training", "evaluation", "serving")
+STAGES = {f"{name}-during-{stage}": (sig, stage) for stage in ("deploy", "etl", "training", "evaluation", "serving")
           for name, sig in (("sigint", signal.SIGINT), ("sigterm", signal.SIGTERM))}
 
 
