@@ -280,6 +280,21 @@ def test_bad_input_is_refused_before_the_run(row_id: str, tmp_path: Path, capsys
     assert not runs.exists() and set(descendants(os.getpid())) <= before
 
 
+def test_an_interrupted_json_run_is_one_json_object(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from mlops_local import cli
+
+    def interrupted(args: Any, out: Any) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler raises here, as during any stage
+        raise AssertionError("the signal did not interrupt the run")
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    code = cli.main(["run", "--json"])
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    assert_seen(ROWS["json-interrupted"], [err.strip(), f"exit {code}", json.dumps(answer)])
+
+
 # -- the model server's bad requests: answered, and it keeps serving -----------------------------------------
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
@@ -425,7 +440,9 @@ def dead_server(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         opened.set()
         wait_until(lambda: not replacing(), "the replacement")
         answer = smr.invoke_endpoint(EndpointName="fault-endpoint", Body=CSV_BODY, ContentType="text/csv")
-        return {"meanwhile": meanwhile, "refused": refused.value.response, "pids": pids, "workdir": str(tmp),
+        with pytest.raises(ClientError) as bad:  # a bad request, through the endpoint, to the new server
+            smr.invoke_endpoint(EndpointName="fault-endpoint", Body=b"1e308,Ideal,E,62\n", ContentType="text/csv")
+        return {"bad": bad.value.response, "meanwhile": meanwhile, "refused": refused.value.response, "pids": pids, "workdir": str(tmp),
                 "answer": answer["Body"].read().decode(), "second": endpoints.served("fault-endpoint").process.pid,
                 "first": first.process.pid}
 
@@ -443,12 +460,23 @@ def test_a_dead_model_server_is_replaced(dead_server: dict[str, Any]) -> None:
     assert survivors(dead_server["pids"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="engineer C: the replacement's StatusMessage cites the local server.log "
-                                       "(under the run's work folder), not the endpoint's CloudWatch Logs stream")
-def test_a_dead_model_servers_status_names_a_log_that_exists(dead_server: dict[str, Any]) -> None:
+def test_a_bad_request_through_the_endpoint_is_a_model_error(dead_server: dict[str, Any]) -> None:
+    error = dead_server["bad"]
+    assert_seen(ROWS["endpoint-bad-request"], [f"{error['Error']['Code']}: {error['Error']['Message']}",
+                                               str(error["ResponseMetadata"]["HTTPStatusCode"])])
+
+
+@pytest.mark.xfail(strict=True, reason="engineer C: the endpoint's messages cite the local server.log (under the "
+                                       "run's work folder), not the endpoint's CloudWatch Logs group")
+@pytest.mark.parametrize("message", ["replacing", "model-error"])
+def test_an_endpoints_messages_name_its_cloudwatch_logs(dead_server: dict[str, Any], message: str) -> None:
+    """As SageMaker's: a ModelError ends "See https://<region>.console.aws.amazon.com/cloudwatch/home?region=
+    <region>#logEventViewer:group=/aws/sagemaker/Endpoints/<name> in account <account> for more information."
+    (aws/amazon-sagemaker-examples#1881, #407)."""
     [status] = dead_server["meanwhile"]["ProductionVariants"][0]["VariantStatus"]
-    assert dead_server["workdir"] not in status["StatusMessage"]
-    assert "CloudWatch Logs group /aws/sagemaker/Endpoints/fault-endpoint" in status["StatusMessage"]
+    text = status["StatusMessage"] if message == "replacing" else dead_server["bad"]["Error"]["Message"]
+    assert dead_server["workdir"] not in text
+    assert "/aws/sagemaker/Endpoints/fault-endpoint" in text
 
 
 # -- SIGINT / SIGTERM of mlops-local while each stage's job runs ---------------------------------------------
@@ -591,6 +619,8 @@ SCENARIOS: dict[str, str] = {
     **{row_id: "test_job_fault" for row_id in JOB_SCENARIOS},
     "lambda-worker-killed": "test_a_lambda_worker_killed_mid_invocation_fails_the_action",
     "model-server-died": "test_a_dead_model_server_is_replaced",
+    "endpoint-bad-request": "test_a_bad_request_through_the_endpoint_is_a_model_error",
+    "json-interrupted": "test_an_interrupted_json_run_is_one_json_object",
     **{row_id: "test_bad_input_is_refused_before_the_run" for row_id in PREFLIGHT},
     **{row_id: "test_a_bad_request_is_answered_and_the_server_keeps_serving" for row_id in REQUESTS},
     "categorical-over-limit": "test_a_categorical_column_over_the_limit_fails_the_etl_naming_it",
