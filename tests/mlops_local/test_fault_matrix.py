@@ -281,7 +281,7 @@ def test_bad_input_is_refused_before_the_run(row_id: str, tmp_path: Path, capsys
 
 
 def test_an_interrupted_json_run_is_one_json_object(monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from mlops_local import cli
 
     def interrupted(args: Any, out: Any) -> int:
@@ -442,9 +442,9 @@ def dead_server(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         answer = smr.invoke_endpoint(EndpointName="fault-endpoint", Body=CSV_BODY, ContentType="text/csv")
         with pytest.raises(ClientError) as bad:  # a bad request, through the endpoint, to the new server
             smr.invoke_endpoint(EndpointName="fault-endpoint", Body=b"1e308,Ideal,E,62\n", ContentType="text/csv")
-        return {"bad": bad.value.response, "meanwhile": meanwhile, "refused": refused.value.response, "pids": pids, "workdir": str(tmp),
-                "answer": answer["Body"].read().decode(), "second": endpoints.served("fault-endpoint").process.pid,
-                "first": first.process.pid}
+        return {"meanwhile": meanwhile, "refused": refused.value.response, "bad": bad.value.response,
+                "answer": answer["Body"].read().decode(), "pids": pids, "workdir": str(tmp),
+                "first": first.process.pid, "second": endpoints.served("fault-endpoint").process.pid}
 
 
 def test_a_dead_model_server_is_replaced(dead_server: dict[str, Any]) -> None:
