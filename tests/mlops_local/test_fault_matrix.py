@@ -178,7 +178,7 @@ def training_job_killed(row: Row, tmp_path: Path, jobs: Jobs) -> str:
     name = "fault-killed-trainer"
     jobs.sagemaker.create_training_job(**training_request(name, image=FAULT_IMAGE))
     job = jobs.wait(lambda: (lambda j: j if j and j.process else None)(jobs.training.jobs.get(name)), "the trainer")
-    wait_until(lambda: "up " in job.log.read_text(), "the trainer's first line")  # killed while it trains
+    wait_until(lambda: "\nup " in job.log.read_text(), "the trainer's first line")  # killed while it trains
     pids = [job.process.pid, *descendants(job.process.pid)]
     os.kill(job.process.pid, signal.SIGKILL)
     described = jobs.wait(lambda: (lambda d: d if d["TrainingJobStatus"] != "InProgress" else None)(
@@ -199,7 +199,7 @@ def processing_job_killed(row: Row, tmp_path: Path, jobs: Jobs) -> str:
         ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
                                                "VolumeSizeInGB": 10}})
     job = jobs.wait(lambda: (lambda j: j if j and j.process else None)(jobs.processing.jobs.get(name)), "the job")
-    wait_until(lambda: "up " in job.log.read_text(), "the job's first line")
+    wait_until(lambda: "\nup " in job.log.read_text(), "the job's first line")
     pids = [job.process.pid, *descendants(job.process.pid)]
     os.kill(job.process.pid, signal.SIGKILL)
     described = jobs.wait(lambda: (lambda d: d if d["ProcessingJobStatus"] != "InProgress" else None)(
@@ -249,16 +249,19 @@ def written(name: str, text: str) -> Callable[[Path], Path]:
     return write
 
 
-PREFLIGHT: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
-    "data-missing": (lambda folder: folder / "nowhere.csv", []),
-    "data-empty": (written("data.csv", ""), []),
-    "data-header-only": (written("data.csv", HEADER + "\n"), []),
-    "data-truncated-gzip": (truncated_gzip, []),
-    "data-header-mismatch": (written("data.csv", HEADER.replace("color", "colour") + f"\n{ROW}\n"), []),
-    "threshold-not-positive": (lambda folder: DATA, ["--quality-threshold", "0"]),
-    "threshold-not-finite": (lambda folder: DATA, ["--quality-threshold", "nan"]),
-    "hyperparameter-unknown": (lambda folder: DATA, ["-H", "epoch=5"]),
-    "hyperparameter-invalid": (lambda folder: DATA, ["-H", "epochs=0", "-H", "dropout=1.5"]),
+# row id -> (the data file it writes, options, the dataset config's text: None for the shipped config)
+PREFLIGHT: dict[str, tuple[Callable[[Path], Path], list[str], str | None]] = {
+    "data-missing": (lambda folder: folder / "nowhere.csv", [], None),
+    "data-empty": (written("data.csv", ""), [], None),
+    "data-header-only": (written("data.csv", HEADER + "\n"), [], None),
+    "data-truncated-gzip": (truncated_gzip, [], None),
+    "data-header-mismatch": (written("data.csv", HEADER.replace("color", "colour") + f"\n{ROW}\n"), [], None),
+    "dataset-config-not-a-mapping": (lambda folder: DATA, [], "- target\n"),
+    "dataset-config-incomplete": (lambda folder: DATA, [], "target: price\n"),
+    "threshold-not-positive": (lambda folder: DATA, ["--quality-threshold", "0"], None),
+    "threshold-not-finite": (lambda folder: DATA, ["--quality-threshold", "nan"], None),
+    "hyperparameter-unknown": (lambda folder: DATA, ["-H", "epoch=5"], None),
+    "hyperparameter-invalid": (lambda folder: DATA, ["-H", "epochs=0", "-H", "dropout=1.5"], None),
 }
 
 
@@ -266,12 +269,13 @@ PREFLIGHT: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
 def test_bad_input_is_refused_before_the_run(row_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mlops_local.cli import main
 
-    make_data, options = PREFLIGHT[row_id]
+    make_data, options, config_text = PREFLIGHT[row_id]
     data, runs = make_data(tmp_path), tmp_path / "runs"
+    config = DATASET_CONFIG if config_text is None else written("config.yaml", config_text)(tmp_path)
     before = set(descendants(os.getpid()))
     started = time.monotonic()
     code = main(["run", "--json", "--source-root", str(ROOT), "--runs-dir", str(runs), "--data", str(data),
-                 "--dataset-config", str(DATASET_CONFIG), *options])
+                 "--dataset-config", str(config), *options])
     out, err = capsys.readouterr()
     answer = json.loads(out)  # stdout is exactly one JSON object
     assert answer == {"error": answer["error"], "exit_code": code}
