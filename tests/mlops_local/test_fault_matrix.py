@@ -2,7 +2,8 @@
 cheapest stand-in that shows it, asserting the quoted text (`…` for the variable parts), the status or exit
 code, that no process of the fault survives and, where data is involved, that nothing is lost in S3.
 
-A row without a scenario, or a scenario without a row, fails `test_every_row_has_a_scenario`.
+A row without a scenario, or a scenario without a row, fails
+`test_every_row_has_a_scenario_and_every_scenario_a_row`. Known gaps are strict xfails, listed under the table.
 """
 from __future__ import annotations
 
