@@ -113,7 +113,7 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
 
 def driver_pids(jobs: Jobs, run_id: str) -> list[int]:
     """The pids a stand-in driver printed once up: itself and its JVM stand-in."""
-    log = jobs.runtime.workdir / "glue" / run_id / "run.log"
+    log = jobs.glue_runs.runs[run_id].log
     line = wait_until(lambda: next((text for text in (log.read_text() if log.exists() else "").splitlines()
                                     if text.startswith("driver up")), None), "the driver to start")
     return [int(pid) for pid in line.split()[2:]]
