@@ -78,6 +78,7 @@ class GlueRun:
     stop_requested: bool = False
     session: RoleCredentials | None = field(default=None, repr=False)  # the job's Role, once the run starts
     inputs: list[tuple[str, Path]] = field(default_factory=list)        # (s3:// URI, staged file)
+    outputs: list[tuple[str, Path]] = field(default_factory=list)       # (s3:// prefix, local folder)
 
     @property
     def log(self) -> Path:
@@ -288,7 +289,10 @@ class GlueRuns:
             local = path.removeprefix("file://").removeprefix("file:")
             return staged.get(local, path)
 
-        return processes.root_cause(code, run.errors, run.log, program="Spark driver", name_file=name_file)
+        cause = processes.root_cause(code, run.errors, run.log, program="Spark driver", name_file=name_file)
+        # The driver's error lines quote the staged copies; the user knows them by their s3:// URIs.
+        return processes.in_their_words(cause, [(str(path), uri.rstrip("/"))
+                                                for uri, path in [*run.inputs, *run.outputs]])
 
     def _session(self, run: GlueRun) -> RoleCredentials:
         """The job's Role session (Role is a name or an ARN, as CreateJob takes it)."""
@@ -353,6 +357,7 @@ class GlueRuns:
                     folder = run.base.joinpath("output", bucket, *PurePosixPath(object_key).parts)
                     folder.mkdir(parents=True, exist_ok=True)
                     outputs.append((value, folder))
+                    run.outputs.append((value, folder))
                     arguments += [key, str(folder) + ("/" if value.endswith("/") else "")]
             else:
                 arguments += [key, value]

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Callable, Container, Iterator, Mapping
+from typing import Callable, Container, Iterable, Iterator, Mapping
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL, as a container stop gives
 
@@ -234,6 +234,14 @@ def signal_name(code: int) -> str | None:
         return signal.Signals(number).name
     except ValueError:
         return None
+
+
+def in_their_words(text: str, paths: Iterable[tuple[str, str]]) -> str:
+    """`text` with each local path replaced by what the user knows it as (an s3:// URI, a container path);
+    the longest path first, so a folder's name does not break a longer path inside it."""
+    for local, known in sorted(paths, key=lambda pair: len(pair[0]), reverse=True):
+        text = text.replace(f"file://{local}", known).replace(local, known)
+    return text
 
 
 def root_cause(code: int, *logs: Path, program: str = "process",

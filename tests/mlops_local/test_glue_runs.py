@@ -291,6 +291,9 @@ def test_a_role_glue_cannot_assume_fails_the_run(stand_in):
 READ_GZ = (b"import gzip, sys\n"
            b"print('reading the input', flush=True)\n"
            b"data = gzip.open(sys.argv[sys.argv.index('--input') + 1]).read()\n")
+QUOTES_PATHS = (b"import sys\n"
+                b"arg = lambda name: sys.argv[sys.argv.index(name) + 1]\n"
+                b"sys.exit(f'ValueError: no rows in {arg(\"--input\")}; nothing written to {arg(\"--out\")}')\n")
 SLEEP_SCRIPT = b"import os, time\nprint('driver up', os.getpid(), flush=True)\ntime.sleep(120)\n"
 
 
@@ -333,6 +336,18 @@ def test_a_corrupt_gz_input_fails_naming_the_file_and_the_logs_show_the_run(stan
     assert ".stand-in" not in run["ErrorMessage"] and str(runtime.workdir) not in run["ErrorMessage"]
     assert messages(aws, "/aws-glue/jobs/output", run_id) == ["reading the input"]
     assert any(m.startswith("EOFError: Compressed file ended") for m in messages(aws, "/aws-glue/jobs/error", run_id))
+
+
+def test_a_failure_names_s3_uris_not_staged_copies(stand_in):
+    aws, runtime = stand_in
+    role = create_role(aws.client("iam"), "glue-logs-3")
+    aws.client("s3").put_object(Bucket=BUCKET, Key="raw/quoted.csv", Body=b"a,b\n")
+    run_id = script_job(aws, "quotes-paths", QUOTES_PATHS, role,
+                        {"--input": f"s3://{BUCKET}/raw/quoted.csv", "--out": f"s3://{BUCKET}/quoted/out/"})
+    run = wait(runtime, aws.client("glue"), run_id, job="quotes-paths", timeout=30)
+    assert run["ErrorMessage"].startswith(f"ValueError: no rows in s3://{BUCKET}/raw/quoted.csv; nothing written to "
+                                          f"s3://{BUCKET}/quoted/out/ (exit code 1)")
+    assert str(runtime.workdir) not in run["ErrorMessage"]
 
 
 def test_a_killed_driver_is_reported_as_killed(stand_in):

@@ -425,6 +425,7 @@ BANNER = "I tensorflow/core/util/port.cc:113] oneDNN custom operations are on."
 FAKE_TRAINERS = {  # program -> what the image's `train` runs
     "sleeper": f"import os, time; print({BANNER!r}, os.getpid(), flush=True); time.sleep(120)",
     "leaves-a-child": "import subprocess; subprocess.Popen(['sleep', '120']); print('started a helper', flush=True)",
+    "quotes-its-paths": "import os, sys; sys.exit('ValueError: no rows in ' + os.environ['SM_CHANNEL_TRAIN'])",
 }
 
 
@@ -479,6 +480,19 @@ def test_a_killed_trainer_is_reported_as_killed_naming_its_log_stream(stand_in):
     assert described["FailureReason"] == (
         "AlgorithmError: the training process was killed by SIGKILL, exit code: 137; see CloudWatch Logs group "
         f"/aws/sagemaker/TrainingJobs, stream {stream}")
+
+
+def test_a_failure_quotes_paths_as_the_container_saw_them(stand_in):
+    aws, runtime, _, _ = stand_in
+    role = create_role(aws.client("iam"), "role-quoting", [*execution_statements(), LOGS_STATEMENT])
+    sagemaker = aws.client("sagemaker")
+    sagemaker.create_training_job(**{**training_request("quotes-its-paths",
+                                                        image=fake_trainer(runtime, "quotes-its-paths")),
+                                     "RoleArn": role})
+    described = wait(runtime, sagemaker.describe_training_job, "TrainingJobStatus", TrainingJobName="quotes-its-paths")
+    assert described["FailureReason"].startswith("AlgorithmError: ValueError: no rows in /opt/ml/input/data/train, "
+                                                 "exit code: 1; see CloudWatch Logs group /aws/sagemaker/TrainingJobs")
+    assert str(runtime.workdir) not in described["FailureReason"]
 
 
 def test_what_a_trainer_leaves_in_its_group_ends_with_it(stand_in):

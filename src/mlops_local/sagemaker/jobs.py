@@ -238,6 +238,10 @@ class SageMakerJobs(ABC):
     def failure_reason(self, job: Job, code: int) -> str:
         ...
 
+    def container_paths(self, job: Job) -> list[tuple[str, str]]:
+        """(local folder, the container's path for it): a FailureReason quotes paths as the job saw them."""
+        return [(str(job.base), "/opt/ml")]
+
     @abstractmethod
     def describe_job(self, job: Job) -> dict[str, Any]:
         ...
@@ -287,7 +291,8 @@ class SageMakerJobs(ABC):
                 self._end(job, "Stopped", "MaxRuntimeExceeded" if job.max_runtime_exceeded else "Stopped",
                           "The job was stopped", reason)
             elif code != 0:
-                self._end(job, "Failed", "Failed", "The job failed", self.failure_reason(job, code))
+                reason = processes.in_their_words(self.failure_reason(job, code), self.container_paths(job))
+                self._end(job, "Failed", "Failed", "The job failed", reason)
             else:
                 self._progress(job, "Uploading", "Uploading generated output")
                 self.succeed(job)

@@ -110,6 +110,9 @@ class ProcessingJobs(SageMakerJobs):
         cause = message if message and not killed else self.cause(job, code, "processing job's process")
         return self.failure(job, cause, code)
 
+    def container_paths(self, job: Job) -> list[tuple[str, str]]:
+        return [(str(job.base / "processing"), str(PROCESSING_ROOT)), (str(job.base / "ml"), str(ML_ROOT))]
+
     def describe_job(self, job: Job) -> dict[str, Any]:
         request = job.request
         answer: dict[str, Any] = {
