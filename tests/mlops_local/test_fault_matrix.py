@@ -591,7 +591,15 @@ STAGES = {f"{name}-during-{stage}": (sig, stage) for stage in ("deploy", "etl", 
           for name, sig in (("sigint", signal.SIGINT), ("sigterm", signal.SIGTERM))}
 
 
-@pytest.mark.parametrize("row_id", list(STAGES))
+# The deploy script's wait (LocalPipeline.script: process.wait() without a timeout) holds a signal that comes in
+# its first instants until the script ends: found here, 7 runs in 10; a wait with a timeout in a loop stops
+# within a second every time. Not strict: the race loses only most of the time.
+SLOW_DEPLOY_STOP = pytest.mark.xfail(strict=False, reason="lead (pipeline_run.LocalPipeline.script): a signal in "
+                                     "deploy.sh's first instants is handled only when the script ends")
+
+
+@pytest.mark.parametrize("row_id", [pytest.param(row_id, marks=SLOW_DEPLOY_STOP) if stage == "deploy" else row_id
+                                    for row_id, (_, stage) in STAGES.items()])
 def test_a_signal_during_a_stage_leaves_nothing(row_id: str, tmp_path: Path) -> None:
     sig, stage = STAGES[row_id]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), str(ROOT),
@@ -607,12 +615,15 @@ def test_a_signal_during_a_stage_leaves_nothing(row_id: str, tmp_path: Path) -> 
                           "the job's processes")
         assert all(faults.port_open(port) for port in ports)
         child.send_signal(sig)
+        signalled = time.monotonic()
         _, stderr = child.communicate(timeout=30)
+        stopped_within = time.monotonic() - signalled
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
     assert_seen(ROWS[row_id], [stderr.strip(), f"exit {child.returncode}"])
+    assert stopped_within < 5.0, f"the run took {stopped_within:.1f} s to stop"  # what it stops stops at once
     assert survivors(pids) == []
     assert not [port for port in ports if faults.port_open(port)]
 
