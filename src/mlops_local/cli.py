@@ -14,8 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
+import tempfile
+import traceback
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -138,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Output(args.json)
     command = summary if args.command == "summary" else run
-    code = interruptible(lambda: command(args, out), say=out.interrupted)
+    try:
+        code = interruptible(lambda: command(args, out), say=out.interrupted)
+    except Exception as exc:  # a bug: one line (and with --json one JSON object); the traceback goes to a file
+        trace = Path(tempfile.gettempdir()) / f"mlops-local-crash-{os.getpid()}.txt"
+        trace.write_text(traceback.format_exc())
+        code = out.fail(f"internal error: {type(exc).__name__}: {exc} (traceback in {trace}; please report it)")
     out.finish(code)
     return code
 

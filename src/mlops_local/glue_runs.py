@@ -112,10 +112,6 @@ class GlueRun:
             return f"{LOG_GROUP}/{configuration}-role/{role}"
         return LOG_GROUP
 
-    def log_location(self) -> str:
-        """Where a person reads why the run failed: the error group's stream of the run."""
-        return f"CloudWatch Logs group {self.log_groups()[1]}, stream {self.id}"
-
     def describe(self) -> dict[str, Any]:
         end = self.completed_on or now()
         run: dict[str, Any] = {
@@ -259,8 +255,8 @@ class GlueRuns:
             if run.stop_requested:
                 self._finish(run, "STOPPED")
             elif code != 0:
-                self._finish(run, "FAILED", f"{self._cause(run, code)} (exit code {processes.exit_status(code)}); "
-                                            f"see {run.log_location()}")
+                # No log location, as Glue's ErrorMessage has none: MonitorEtl adds the group and stream.
+                self._finish(run, "FAILED", f"{self._cause(run, code)} (exit code {processes.exit_status(code)})")
             else:
                 s3 = self.runtime.client_as("s3", run.session)
                 for uri, folder in outputs:

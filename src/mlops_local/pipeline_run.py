@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ class LocalPipeline:
         process = processes.start(["bash", str(self.runtime.source_root / "scripts" / name), *args],
                                   self.environment(), log)
         try:
-            code = process.wait()
+            code = _wait(process)
         finally:
             with processes.cleaning_up():
                 processes.stop(process, grace=2.0)
@@ -91,6 +92,16 @@ class LocalPipeline:
                 component.close()
             self.runtime.close()
             self.aws.stop()
+
+
+def _wait(process: subprocess.Popen) -> int:
+    """Popen.wait() in short slices: a bare wait() was seen to hold SIGINT/SIGTERM until the script
+    ended (tests/mlops_local/test_fault_matrix.py, signals during deploy.sh)."""
+    while True:
+        try:
+            return process.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,

@@ -150,13 +150,20 @@ def action_failure(work: Callable[[Any], Any], user_parameters: dict[str, Any]) 
     return outcome
 
 
-LOG_NAMED = re.compile(r"CloudWatch Logs group (\S+), stream ([^;\s]+)")
+# "CloudWatch Logs group G, stream S" (the stand-in's Lambda actions) or "CloudWatch log group G, stream S" /
+# "..., streams <job>/*" (the Monitor workers, which name the log as they would on AWS).
+LOG_NAMED = re.compile(r"CloudWatch [Ll]ogs? group (\S+), streams? ([^;\s]+)")
 
 
 def assert_log_exists(logs: Any, message: str) -> None:
-    """The CloudWatch Logs stream a failure message names exists and holds events."""
+    """The CloudWatch Logs stream a failure message names (or one stream of a `<prefix>*` it names) exists and
+    holds events."""
     named = LOG_NAMED.search(message)
     assert named, f"no CloudWatch Logs stream named in {message!r}"
     group, stream = named.groups()
+    if stream.endswith("*"):
+        found = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=stream[:-1])["logStreams"]
+        assert len(found) == 1, f"{message!r} names {group} {stream}: found {found}"
+        stream = found[0]["logStreamName"]
     events = logs.get_log_events(logGroupName=group, logStreamName=stream)["events"]
     assert events, f"the stream {group} {stream} that {message!r} names is empty"

@@ -82,7 +82,7 @@ def test_a_killed_server_is_replaced_and_the_endpoint_says_so_meanwhile(stand, s
     assert described["EndpointStatus"] == "InService" and "FailureReason" not in described
     [status] = described["ProductionVariants"][0]["VariantStatus"]
     assert status["Status"] == "Creating"
-    assert "Replacing an unhealthy instance: the model container exited with status -9" in status["StatusMessage"]
+    assert "Replacing an unhealthy instance: the model container exited with status 137" in status["StatusMessage"]
     assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 0
     assert described["ProductionVariants"][0]["DesiredInstanceCount"] == 1
     with pytest.raises(ClientError) as caught:
@@ -107,7 +107,7 @@ def test_an_invocation_that_finds_the_server_dead_starts_the_replacement_at_once
     with pytest.raises(ClientError) as caught:
         predictions(smr, "hl-invoke")
     assert caught.value.response["Error"]["Code"] == "ModelError"  # the request in flight
-    assert "exited with status -9" in caught.value.response["Error"]["Message"]
+    assert "exited with status 137" in caught.value.response["Error"]["Message"]
     wait_for(stand[1], lambda: not replacing(sm, "hl-invoke"), "the replacement")
     assert stand[2].served("hl-invoke").process.pid != first.pid
     assert predictions(smr, "hl-invoke") == pytest.approx(BY_HAND)

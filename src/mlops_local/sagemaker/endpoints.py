@@ -237,11 +237,12 @@ class Endpoints:
             status, body, answer_headers = server.request("POST", "/invocations", request.get_data(), headers)
         except (OSError, http.client.HTTPException) as exc:
             code = server.process.poll()
-            why = f"exited with status {code}" if code is not None else f"did not answer: {exc}"
+            why = f"exited with status {processes.exit_status(code)}" if code is not None \
+                else f"did not answer: {exc}"
             if code is not None:  # replaced at once, as the next health check would
                 self._unhealthy(endpoint, server, f"the model container {why}")
             return self._model_error(name, f"The model container for production variant {variant} {why}. "
-                                           f"See {server.log} for more information.", None, None)
+                                           f"{self._see_logs(name)}", None, None)
         if status == 200:
             content_type = answer_headers.get("content-type", "application/octet-stream")
             response = Response(body, status=200, content_type=content_type)
@@ -251,7 +252,14 @@ class Endpoints:
         text = body.decode("utf-8", errors="replace")
         kind = "client" if 400 <= status < 500 else "server"
         return self._model_error(name, f'Received {kind} error ({status}) from primary with message "{text}". '
-                                       f"See {server.log} for more information.", status, text)
+                                       f"{self._see_logs(name)}", status, text)
+
+    def _see_logs(self, name: str) -> str:
+        """How SageMaker's messages point at an endpoint's logs (its ModelError text, as in
+        aws/amazon-sagemaker-examples#1881 and #407): the CloudWatch console for the endpoint's group."""
+        region, account = self.runtime.aws.gateway.region, self.runtime.aws.account_id
+        return (f"See https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logEventViewer:"
+                f"group=/aws/sagemaker/Endpoints/{name} in account {account} for more information.")
 
     def _captured(self, endpoint: Endpoint, variant: str, request: Request, response: tuple[bytes, str],
                   when: dt.datetime) -> None:
@@ -515,7 +523,7 @@ class Endpoints:
                 return
             endpoint.server, endpoint.failed_pings = None, 0
             endpoint.replacing = Replacing(time.time(), f"Replacing an unhealthy instance: {why}. "
-                                                        f"See {server.log} for more information.")
+                                                        f"{self._see_logs(endpoint.name)}")
             logger.warning("endpoint %s: %s; replacing it", endpoint.name, endpoint.replacing.message)
             if endpoint.status == IN_SERVICE:
                 self._launch(endpoint, endpoint.config_name)

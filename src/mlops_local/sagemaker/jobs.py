@@ -92,10 +92,6 @@ class Job:
     def log_group(self) -> str:
         return "/aws/sagemaker/TrainingJobs" if self.kind == "training" else "/aws/sagemaker/ProcessingJobs"
 
-    def log_location(self) -> str:
-        """Where a person reads the job's output: its CloudWatch Logs group and stream."""
-        return f"CloudWatch Logs group {self.log_group}, stream {self.log_stream or self.name + '/algo-1-*'}"
-
 
 class SageMakerJobs(ABC):
     """Records, operations and the background run common to training and processing jobs."""
@@ -315,11 +311,10 @@ class SageMakerJobs(ABC):
         return follow_file(job.log, writer)
 
     def failure(self, job: Job, cause: str, code: int) -> str:
-        """SageMaker's FailureReason for a failed algorithm: `AlgorithmError: <cause>, exit code: <code>`,
-        then where its log is; within FAILURE_LIMIT, the log's location kept whole."""
-        where = f"; see {job.log_location()}"
+        """SageMaker's FailureReason for a failed algorithm: `AlgorithmError: <cause>, exit code: <code>`
+        within FAILURE_LIMIT. No log location: SageMaker's has none; the Monitor workers add the log group."""
         head = f"AlgorithmError: {cause}"
-        tail = f", exit code: {processes.exit_status(code)}{where}"  # a container's: 137 for SIGKILL
+        tail = f", exit code: {processes.exit_status(code)}"  # a container's: 137 for SIGKILL
         return head[:FAILURE_LIMIT - len(tail)] + tail
 
     def cause(self, job: Job, code: int, program: str) -> str:

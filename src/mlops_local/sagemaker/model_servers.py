@@ -186,7 +186,7 @@ class LocalServer:
         flight neither delays nor hides it."""
         code = self.process.poll()
         if code is not None:
-            return f"exited with status {code}", True
+            return f"exited with status {processes.exit_status(code)}", True  # a container's: 137 for SIGKILL
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             connection.request("GET", "/ping")

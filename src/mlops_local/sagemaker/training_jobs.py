@@ -133,12 +133,11 @@ class TrainingJobs(SageMakerJobs):
 
     def failure_reason(self, job: Job, code: int) -> str:
         """The failure file as written (SageMaker's FailureReason), unless a signal ended the trainer: then it
-        says so, whatever the file holds; else the log's root cause. Each names the job's log stream."""
+        says so, whatever the file holds; else the log's root cause."""
         written = read_text(job.base / "output" / "failure")
         killed = processes.signal_name(code) if code < 0 else None
         if written and not killed:
-            where = f" (see {job.log_location()})"
-            return written[:1024 - len(where)] + where
+            return written[:1024]
         return self.failure(job, self.cause(job, code, "training process"), code)
 
     def _metrics(self, job: Job) -> list[dict[str, Any]]:
