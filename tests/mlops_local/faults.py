@@ -61,7 +61,7 @@ def assert_seen(row: Row, observed: list[str]) -> None:
         assert pattern(quoted).fullmatch(seen), f"{row.id}: quoted {quoted!r}, saw {seen!r}"
 
 
-# -- processes (as tests/mlops_local/test_signals.py checks them) ---------------------------------------------
+# -- processes (shared with tests/mlops_local/test_signals.py) ---------------------------------------------
 def alive(pid: int) -> bool:
     """Running, not a zombie waiting for a parent that does not reap (a container's PID 1 may not)."""
     try:

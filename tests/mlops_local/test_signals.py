@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mlops_local import processes
+from tests.mlops_local.faults import alive, port_open, survivors
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -60,42 +60,11 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for a parent that does not reap (a container's PID 1 may not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return _signalable(pid)
-    return state != "Z"
-
-
-def _signalable(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def wait_for(path: Path, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert time.monotonic() < deadline, f"{path.name} never appeared"
         time.sleep(0.02)
-
-
-def survivors(pids: list[int], timeout: float = 3.0) -> list[int]:
-    deadline = time.monotonic() + timeout  # SIGKILL is delivered asynchronously
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return [pid for pid in pids if alive(pid)]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def start_child(tmp_path: Path, mode: str) -> subprocess.Popen:
