@@ -1,5 +1,5 @@
 """What the fault-matrix tests share: docs/FAULTS.md's table read as data, its `…` patterns, process checks
-(copied in small from test_signals.py: a test module imports no other test module), S3 snapshots and the
+(test_signals.py uses them too), S3 snapshots and the
 one CodePipeline job-worker call whose failure result the user sees as the action's message."""
 from __future__ import annotations
 
