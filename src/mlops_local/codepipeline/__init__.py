@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 PREFIX = "CodePipeline_20150709."
 DEFAULT_ACTION_TIMEOUT = 3600.0
 DEFAULT_POLL_INTERVAL = (0.5, 2.0)
+# "If no response is received within seven days ... the pipeline status changes to Failed" (User Guide,
+# "Approve or reject an approval action in CodePipeline").
+DEFAULT_APPROVAL_TIMEOUT = 7 * 24 * 3600.0
 
 
 class PipelineEngine:
@@ -27,7 +30,8 @@ class PipelineEngine:
     def __init__(self, runtime: Runtime, *, sources: SourceProvider | None = None,
                  stack_applier: Callable[[str], object] | None = None,
                  action_timeout: float = DEFAULT_ACTION_TIMEOUT,
-                 poll_interval: tuple[float, float] = DEFAULT_POLL_INTERVAL) -> None:
+                 poll_interval: tuple[float, float] = DEFAULT_POLL_INTERVAL,
+                 approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT) -> None:
         self.runtime = runtime
         self.store = PipelineStore()
         self._clients: dict[tuple[str, str], Any] = {}
@@ -35,7 +39,8 @@ class PipelineEngine:
         self.scheduler = Scheduler(
             runtime, self.store, self.client,
             sources=sources or (lambda repository, branch: runtime.source_root),  # every branch: the checkout
-            stack_applier=stack_applier, action_timeout=action_timeout, poll_interval=poll_interval)
+            stack_applier=stack_applier, action_timeout=action_timeout, poll_interval=poll_interval,
+            approval_timeout=approval_timeout)
         self.responses = CodePipelineResponses(self.store, self.scheduler, self.client)
 
     def register(self) -> "PipelineEngine":
@@ -50,6 +55,7 @@ class PipelineEngine:
             "PutJobSuccessResult": api.put_job_success_result,
             "PutJobFailureResult": api.put_job_failure_result,
             "GetJobDetails": api.get_job_details,
+            "PutApprovalResult": api.put_approval_result,
             "ListPipelines": api.list_pipelines,
             "RetryStageExecution": api.retry_stage_execution,
             "DisableStageTransition": api.disable_stage_transition,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mlops_local.codepipeline.actions import ArtifactRef
+from mlops_local.codepipeline.actions import Approval, ArtifactRef
 from mlops_local.gateway import AwsError, now
 
 TERMINAL = {"Succeeded", "Failed", "Stopped", "Superseded", "Cancelled"}
@@ -64,11 +64,14 @@ class ActionRun:
     outputs: list[ArtifactRef] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
     revision: dict[str, Any] | None = None
+    token_visible: bool = False      # an approval's token, shown by GetPipelineState (not for PARALLEL)
+    updated_by: str | None = None    # who answered an approval
 
     def state(self) -> dict[str, Any]:
         """ActionState.latestExecution."""
         return compact({"actionExecutionId": self.id, "status": self.status, "summary": self.summary,
-                        "lastStatusChange": self.updated, "token": self.token,
+                        "lastStatusChange": self.updated, "token": self.token if self.token_visible else None,
+                        "lastUpdatedBy": self.updated_by,
                         "externalExecutionId": self.external_id, "externalExecutionUrl": self.external_url,
                         "percentComplete": self.percent, "errorDetails": self.error})
 
@@ -202,6 +205,7 @@ class PipelineStore:
         self.tokens: dict[tuple[str, str], str] = {}         # (pipeline, clientRequestToken) -> id
         # (pipeline, stage, Inbound|Outbound) -> TransitionState of a disabled transition
         self.disabled: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.approvals: dict[str, Approval] = {}             # token -> the approval request it answers
 
     def blocked(self, pipeline: str, previous: str | None, stage: str) -> bool:
         """Whether an execution must wait before entering `stage` (after `previous`)."""

@@ -117,6 +117,48 @@ class CodePipelineResponses:
         job = self.store.job(params["jobId"])
         return {"jobDetails": {"id": job.id, "accountId": job.account_id, "data": copy.deepcopy(job.data)}}
 
+    # -- PutApprovalResult -----------------------------------------------------------------------
+    def put_approval_result(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Answer the open approval request of a Manual approval action (API Reference, PutApprovalResult):
+        PipelineNotFoundException, StageNotFoundException, ActionNotFoundException for names the pipeline
+        lacks; InvalidApprovalTokenException for a token that is not this action's request or whose request
+        expired ("already received a response or has expired"); ApprovalAlreadyCompletedException when the
+        request was already approved or rejected. The answerer is the request's principal (lastUpdatedBy)."""
+        name, stage, action = params["pipelineName"], params["stageName"], params["actionName"]
+        result, token = params["result"], params["token"]
+        if result.get("status") not in ("Approved", "Rejected"):
+            raise AwsError("ValidationException", f"result.status must be Approved or Rejected, "
+                                                  f"got {result.get('status')!r}")
+        if not 0 <= len(result.get("summary") or "") <= 512:  # ApprovalSummary: at most 512 characters
+            raise AwsError("ValidationException", "result.summary must be at most 512 characters")
+        pipeline, _ = self._pipeline(name)
+        stages = {s["name"]: s for s in pipeline["stages"]}
+        if stage not in stages:
+            raise AwsError("StageNotFoundException", f"stage {stage} is not a stage of pipeline {name}")
+        if action not in [a["name"] for a in stages[stage]["actions"]]:
+            raise AwsError("ActionNotFoundException", f"action {action} is not an action of stage {stage} "
+                                                      f"of pipeline {name}")
+        with self.store.lock:
+            approval = self.store.approvals.get(token)
+        if approval is None or (approval.pipeline, approval.stage, approval.action) != (name, stage, action):
+            raise AwsError("InvalidApprovalTokenException", f"{token} is not the token of an approval request "
+                                                            f"of {name}/{stage}/{action}")
+        at = now()
+        before = approval.answer(result["status"], result.get("summary") or "", self._caller(), at)
+        if before == "Expired":
+            raise AwsError("InvalidApprovalTokenException", f"the approval request of {name}/{stage}/{action} "
+                                                            f"with token {token} has expired")
+        if before != "Open":
+            raise AwsError("ApprovalAlreadyCompletedException", f"the approval request of {name}/{stage}/{action} "
+                                                                f"was already {before.lower()}")
+        execution = self.store.find(name, approval.execution_id)
+        with self.store.lock:
+            for run in execution.runs if execution else []:
+                if run.id == approval.action_execution_id:
+                    run.updated_by = approval.by
+        logger.info("pipeline %s: %s/%s %s by %s", name, stage, action, result["status"].lower(), approval.by)
+        return {"approvedAt": at}
+
     # -- reading ------------------------------------------------------------------------------
     def execution(self, pipeline: str, execution_id: str) -> Execution:
         found = self.store.find(pipeline, execution_id)

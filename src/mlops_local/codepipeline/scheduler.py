@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mlops_local.codepipeline.actions import (MAX_MESSAGE, MAX_SUMMARY, PROVIDERS,
-                                              ActionAbandoned, ActionContext, ActionFailed, ArtifactRef,
+                                              ActionAbandoned, ActionContext, ActionFailed, Approval, ArtifactRef,
                                               SourceProvider, new_artifact_key)
 from mlops_local.codepipeline.models import ActionRun, Execution, Job, PipelineStore, compact
 from mlops_local.codepipeline.principals import artifact_credentials, pipeline_session
@@ -34,7 +34,8 @@ class Scheduler:
 
     def __init__(self, runtime: Runtime, store: PipelineStore, client: Callable[..., Any], *,
                  sources: SourceProvider, stack_applier: Callable[[str], object] | None,
-                 action_timeout: float, poll_interval: tuple[float, float]) -> None:
+                 action_timeout: float, poll_interval: tuple[float, float],
+                 approval_timeout: float = 7 * 24 * 3600.0) -> None:
         self.runtime = runtime
         self.store = store
         self.client = client
@@ -42,6 +43,7 @@ class Scheduler:
         self.stack_applier = stack_applier
         self.action_timeout = action_timeout
         self.poll_interval = poll_interval
+        self.approval_timeout = approval_timeout  # AWS: seven days; an engine setting, so tests can shorten it
 
     def start(self, execution: Execution, retry: tuple[str, str] | None = None, only: str | None = None) -> None:
         """Run the execution from its first stage or, given `retry` (stage, retryMode), from that stage on;
@@ -170,7 +172,8 @@ class Scheduler:
                 progress=lambda **kw: self._progress(run, **kw),
                 new_job=lambda token: self._new_job(execution, run, token, store),
                 end_job=self._end_job, poll_interval=self.poll_interval,
-                source_override=execution.source_overrides.get(run.action))
+                source_override=execution.source_overrides.get(run.action),
+                open_approval=lambda: self._open_approval(execution, run))
             result = provider(context)
         except ActionAbandoned:
             self._finish(run, "Abandoned", summary="abandoned by StopPipelineExecution")
@@ -235,9 +238,25 @@ class Scheduler:
             run.external_url = external_url or run.external_url
 
     def _timeout(self, declaration: Mapping[str, Any]) -> float:
-        """The action's own timeoutInMinutes when the definition sets one, else the engine's default."""
+        """The action's own timeoutInMinutes when the definition sets one (ActionDeclaration: "available only
+        to the manual approval ActionType"), else the engine's default for its kind."""
         minutes = declaration.get("timeoutInMinutes")
-        return float(minutes) * 60 if minutes else self.action_timeout
+        if minutes:
+            return float(minutes) * 60
+        return self.approval_timeout if declaration["actionTypeId"]["category"] == "Approval" else self.action_timeout
+
+    def _open_approval(self, execution: Execution, run: ActionRun) -> Approval:
+        """Register the action's approval request under its token. A PARALLEL pipeline shows no token in
+        GetPipelineState; ListActionExecutions' externalExecutionId carries it (API Reference, PutApprovalResult)."""
+        approval = Approval(token=run.token, pipeline=execution.pipeline, stage=run.stage, action=run.action,
+                            execution_id=execution.id, action_execution_id=run.id)
+        with self.store.lock:
+            self.store.approvals[run.token] = approval
+            if execution.mode == "PARALLEL":
+                run.external_id = run.token
+            else:
+                run.token_visible = True
+        return approval
 
     def _artifact_store(self, pipeline: Mapping[str, Any]) -> dict[str, Any]:
         if pipeline.get("artifactStore"):

@@ -452,6 +452,7 @@ CODEPIPELINE: dict[str, Rule] = {
     "DisableStageTransition": row("codepipeline:DisableStageTransition", "{pipelineName}/{stageName}"),
     "EnableStageTransition": row("codepipeline:EnableStageTransition", "{pipelineName}/{stageName}"),
     "ListRuleExecutions": row("codepipeline:ListRuleExecutions", "{pipelineName}"),
+    "PutApprovalResult": row("codepipeline:PutApprovalResult", "{pipelineName}/{stageName}/{actionName}"),  # action
     "DeletePipeline": row("codepipeline:DeletePipeline", "{name}"),
     "CreatePipeline": lambda req: [
         Check("codepipeline:CreatePipeline", req.arn("codepipeline", str(req.get("pipeline")["name"])),

@@ -13,8 +13,9 @@ from mlops_local.codepipeline.actions.codebuild import build_codebuild
 from mlops_local.codepipeline.actions.codecommit import source_codecommit
 from mlops_local.codepipeline.actions.context import (MAX_MESSAGE, MAX_SUMMARY,
                                                       ActionAbandoned, ActionContext, ActionFailed, ActionResult,
-                                                      ArtifactRef, SourceProvider, new_artifact_key)
+                                                      Approval, ArtifactRef, SourceProvider, new_artifact_key)
 from mlops_local.codepipeline.actions.lambda_invoke import invoke_lambda
+from mlops_local.codepipeline.actions.manual_approval import manual_approval
 from mlops_local.codepipeline.actions.s3_source import source_s3
 
 Provider = Callable[[ActionContext], ActionResult]
@@ -26,7 +27,8 @@ PROVIDERS: dict[tuple[str, str, str], Provider] = {
     ("Test", "AWS", "CodeBuild"): build_codebuild,
     ("Deploy", "AWS", "CloudFormation"): deploy_cloudformation,
     ("Invoke", "AWS", "Lambda"): invoke_lambda,
+    ("Approval", "AWS", "Manual"): manual_approval,
 }
 
 __all__ = ["MAX_MESSAGE", "MAX_SUMMARY", "PROVIDERS", "ActionAbandoned", "ActionContext",
-           "ActionFailed", "ActionResult", "ArtifactRef", "Provider", "SourceProvider", "new_artifact_key"]
+           "ActionFailed", "ActionResult", "Approval", "ArtifactRef", "Provider", "SourceProvider", "new_artifact_key"]

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import io
 import secrets
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -66,6 +68,40 @@ class ActionResult:
 
 
 @dataclass
+class Approval:
+    """One open approval request of a Manual approval action, keyed by its token."""
+    token: str
+    pipeline: str
+    stage: str
+    action: str
+    execution_id: str
+    action_execution_id: str
+    state: str = "Open"                  # Open -> Approved | Rejected | Expired (timed out or abandoned)
+    summary: str | None = None
+    by: str | None = None                # the ARN of the principal that answered
+    at: datetime | None = None
+    answered: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, status: str, summary: str, by: str, at: datetime) -> str:
+        """Record PutApprovalResult's answer; the state the request was in (Open when this answer counts)."""
+        with self.lock:
+            before = self.state
+            if before == "Open":
+                self.state, self.summary, self.by, self.at = status, summary, by, at
+                self.answered.set()
+            return before
+
+    def expire(self) -> bool:
+        """Close an unanswered request (timeout, abandon); False when an answer came first."""
+        with self.lock:
+            if self.state != "Open":
+                return False
+            self.state = "Expired"
+            return True
+
+
+@dataclass
 class ActionContext:
     """What a provider may use. Built by the scheduler for one action execution."""
     runtime: Runtime
@@ -95,6 +131,7 @@ class ActionContext:
     end_job: Callable[[Any], None]
     poll_interval: tuple[float, float]     # first and longest wait between continuation invocations
     source_override: dict[str, str] | None = None
+    open_approval: Callable[[], Approval] | None = None  # registers this action's approval request
 
     def input(self, name: str | None = None) -> ArtifactRef:
         if name is None:
