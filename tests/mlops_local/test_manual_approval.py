@@ -5,19 +5,21 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from mlops_local.iam.actions import Mapped, authorization
 from mlops_local.iam.principals import ADMIN_USER
-from tests.mlops_local.engine_stand import (HERE, actions_of, create_function, create_pipeline, data_source,
+from tests.mlops_local.engine_stand import (HERE, Stand, actions_of, create_function, create_pipeline, data_source,
                                             lambda_action, wait_done, wait_for)
 
 APPROVAL = {"category": "Approval", "owner": "AWS", "provider": "Manual", "version": "1"}
 
 
-def approval_pipeline(stand, name: str, configuration: dict | None = None, mode: str = "QUEUED") -> None:
+def approval_pipeline(stand: Stand, name: str, configuration: dict[str, str] | None = None,
+                      mode: str = "QUEUED") -> None:
     create_function(stand, f"{name}-after", f"{HERE}.sleep_handler")
     create_pipeline(stand, name, [data_source(), {"name": "Approve", "actions": [{
         "name": "Review", "actionTypeId": APPROVAL, "runOrder": 1,
@@ -26,7 +28,7 @@ def approval_pipeline(stand, name: str, configuration: dict | None = None, mode:
         {"name": "Prod", "actions": [lambda_action("Deploy", f"{name}-after", params={"seconds": 0})]}], mode=mode)
 
 
-def open_token(stand, name: str) -> str:
+def open_token(stand: Stand, name: str) -> str:
     """The token GetPipelineState shows for the waiting approval (what `aws codepipeline` users read)."""
     cp = stand.aws.client("codepipeline")
 
@@ -36,18 +38,18 @@ def open_token(stand, name: str) -> str:
     return wait_for(token, what="the approval's token")
 
 
-def answer(stand, name: str, token: str, status: str, summary: str = "", **names) -> dict:
+def answer(stand: Stand, name: str, token: str, status: str, summary: str = "", **names: str) -> dict[str, Any]:
     return stand.aws.client("codepipeline").put_approval_result(
         pipelineName=names.get("pipeline", name), stageName=names.get("stage", "Approve"),
         actionName=names.get("action", "Review"), result={"status": status, "summary": summary}, token=token)
 
 
-def caller(stand) -> str:
+def caller(stand: Stand) -> str:
     """The stand-in's administrator, whom the tests' clients sign as (mlops_local.iam.principals)."""
     return f"arn:aws:iam::{stand.aws.account_id}:user/{ADMIN_USER}"
 
 
-def test_an_approved_action_succeeds_and_the_execution_goes_on(stand):
+def test_an_approved_action_succeeds_and_the_execution_goes_on(stand: Stand) -> None:
     approval_pipeline(stand, "approve-ok")
     cp = stand.aws.client("codepipeline")
     execution_id = cp.start_pipeline_execution(name="approve-ok")["pipelineExecutionId"]
@@ -70,7 +72,7 @@ def test_an_approved_action_succeeds_and_the_execution_goes_on(stand):
     assert (latest["token"], latest["lastUpdatedBy"]) == (token, caller(stand))
 
 
-def test_a_rejection_fails_the_action_and_stops_the_execution(stand):
+def test_a_rejection_fails_the_action_and_stops_the_execution(stand: Stand) -> None:
     approval_pipeline(stand, "approve-no")
     cp = stand.aws.client("codepipeline")
     execution_id = cp.start_pipeline_execution(name="approve-no")["pipelineExecutionId"]
@@ -85,7 +87,7 @@ def test_a_rejection_fails_the_action_and_stops_the_execution(stand):
     assert "Deploy" not in actions  # the next stage never ran
 
 
-def test_the_approval_timeout_fails_the_action(stand, monkeypatch):
+def test_the_approval_timeout_fails_the_action(stand: Stand, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stand.engine.scheduler, "approval_timeout", 0.5)  # AWS: seven days
     approval_pipeline(stand, "approve-late")
     cp = stand.aws.client("codepipeline")
@@ -110,7 +112,7 @@ def test_the_approval_timeout_fails_the_action(stand, monkeypatch):
     ({"status": "Maybe"}, "ValidationException"),
 ], ids=["wrong-token", "unknown-pipeline", "unknown-stage", "unknown-action", "another-actions-token",
         "bad-status"])
-def test_answers_refused_in_aws_terms(stand, change, code):
+def test_answers_refused_in_aws_terms(stand: Stand, change: dict[str, str], code: str) -> None:
     if "approve-err" not in {p["name"] for p in stand.aws.client("codepipeline").list_pipelines()["pipelines"]}:
         approval_pipeline(stand, "approve-err")
         stand.aws.client("codepipeline").start_pipeline_execution(name="approve-err")
@@ -121,7 +123,7 @@ def test_answers_refused_in_aws_terms(stand, change, code):
     assert open_token(stand, "approve-err") == token  # a refused answer leaves the request open
 
 
-def test_answering_twice_is_refused(stand):
+def test_answering_twice_is_refused(stand: Stand) -> None:
     approval_pipeline(stand, "approve-twice")
     cp = stand.aws.client("codepipeline")
     execution_id = cp.start_pipeline_execution(name="approve-twice")["pipelineExecutionId"]
@@ -133,7 +135,7 @@ def test_answering_twice_is_refused(stand):
     assert wait_done(stand, "approve-twice", execution_id)["status"] == "Succeeded"  # the first answer holds
 
 
-def test_a_parallel_pipeline_gives_the_token_as_the_external_execution_id(stand):
+def test_a_parallel_pipeline_gives_the_token_as_the_external_execution_id(stand: Stand) -> None:
     """API Reference, PutApprovalResult: for PARALLEL, ListActionExecutions' externalExecutionId is the token."""
     approval_pipeline(stand, "approve-par", mode="PARALLEL")
     cp = stand.aws.client("codepipeline")
@@ -146,7 +148,7 @@ def test_a_parallel_pipeline_gives_the_token_as_the_external_execution_id(stand)
     assert wait_done(stand, "approve-par", execution_id)["status"] == "Succeeded"
 
 
-def _running_external_id(stand) -> str | None:
+def _running_external_id(stand: Stand) -> str | None:
     latest = stand.aws.client("codepipeline").get_pipeline_state(name="approve-par")["stageStates"][1][
         "actionStates"][0].get("latestExecution") or {}
     return latest.get("externalExecutionId")
@@ -157,7 +159,8 @@ def _running_external_id(stand) -> str | None:
     ("approve-topic", {"NotificationArn": "arn:aws:s3:::bucket"},
      "NotificationArn 'arn:aws:s3:::bucket' is not an SNS topic ARN"),
 ], ids=["unknown-key", "not-a-topic"])
-def test_a_wrong_configuration_fails_the_action(stand, name, configuration, message):
+def test_a_wrong_configuration_fails_the_action(stand: Stand, name: str, configuration: dict[str, str],
+                                                message: str) -> None:
     approval_pipeline(stand, name, configuration)
     execution_id = stand.aws.client("codepipeline").start_pipeline_execution(name=name)["pipelineExecutionId"]
     execution = wait_done(stand, name, execution_id)
@@ -166,7 +169,7 @@ def test_a_wrong_configuration_fails_the_action(stand, name, configuration, mess
         "code"] == "ConfigurationError"
 
 
-def test_put_approval_result_is_authorized_on_the_action_arn():
+def test_put_approval_result_is_authorized_on_the_action_arn() -> None:
     """Service Authorization Reference: PutApprovalResult on the "action" resource
     arn:${Partition}:codepipeline:${Region}:${Account}:${PipelineName}/${StageName}/${ActionName}."""
     result = authorization("codepipeline", "PutApprovalResult", {
