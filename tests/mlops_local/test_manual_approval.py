@@ -178,3 +178,17 @@ def test_put_approval_result_is_authorized_on_the_action_arn() -> None:
     assert isinstance(result, Mapped)
     assert [(c.action, c.resource) for c in result.checks] == [
         ("codepipeline:PutApprovalResult", "arn:aws:codepipeline:us-east-1:123456789012:p/Approve/Review")]
+
+
+def test_stopping_with_abandon_abandons_the_waiting_approval(stand: Stand) -> None:
+    approval_pipeline(stand, "approve-stop")
+    cp = stand.aws.client("codepipeline")
+    execution_id = cp.start_pipeline_execution(name="approve-stop")["pipelineExecutionId"]
+    token = open_token(stand, "approve-stop")
+    cp.stop_pipeline_execution(pipelineName="approve-stop", pipelineExecutionId=execution_id, abandon=True,
+                               reason="not today")
+    assert wait_done(stand, "approve-stop", execution_id, timeout=10)["status"] == "Stopped"
+    assert actions_of(stand, "approve-stop", execution_id)["Review"]["status"] == "Abandoned"
+    with pytest.raises(ClientError) as caught:
+        answer(stand, "approve-stop", token, "Approved", "too late")
+    assert caught.value.response["Error"]["Code"] == "InvalidApprovalTokenException"
