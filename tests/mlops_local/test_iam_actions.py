@@ -297,7 +297,7 @@ EVERY_FIELD: dict[str, Any] = {
     "ResourceArn": f"arn:aws:sagemaker:{A}:endpoint/e", "Resource": f"arn:aws:lambda:{A}:function:f",
     "FunctionName": "f", "name": "p", "pipelineName": "p", "jobId": "j",
     "pipeline": {"name": "p", "roleArn": ROLE}, "projectName": "p", "id": "p:u", "ids": ["p:u"], "names": ["p"],
-    "repositoryName": "r", "stageName": "Build", "StackName": "s", "ChangeSetName": "cs",
+    "repositoryName": "r", "stageName": "Build", "actionName": "Approve", "StackName": "s", "ChangeSetName": "cs",
     "logGroupName": "g", "logStreamName": "s",
     "RoleSessionName": "s", "Entries": [{"Source": "s"}], "Rule": "r", "Targets": [],
 }
