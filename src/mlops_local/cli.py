@@ -48,7 +48,9 @@ EXAMPLES = """examples:
       AWS_ENDPOINT_URL=http://127.0.0.1:PORT aws codepipeline list-pipeline-executions --pipeline-name NAME
       AWS_ENDPOINT_URL=http://127.0.0.1:PORT mlops-local summary EXECUTION_ID
   mlops-local run --json > summary.json             progress on stderr, the summary on stdout
-  mlops-local summary EXECUTION_ID --pipeline NAME  any execution on AWS (default credentials)"""
+  mlops-local summary EXECUTION_ID --pipeline NAME  any execution on AWS (default credentials)
+  mlops-local approve EXECUTION_ID --summary "metrics reviewed"   answer its waiting Manual approval
+  mlops-local reject EXECUTION_ID                   reject it: the execution stops there"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,6 +85,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     summary.add_argument("--pipeline", help="the pipeline's name (default: the one with that execution)")
     summary.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<id>/ is written")
     summary.add_argument("--json", action="store_true", help="print summary.json instead of the report")
+
+    for verb, status in (("approve", "Approved"), ("reject", "Rejected")):
+        answer = commands.add_parser(
+            verb, help=f"answer an execution's waiting Manual approval action: {status}",
+            description=f"PutApprovalResult ({status}) for the approval action the execution waits at, found with "
+            "GetPipelineState, at AWS_ENDPOINT_URL (a running `mlops-local run --keep-running`) or AWS itself.",
+            epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        answer.add_argument("execution_id", metavar="EXECUTION_ID")
+        answer.add_argument("--pipeline", help="the pipeline's name (default: the one with that execution)")
+        answer.add_argument("--summary", default=f"{status.lower()} with mlops-local {verb}",
+                            help="the approval's summary (at most 512 characters)")
+        answer.add_argument("--json", action="store_true", help="print the answer as one JSON object")
 
     synthetic = commands.add_parser("synthetic", help="write synthetic rows shaped like a data set")
     synthetic.add_argument("--rows", type=int, required=True)
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.rows} synthetic rows to {args.out}")
         return 0
     out = Output(args.json)
-    command = summary if args.command == "summary" else run
+    command = {"summary": summary, "approve": approve, "reject": approve}.get(args.command, run)
     try:
         code = interruptible(lambda: command(args, out), say=out.interrupted)
     except Exception as exc:  # a bug: one line (and with --json one JSON object); the traceback goes to a file
@@ -301,6 +315,33 @@ def summary(args: argparse.Namespace, out: Output) -> int:
         return out.fail(f"cannot summarise {args.execution_id}: {exc}")
     print(results_line(written), file=sys.stderr if args.json else sys.stdout, flush=True)
     out.result(result, render_report(result))
+    return 0
+
+
+def approve(args: argparse.Namespace, out: Output) -> int:
+    """`mlops-local approve|reject`: PutApprovalResult for the execution's waiting approval action."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from mlops_local.approvals import NoOpenApproval, answer
+    from mlops_local.summary import find_pipeline
+
+    session = boto3.session.Session()
+
+    def client(service: str) -> Any:
+        return session.client(service, config=Config(retries={"mode": "standard"}))
+
+    approved = args.command == "approve"
+    try:
+        pipeline = args.pipeline or find_pipeline(client, args.execution_id)
+        answered = answer(client("codepipeline"), pipeline, args.execution_id, approved, args.summary)
+    except (BotoCoreError, ClientError, NoOpenApproval, LookupError) as exc:
+        return out.fail(f"cannot {args.command} {args.execution_id}: {exc}")
+    status = "Approved" if approved else "Rejected"
+    line = f"{status} {pipeline}/{answered.stage}/{answered.action} for execution {args.execution_id}"
+    out.result({"pipeline": pipeline, "stage": answered.stage, "action": answered.action,
+                "execution_id": args.execution_id, "status": status}, line)
     return 0
 
 

@@ -79,7 +79,11 @@ class ActionRun:
         """ActionExecutionDetail."""
         decl = self.declaration
         output = None
-        if self.status != "InProgress":
+        if self.status == "InProgress" and self.external_id:
+            # A running action's external id is already there: for a PARALLEL pipeline's approval it is the token
+            # PutApprovalResult needs (API Reference, PutApprovalResult: "use ListActionExecutions").
+            output = {"executionResult": {"externalExecutionId": self.external_id}}
+        elif self.status != "InProgress":
             output = {"outputArtifacts": [a.detail() for a in self.outputs],
                       "executionResult": {"externalExecutionId": self.external_id,
                                           "externalExecutionSummary": self.summary,
