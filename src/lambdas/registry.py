@@ -12,10 +12,13 @@ UserParameters (JSON):
     model_data_uri       s3:// URI of model.tar.gz
     evaluation_uri       s3:// URI of evaluation.json (SageMaker ModelMetrics regression format)
     source_commits       optional {"ModelSource": "#{ModelSource.CommitId}", ...}
+    gate                 optional, the evaluation gate's record as MonitorEvaluation exported it:
+                         {"Rmse": "#{Evaluation.Rmse}", "ChampionRmse": ..., "DecisionReason": ...}; keys
+                         are lambdas.sagemaker_jobs.GATE_KEYS, recorded as they are in CustomerMetadataProperties
     description          optional free text (default names the execution)
 
-The evaluation monitor registers REJECTED candidates itself (status Rejected); this action only
-ever registers Approved ones.
+The evaluation monitor registers REJECTED candidates itself (status Rejected, with the same gate record);
+this action only ever registers Approved ones.
 
 What an Approved package references outlives the execution that made it. The data bucket expires
 runs/ after RunRetentionDays and the image repository keeps only its newest images, yet a live
@@ -40,7 +43,7 @@ from typing import Any, Mapping
 
 from lambdas.errors import ConfigurationError, JobFailed
 from lambdas.job import AwsClient, Done, JobEvent, Param, client, parse_s3_uri, parse_user_parameters, run_job
-from lambdas.sagemaker_jobs import CONTENT_TYPES, DECISION_KEY, EXECUTION_KEY
+from lambdas.sagemaker_jobs import CONTENT_TYPES, DECISION_KEY, EXECUTION_KEY, GATE_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ SCHEMA = {
     "model_data_uri": Param(str),
     "evaluation_uri": Param(str),
     "source_commits": Param(dict, required=False, default=None),
+    "gate": Param(dict, required=False, default=None),
     "description": Param(str, required=False, default=None),
 }
 
@@ -168,7 +172,7 @@ def package_request(params: Mapping[str, Any], protection: Protection) -> dict[s
         "ModelMetrics": {"ModelQuality": {"Statistics": {
             "ContentType": "application/json", "S3Uri": protection.protected(params["evaluation_uri"])}}},
         "ModelApprovalStatus": "Approved",
-        "CustomerMetadataProperties": metadata(execution_id, params["source_commits"]),
+        "CustomerMetadataProperties": metadata(execution_id, params["source_commits"], params["gate"]),
         "ClientToken": client_token(group, execution_id),
     }
 
@@ -250,10 +254,19 @@ def _digest_of(ecr: AwsClient, image: Image, tag: str) -> str:
     return str(described["imageDetails"][0]["imageDigest"])
 
 
-def metadata(execution_id: str, source_commits: Mapping[str, Any] | None) -> dict[str, str]:
-    """CustomerMetadataProperties: the execution id and each source's commit, within SageMaker's limits."""
+def metadata(execution_id: str, source_commits: Mapping[str, Any] | None,
+             gate: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """CustomerMetadataProperties: the execution id, the gate's record (both scores, the decision and its
+    reason) and each source's commit, within SageMaker's limits."""
     props = {EXECUTION_KEY: _metadata_text("execution_id", execution_id, MAX_METADATA_VALUE),
              DECISION_KEY: "APPROVED"}
+    unknown = sorted(set(gate or {}) - set(GATE_KEYS))
+    if unknown:
+        raise ConfigurationError(f"UserParameters 'gate' has unknown key(s) {unknown}; allowed: {list(GATE_KEYS)}")
+    for key, value in sorted((gate or {}).items()):
+        if not isinstance(value, str):
+            raise ConfigurationError(f"UserParameters 'gate' value for '{key}' must be str, got {type(value).__name__}")
+        props[key] = _metadata_text(f"gate['{key}']", value, MAX_METADATA_VALUE)
     commits = source_commits or {}
     if len(commits) > MAX_METADATA - len(props):
         raise ConfigurationError(f"UserParameters 'source_commits' has {len(commits)} entries; "

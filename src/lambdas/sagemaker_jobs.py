@@ -27,6 +27,27 @@ CONTENT_TYPES = ("text/csv", "application/json")
 # (Approved) write the same ones, so either finds the package of an execution.
 EXECUTION_KEY = "ExecutionId"
 DECISION_KEY = "Decision"
+# The champion/challenger gate's record, on every package (lambdas.evaluation judges; MonitorEvaluation
+# records Rejected packages, RegisterModel Approved ones from the gate's exported variables).
+RMSE_KEY = "Rmse"                         # the challenger's test RMSE
+THRESHOLD_KEY = "Threshold"
+TOLERANCE_KEY = "TolerancePercent"
+CHAMPION_KEY = "ChampionModelPackageArn"  # "none" when the group had no Approved package
+CHAMPION_RMSE_KEY = "ChampionRmse"        # "none" without a champion or when it could not be scored
+REASON_KEY = "DecisionReason"
+GATE_KEYS = (RMSE_KEY, THRESHOLD_KEY, TOLERANCE_KEY, CHAMPION_KEY, CHAMPION_RMSE_KEY, REASON_KEY)
+NONE = "none"
+# CustomerMetadataProperties values: 1-256 of letters, spaces, digits and _.:/=+-@ (botocore's sagemaker
+# model, shape CustomerMetadataValue).
+MAX_METADATA_VALUE = 256
+_NOT_METADATA = re.compile(r"[^\w .:/=+\-@]+")
+
+
+def metadata_value(text: str) -> str:
+    """`text` as a CustomerMetadataProperties value: other characters become spaces, cut at 256."""
+    cleaned = " ".join(_NOT_METADATA.sub(" ", text).split())
+    return (cleaned or NONE)[:MAX_METADATA_VALUE]
+
 
 # AlgorithmSpecification.MetricDefinitions of CreateTrainingJob. Each regex's first group captures
 # a number from the lines training.contract.format_epoch_line / format_final_line print:

@@ -3,7 +3,9 @@
 Everything here is read through the public APIs (CodePipeline, S3, SageMaker, Glue) of whatever
 endpoint the clients point at, so the same code summarises a run on AWS and one on the stand-in:
 the threshold is the execution's resolved QualityThreshold variable, and the decision is the one
-the execution's model package carries in the Model Registry.
+the execution's model package carries in the Model Registry. Champion vs challenger: the champion's
+metrics come from evaluation.json (scored on the same test split), the tolerance and the decision's
+reason from the package's metadata (else the evaluation's exported variables).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from mlops_local.s3_staging import split_s3_uri
 THRESHOLD_VARIABLE = "QualityThreshold"
 # Model package CustomerMetadataProperties the job workers write (lambdas.sagemaker_jobs).
 EXECUTION_KEY, DECISION_KEY = "ExecutionId", "Decision"
+TOLERANCE_KEY, REASON_KEY = "TolerancePercent", "DecisionReason"
 DECISIONS = {"Approved": "APPROVED", "Rejected": "REJECTED"}  # by ModelApprovalStatus
 LOOKBACK = 50  # newest packages of the group searched for this execution's
 METRICS_FILE = "metrics.json"  # what the trainer writes to SM_OUTPUT_DATA_DIR (training.train.run)
@@ -164,8 +167,7 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
     evaluation = read_json(s3, found.get("EvaluationJob", {}).get("EvaluationUri"))
     metrics = None
     if evaluation:
-        regression = evaluation.get("regression_metrics", {})
-        metrics = {k: (regression.get(k) or {}).get("value") for k in ("rmse", "mae", "r2")}
+        metrics = _metric_values(evaluation)
 
     etl = found.get("Etl", {})
     quality = None
@@ -206,6 +208,7 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
         "decision": decision(package, found),
         "threshold": threshold(execution),
         "metrics": metrics,
+        "champion": champion(evaluation, package, found),
         "stages": stage_list,
         "model_package_arn": found.get("Registry", {}).get("ModelPackageArn"),
         "endpoint": endpoint,
@@ -221,6 +224,30 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
         # Seam: a "logs" entry (each job's CloudWatch group/stream, from cloudwatch_logs) goes here, so
         # report.md can point at `aws logs get-log-events` for the failed action.
     }
+
+
+def _metric_values(report: Mapping[str, Any]) -> dict[str, Any]:
+    regression = report.get("regression_metrics") or {}
+    return {k: (regression.get(k) or {}).get("value") for k in ("rmse", "mae", "r2")}
+
+
+def champion(evaluation: Any, package: Mapping[str, Any] | None,
+             found: Mapping[str, Mapping[str, str]]) -> dict[str, Any] | None:
+    """The champion/challenger comparison: None when nothing was judged. `model_package_arn` is None when
+    the group had no Approved package (the threshold alone decided); `metrics` None with `error` when
+    the champion could not be scored on this split."""
+    record = (package or {}).get("CustomerMetadataProperties") or {}
+    exported = found.get("Evaluation", {})
+    reason = record.get(REASON_KEY) or exported.get("Reason")
+    if not isinstance(evaluation, dict) and reason is None:
+        return None
+    scored = evaluation.get("champion") if isinstance(evaluation, dict) else None
+    scored = scored if isinstance(scored, dict) else {}
+    return {"model_package_arn": scored.get("model_package_arn"),
+            "metrics": _metric_values(scored) if scored.get("regression_metrics") else None,
+            "error": scored.get("error"),
+            "tolerance_percent": _float(record.get(TOLERANCE_KEY) or exported.get("TolerancePercent")),
+            "reason": reason}
 
 
 def _join(uri: str | None, name: str) -> str | None:
@@ -308,6 +335,7 @@ def render_report(summary: Mapping[str, Any], images: Mapping[str, str] | None =
         if quality.get("quarantined_by_reason"):
             lines.append("- quarantined by reason: " + ", ".join(
                 f"{reason} {count}" for reason, count in quality["quarantined_by_reason"].items()))
+    lines += render_champion(metrics, summary.get("champion"))
     if summary.get("model_package_arn"):
         lines.append(f"- model package: {summary['model_package_arn']}")
     if summary.get("endpoint"):
@@ -335,6 +363,27 @@ def render_report(summary: Mapping[str, Any], images: Mapping[str, str] | None =
     elif summary.get("access_unavailable"):
         lines += ["", "## Access", "", f"Not available: {summary['access_unavailable']}."]
     return "\n".join(lines) + "\n"
+
+
+def render_champion(challenger: Mapping[str, Any] | None, gate: Mapping[str, Any] | None) -> list[str]:
+    """Champion vs challenger: both on the same test split, the tolerance, and why the gate decided so."""
+    if not gate:
+        return []
+    tolerance = "n/a" if gate["tolerance_percent"] is None else f"{gate['tolerance_percent']:g} %"
+    if not gate["model_package_arn"]:
+        lines = [f"- champion: none (no Approved package in the group), tolerance {tolerance}"]
+    elif gate["metrics"] is None:
+        lines = [f"- champion: {gate['model_package_arn']}, not scored on this split: {gate['error']}"]
+    else:
+        ours, theirs = challenger or {}, gate["metrics"]
+        lines = [f"- champion: {gate['model_package_arn']}, tolerance {tolerance}", "",
+                 "| test split | challenger | champion |", "|---|---|---|"]
+        lines += [f"| {label} | {_num(ours.get(key), digits)} | {_num(theirs.get(key), digits)} |"
+                  for label, key, digits in (("RMSE", "rmse", 2), ("MAE", "mae", 2), ("R2", "r2", 4))]
+        lines.append("")
+    if gate["reason"]:
+        lines.append(f"- gate: {gate['reason']}")
+    return lines
 
 
 def render_training(training: Mapping[str, Any] | None, loss_plot: str | None) -> list[str]:

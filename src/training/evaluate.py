@@ -4,7 +4,9 @@ Runs as ``python -m training.evaluate [--model PATH] [--test DIR] [--output DIR]
 the same ``Predictor`` the model server uses (no TensorFlow). Paths, under SM_PROCESSING_BASE
 (default ``/opt/ml/processing``), each overridable by its flag:
 
-    model/        model.tar.gz of the training job, or an already extracted model directory
+    model/        model.tar.gz of the training job (the challenger), or an already extracted model directory
+    champion/     optional: model.tar.gz of the group's current Approved package (the champion), given by
+                  SubmitEvaluation when the group has one; scored on the same test split
     test/         the ETL's test split: CSV part files, target (original units) then feature_names
     evaluation/   evaluation.json and evaluation.png (predicted vs actual)
 
@@ -15,7 +17,13 @@ original units::
     {"regression_metrics": {"mse":  {"value": ..., "standard_deviation": ...},
                             "rmse": {...}, "mae": {...}, "r2": {...}},
      "dataset": {"item_count": <test rows>, "target": "price"},
-     "standard_deviation_method": "..."}
+     "standard_deviation_method": "...",
+     "champion": {"model_package_arn": "...", "regression_metrics": {...}}}   only with a champion
+
+``champion`` holds the champion's metrics on the same rows, in the same shape; when its model cannot be
+scored on this split (another data set's columns, an unreadable archive) it holds ``error`` instead, and
+the gate (lambdas.evaluation) decides by the threshold alone, saying why. A champion that cannot be
+scored never fails the job: it would block every later execution, e.g. after a change of data set.
 
 ``standard_deviation`` is the bootstrap standard error of each metric: the standard deviation of the
 metric over BOOTSTRAP_RESAMPLES resamples (with replacement, fixed seed) of the test rows. r2 is
@@ -162,18 +170,44 @@ def plot(actual: np.ndarray, predicted: np.ndarray, report: Mapping[str, Any], p
 
 
 # -- the job ------------------------------------------------------------------------------------
-def run(model_path: Path, test_dir: Path, output_dir: Path) -> dict[str, Any]:
+def has_model(path: Path) -> bool:
+    """Whether a champion was given: SubmitEvaluation adds the champion input only when the group has one."""
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+
+def score_champion(champion_path: Path, test_dir: Path, package_arn: str | None) -> dict[str, Any]:
+    """The champion's metrics on the same test split, or why it could not be scored."""
+    champion: dict[str, Any] = {"model_package_arn": package_arn}
+    try:
+        with tempfile.TemporaryDirectory(prefix="champion-") as workdir:
+            predictor = load_predictor(resolve_model_dir(champion_path, Path(workdir)))
+        test = load_split(test_dir, predictor.spec, "test")
+        champion.update(evaluation_report(test.y, predictor.predict_features(test.x), predictor.spec.target))
+    except UserError as exc:
+        logger.warning("the champion %s cannot be scored on this test split: %s", package_arn, exc)
+        champion["error"] = str(exc)
+    return champion
+
+
+def run(model_path: Path, test_dir: Path, output_dir: Path, champion_path: Path | None = None,
+        champion_arn: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="model-") as workdir:
         predictor = load_predictor(resolve_model_dir(model_path, Path(workdir)))
     test = load_split(test_dir, predictor.spec, "test")
     predicted = predictor.predict_features(test.x)
     report = evaluation_report(test.y, predicted, predictor.spec.target)
+    if champion_path is not None and has_model(champion_path):
+        report["champion"] = score_champion(champion_path, test_dir, champion_arn)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     plot(test.y, predicted, report, output_dir / PLOT_FILE)
     metrics = report["regression_metrics"]
     logger.info("test rows=%d rmse=%.4f mae=%.4f r2=%s -> %s", len(test.y), metrics["rmse"]["value"],
                 metrics["mae"]["value"], metrics["r2"]["value"], output_dir / REPORT_FILE)
+    champion = report.get("champion", {}).get("regression_metrics")
+    if champion:
+        logger.info("champion %s on the same rows: rmse=%s mae=%s r2=%s", report["champion"]["model_package_arn"],
+                    champion["rmse"]["value"], champion["mae"]["value"], champion["r2"]["value"])
     return report
 
 
@@ -183,6 +217,10 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.N
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=base / "model",
                         help="model.tar.gz, a directory holding it, or an extracted model directory")
+    parser.add_argument("--champion", type=Path, default=base / "champion",
+                        help="the champion's model (as --model); absent or empty: no champion")
+    parser.add_argument("--champion-package", default=None,
+                        help="the champion's model package ARN, recorded beside its metrics")
     parser.add_argument("--test", type=Path, default=base / "test", help="directory of test CSV part files")
     parser.add_argument("--output", type=Path, default=base / "evaluation",
                         help="where evaluation.json and evaluation.png go")
@@ -196,7 +234,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv, env)
     try:
-        run(args.model, args.test, args.output)
+        run(args.model, args.test, args.output, args.champion, args.champion_package)
     except Exception as exc:  # the boundary: a reason on stderr and in the message file, an exit code
         return report_failure(exc, args.message_file)
     return EXIT_SUCCESS

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime, timezone
 
 import boto3
@@ -26,7 +27,8 @@ EVALUATION = f"{RUN}/evaluation/evaluation.json"
 EVALUATION_KEY = f"runs/{EXECUTION}/evaluation/evaluation.json"
 GROUP = "mlops-diamonds"
 SUBMIT = {"execution_id": EXECUTION, "name_prefix": "mlops-diamonds", "image_uri": IMAGE, "role_arn": ROLE,
-          "model_data_uri": MODEL, "test_uri": f"{RUN}/etl/test/", "output_uri": f"{RUN}/evaluation"}
+          "model_data_uri": MODEL, "test_uri": f"{RUN}/etl/test/", "output_uri": f"{RUN}/evaluation",
+          "model_package_group": GROUP}
 MONITOR = {"processing_job_name": NAME, "evaluation_uri": EVALUATION, "threshold": "600",
            "model_package_group": GROUP, "image_uri": IMAGE, "model_data_uri": MODEL,
            "execution_id": EXECUTION}
@@ -55,6 +57,8 @@ REQUEST = {
     "Tags": [{"Key": "PipelineExecutionId", "Value": EXECUTION}],
 }
 SUBMITTED = {"ProcessingJobName": NAME, "EvaluationUri": EVALUATION}
+STARTED = f"SageMaker processing job {NAME} started: scores the model with no champion (no Approved package)"
+NO_CHAMPION = "there is no Approved champion so the threshold alone decides"
 LOGS = f"logs: CloudWatch log group /aws/sagemaker/ProcessingJobs, streams {NAME}/*"
 OLD = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
 TOKEN = json.dumps({"processing_job_name": NAME}, separators=(",", ":"))
@@ -90,17 +94,18 @@ def test_submit_creates_one_job_and_a_repeat_finds_it(aws, codepipeline):
     sagemaker, _ = aws
     client, stub = codepipeline
     sent = record_requests(sagemaker)
-    expect_success(stub, outputVariables=SUBMITTED,
-                   executionDetails={"summary": f"SageMaker processing job {NAME} started"})
+    expect_success(stub, outputVariables=SUBMITTED, executionDetails={"summary": STARTED})
     expect_success(stub, outputVariables=SUBMITTED, executionDetails={
         "summary": f"SageMaker processing job {NAME} already exists for this execution (Completed)"})
     for _ in range(2):
         run_job(load_event(user_parameters=SUBMIT), lambda job: evaluation.submit(job, sagemaker=sagemaker),
                 client)
 
-    assert [operation for operation, _ in sent] == ["DescribeProcessingJob", "CreateProcessingJob",
-                                                    "DescribeProcessingJob"]
-    assert sent[1][1] == REQUEST
+    assert [operation for operation, _ in sent] == ["DescribeProcessingJob", "ListModelPackages",
+                                                    "CreateProcessingJob", "DescribeProcessingJob"]
+    assert sent[1][1] == {"ModelPackageGroupName": GROUP, "ModelApprovalStatus": "Approved",
+                          "SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 1}
+    assert sent[2][1] == REQUEST
     jobs = sagemaker.list_processing_jobs()["ProcessingJobSummaries"]
     assert [j["ProcessingJobName"] for j in jobs] == [NAME]
 
@@ -127,10 +132,9 @@ def test_submit_seals_the_job_as_the_function_environment_says(aws, codepipeline
     sagemaker, _ = aws
     client, stub = codepipeline
     sent = record_requests(sagemaker)
-    expect_success(stub, outputVariables=SUBMITTED,
-                   executionDetails={"summary": f"SageMaker processing job {NAME} started"})
+    expect_success(stub, outputVariables=SUBMITTED, executionDetails={"summary": STARTED})
     run_job(load_event(user_parameters=SUBMIT), lambda job: evaluation.submit(job, sagemaker=sagemaker), client)
-    assert sent[1] == ("CreateProcessingJob", {**REQUEST, **changes})
+    assert sent[2] == ("CreateProcessingJob", {**REQUEST, **changes})
 
 
 def test_a_half_vpc_is_a_configuration_error(stubbed_sagemaker, codepipeline, monkeypatch):
@@ -147,6 +151,7 @@ def not_found(stub):
     stub.add_client_error("describe_processing_job", "ValidationException",
                           f"Could not find requested job with name {NAME}",
                           expected_params={"ProcessingJobName": NAME})
+    stub.add_response("list_model_packages", {"ModelPackageSummaryList": []})
 
 
 @pytest.mark.parametrize("setup, outcome", [
@@ -174,7 +179,7 @@ def test_submit_states(stubbed_sagemaker, codepipeline, setup, outcome):
     setup(sm_stub)
     if outcome == "created":
         sm_stub.add_response("create_processing_job", {"ProcessingJobArn": "arn:x"}, REQUEST)
-        outcome = ("success", f"SageMaker processing job {NAME} started")
+        outcome = ("success", STARTED)
     kind, text = outcome
     if kind == "success":
         expect_success(stub, outputVariables=SUBMITTED, executionDetails={"summary": text})
@@ -192,8 +197,7 @@ def test_submit_output_uri_with_a_trailing_slash_gives_the_same_evaluation_uri(s
                "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.c5.xlarge",
                                                          "VolumeSizeInGB": 10}}}
     sm_stub.add_response("create_processing_job", {"ProcessingJobArn": "arn:x"}, request)
-    expect_success(stub, outputVariables=SUBMITTED,
-                   executionDetails={"summary": f"SageMaker processing job {NAME} started"})
+    expect_success(stub, outputVariables=SUBMITTED, executionDetails={"summary": STARTED})
     params = {**SUBMIT, "output_uri": f"{RUN}/evaluation/", "instance_type": "ml.c5.xlarge"}
     run_job(load_event(user_parameters=params), lambda job: evaluation.submit(job, sagemaker=sagemaker),
             client)
@@ -203,7 +207,8 @@ def test_submit_output_uri_with_a_trailing_slash_gives_the_same_evaluation_uri(s
     ("submit", without(SUBMIT, "test_uri"), "UserParameters is missing required key 'test_uri'"),
     ("submit", {**SUBMIT, "instance_count": 2},
      "UserParameters has unknown key(s) ['instance_count']; allowed: ['execution_id', 'image_uri', "
-     "'instance_type', 'model_data_uri', 'name_prefix', 'output_uri', 'role_arn', 'test_uri']"),
+     "'instance_type', 'model_data_uri', 'model_package_group', 'name_prefix', 'output_uri', 'role_arn', "
+     "'test_uri']"),
     ("submit", {**SUBMIT, "role_arn": None}, "UserParameters 'role_arn' must be str, got NoneType"),
     ("submit", {**SUBMIT, "model_data_uri": "#{Training.ModelDataUrl}"},
      "UserParameters 'model_data_uri' holds an unresolved variable #{Training.ModelDataUrl}; check the "
@@ -213,17 +218,21 @@ def test_submit_output_uri_with_a_trailing_slash_gives_the_same_evaluation_uri(s
     ("monitor", {**MONITOR, "decision": "x"},
      "UserParameters has unknown key(s) ['decision']; allowed: ['evaluation_uri', 'execution_id', "
      "'image_uri', 'max_seconds', 'model_data_uri', 'model_package_group', 'processing_job_name', "
-     "'threshold']"),
+     "'threshold', 'tolerance_percent']"),
     ("monitor", {**MONITOR, "threshold": "high"}, "UserParameters 'threshold' must be a number, got 'high'"),
     ("monitor", {**MONITOR, "threshold": "nan"},
      "UserParameters 'threshold' must be a finite number, got nan"),
     ("monitor", {**MONITOR, "threshold": "#{variables.QualityThreshold}"},
      "UserParameters 'threshold' holds an unresolved variable #{variables.QualityThreshold}; check the "
      "namespace and variable name"),
+    ("monitor", {**MONITOR, "tolerance_percent": "-1"},
+     "UserParameters 'tolerance_percent' (the ChallengerTolerancePercent variable) must be a finite number >= 0, "
+     "got -1.0"),
     ("monitor", {**MONITOR, "evaluation_uri": "evaluation.json"},
      "UserParameters 'evaluation_uri' must be an s3:// URI, got 'evaluation.json'"),
 ], ids=["submit-missing", "submit-unknown", "submit-wrong-type", "submit-unresolved", "monitor-missing",
         "monitor-unknown", "monitor-threshold-not-number", "monitor-threshold-nan", "monitor-unresolved",
+        "monitor-negative-tolerance",
         "monitor-not-s3"])
 def test_bad_user_parameters_are_configuration_errors(stubbed_sagemaker, codepipeline, action, params, message):
     sagemaker, _ = stubbed_sagemaker  # no request may reach SageMaker
@@ -247,6 +256,14 @@ def monitor_with(aws, client, params=MONITOR):
                    lambda job: evaluation.monitor(job, sagemaker=sagemaker, s3=s3), client)
 
 
+ABOVE = f"RMSE 700.46 is above threshold 600; {NO_CHAMPION}"
+
+
+def gate_variables(threshold, reason, tolerance="0", champion="none", champion_rmse="none"):
+    return {"Threshold": threshold, "TolerancePercent": tolerance, "ChampionModelPackageArn": champion,
+            "ChampionRmse": champion_rmse, "Reason": reason.replace(";", "")}
+
+
 def packages(sagemaker):
     summaries = sagemaker.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]
     return [sagemaker.describe_model_package(ModelPackageName=s["ModelPackageArn"]) for s in summaries]
@@ -257,9 +274,10 @@ def packages(sagemaker):
 def test_monitor_approves_at_or_below_the_threshold(aws, codepipeline, threshold, rmse):
     client, stub = codepipeline
     completed_job(aws, metrics(rmse=rmse))
-    approved = {"Decision": "APPROVED", "Rmse": "512.25", "Mae": "301.5", "R2": "0.975"}
-    expect_success(stub, outputVariables=approved, executionDetails={
-        "summary": f"Model APPROVED: RMSE 512.25 <= threshold {float(threshold):g}"})
+    reason = f"RMSE 512.25 is within threshold {float(threshold):g}; {NO_CHAMPION}"
+    approved = {"Decision": "APPROVED", "Rmse": "512.25", "Mae": "301.5", "R2": "0.975",
+                **gate_variables(f"{float(threshold):g}", reason)}
+    expect_success(stub, outputVariables=approved, executionDetails={"summary": f"Model APPROVED: {reason}"})
     monitor_with(aws, client, {**MONITOR, "threshold": threshold})
     assert packages(aws[0]) == []  # the RegisterModel action registers approved models
 
@@ -267,9 +285,10 @@ def test_monitor_approves_at_or_below_the_threshold(aws, codepipeline, threshold
 def test_monitor_exports_a_null_r2_of_a_constant_test_target(aws, codepipeline):
     client, stub = codepipeline
     completed_job(aws, metrics(r2=None))
+    reason = f"RMSE 512.25 is within threshold 600; {NO_CHAMPION}"
     expect_success(stub, outputVariables={"Decision": "APPROVED", "Rmse": "512.25", "Mae": "301.5",
-                                          "R2": "null"},
-                   executionDetails={"summary": "Model APPROVED: RMSE 512.25 <= threshold 600"})
+                                          "R2": "null", **gate_variables("600", reason)},
+                   executionDetails={"summary": f"Model APPROVED: {reason}"})
     monitor_with(aws, client)
 
 
@@ -278,7 +297,7 @@ def test_monitor_rejects_records_the_candidate_once_and_fails(aws, codepipeline)
     client, stub = codepipeline
     completed_job(aws, metrics(rmse=700.456))
     for _ in range(2):
-        expect_failure(stub, "JobFailed", "Model REJECTED: RMSE 700.46 > threshold 600")
+        expect_failure(stub, "JobFailed", f"Model REJECTED: {ABOVE}")
     sent = record_requests(sagemaker)
     monitor_with(aws, client)
     monitor_with(aws, client)  # a repeated invocation records nothing new
@@ -292,19 +311,21 @@ def test_monitor_rejects_records_the_candidate_once_and_fails(aws, codepipeline)
         "SupportedResponseMIMETypes": ["text/csv", "application/json"]}
     assert package["ModelMetrics"] == {"ModelQuality": {"Statistics": {"ContentType": "application/json",
                                                                        "S3Uri": EVALUATION}}}
-    assert package["CustomerMetadataProperties"] == {"ExecutionId": EXECUTION, "Decision": "REJECTED",
-                                                     "Rmse": "700.456", "Threshold": "600"}
+    assert package["CustomerMetadataProperties"] == {
+        "ExecutionId": EXECUTION, "Decision": "REJECTED", "Rmse": "700.456", "Threshold": "600",
+        "TolerancePercent": "0", "ChampionModelPackageArn": "none", "ChampionRmse": "none",
+        "DecisionReason": f"RMSE 700.46 is above threshold 600 {NO_CHAMPION}"}  # no ';' in metadata
     assert package["ModelPackageDescription"] == (
-        f"Rejected by pipeline execution {EXECUTION}: RMSE 700.46 > threshold 600")
+        f"Rejected by pipeline execution {EXECUTION}: RMSE 700.46 is above threshold 600 {NO_CHAMPION}")
 
 
 def test_monitor_rejection_ignores_another_executions_record(aws, codepipeline):
     sagemaker, _ = aws
     client, stub = codepipeline
     completed_job(aws, metrics(rmse=700.456))
-    evaluation.record_rejected(sagemaker, {**MONITOR, "execution_id": "other", "threshold": 600.0},
-                               OLD, 800.0)
-    expect_failure(stub, "JobFailed", "Model REJECTED: RMSE 700.46 > threshold 600")
+    evaluation.record_rejected(sagemaker, {**MONITOR, "execution_id": "other"}, OLD,
+                               {"Decision": "REJECTED", "DecisionReason": "RMSE 800 is above threshold 600"})
+    expect_failure(stub, "JobFailed", f"Model REJECTED: {ABOVE}")
     monitor_with(aws, client)
     recorded = sorted(p["CustomerMetadataProperties"]["ExecutionId"] for p in packages(sagemaker))
     assert recorded == [EXECUTION, "other"]
@@ -314,7 +335,7 @@ def test_monitor_rejection_stands_when_the_registry_refuses(aws, codepipeline):
     client, stub = codepipeline
     completed_job(aws, metrics(rmse=700.456))
     expect_failure(stub, "JobFailed",
-                   "Model REJECTED: RMSE 700.46 > threshold 600; it could not be recorded in model package "
+                   f"Model REJECTED: {ABOVE}; it could not be recorded in model package "
                    "group missing-group: CreateModelPackage failed: An error ocurred (ValidationException) "
                    "when calling the CreateModelPackage operation: Model Package Group does not exist. "
                    "(ValidationException)")  # moto's wording of the AWS error
@@ -404,3 +425,124 @@ def test_handler_builds_its_client_only_when_called(monkeypatch, stubbed_sagemak
         "summary": f"SageMaker processing job {NAME} already exists for this execution (InProgress)"})
     evaluation.submit_handler(load_event(user_parameters=SUBMIT), None)
     assert built == ["sagemaker"]
+
+
+# -- the champion/challenger gate -----------------------------------------------------------
+CHAMPION_MODEL = "s3://mlops-data/models/mlops-diamonds/1f2e3d4c/model.tar.gz"
+
+
+def register(sagemaker, status, model_data=CHAMPION_MODEL):
+    return sagemaker.create_model_package(
+        ModelPackageGroupName=GROUP, ModelApprovalStatus=status,
+        InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": model_data}],
+                                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
+    )["ModelPackageArn"]
+
+
+def test_submit_scores_the_newest_approved_package_as_the_champion(aws, codepipeline):
+    sagemaker, _ = aws
+    client, stub = codepipeline
+    register(sagemaker, "Approved", model_data="s3://mlops-data/models/mlops-diamonds/old/model.tar.gz")
+    champion = register(sagemaker, "Approved")
+    register(sagemaker, "Rejected", model_data="s3://mlops-data/runs/x/model.tar.gz")  # newer, but Rejected
+    sent = record_requests(sagemaker)
+    expect_success(stub, outputVariables=SUBMITTED, executionDetails={
+        "summary": f"SageMaker processing job {NAME} started: scores the model against champion {champion}"})
+    run_job(load_event(user_parameters=SUBMIT), lambda job: evaluation.submit(job, sagemaker=sagemaker), client)
+
+    created = dict(sent)["CreateProcessingJob"]
+    assert created["ProcessingInputs"] == [*REQUEST["ProcessingInputs"], processing_input("champion", CHAMPION_MODEL)]
+    assert created["AppSpecification"]["ContainerArguments"] == ["--champion-package", champion]
+
+
+def test_submit_fails_on_a_champion_without_model_data(stubbed_sagemaker, codepipeline):
+    sagemaker, sm_stub = stubbed_sagemaker
+    client, stub = codepipeline
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/mlops-diamonds/4"
+    sm_stub.add_client_error("describe_processing_job", "ValidationException", f"Could not find requested job "
+                             f"with name {NAME}", expected_params={"ProcessingJobName": NAME})
+    sm_stub.add_response("list_model_packages", {"ModelPackageSummaryList": [{
+        "ModelPackageArn": arn, "ModelPackageStatus": "Completed", "CreationTime": OLD}]})
+    sm_stub.add_response("describe_model_package", {
+        "ModelPackageName": "mlops-diamonds", "ModelPackageArn": arn, "CreationTime": OLD,
+        "ModelPackageStatus": "Completed", "ModelPackageStatusDetails": {"ValidationStatuses": []},
+        "InferenceSpecification": {"Containers": [{"Image": IMAGE}], "SupportedContentTypes": ["text/csv"],
+                                   "SupportedResponseMIMETypes": ["text/csv"]}}, {"ModelPackageName": arn})
+    expect_failure(stub, "JobFailed", f"the champion, model package {arn} (the newest Approved one in group "
+                   f"'{GROUP}'), has no s3:// ModelDataUrl to score on the test split; set its status to Rejected "
+                   "or Approve a package that has one")
+    run_job(load_event(user_parameters=SUBMIT), lambda job: evaluation.submit(job, sagemaker=sagemaker), client)
+
+
+CHAMPION_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/mlops-diamonds/3"
+
+
+def with_champion(rmse=700.0, champion_rmse=650.0, error=None):
+    report = json.loads(metrics(rmse=rmse))
+    champion = json.loads(metrics(rmse=champion_rmse))
+    report["champion"] = {"model_package_arn": CHAMPION_ARN, **({"error": error} if error else champion)}
+    return json.dumps(report)
+
+
+def against(champion_rmse, tolerance, limit):
+    return (f"champion {CHAMPION_ARN} RMSE {champion_rmse} plus tolerance {tolerance} percent allows at most "
+            f"{limit}")
+
+
+@pytest.mark.parametrize("rmse, champion_rmse, tolerance, decision, reason", [
+    (640.0, 650.0, "0", "APPROVED",
+     f"RMSE 640.00 is within threshold 800; {against('650.00', '0', '650.00')}"),
+    (650.0, 650.0, "0", "APPROVED",
+     f"RMSE 650.00 is within threshold 800; {against('650.00', '0', '650.00')}"),
+    (660.0, 650.0, "2", "APPROVED",
+     f"RMSE 660.00 is within threshold 800; {against('650.00', '2', '663.00')}"),
+    (670.0, 650.0, "2", "REJECTED",
+     f"RMSE 670.00 is worse than the champion: {against('650.00', '2', '663.00')}"),
+    (650.5, 650.0, "0", "REJECTED",
+     f"RMSE 650.50 is worse than the champion: {against('650.00', '0', '650.00')}"),
+    (820.0, 900.0, "0", "REJECTED",
+     f"RMSE 820.00 is above threshold 800; {against('900.00', '0', '900.00')}"),
+], ids=["challenger-better", "equal-at-zero-tolerance", "worse-within-tolerance", "worse-beyond-tolerance",
+        "worse-by-a-little-at-zero-tolerance", "better-than-champion-but-above-threshold"])
+def test_the_gate_compares_the_challenger_with_the_champion(aws, codepipeline, rmse, champion_rmse, tolerance,
+                                                            decision, reason):
+    sagemaker, _ = aws
+    client, stub = codepipeline
+    completed_job(aws, with_champion(rmse, champion_rmse))
+    params = {**MONITOR, "threshold": "800", "tolerance_percent": tolerance}
+    variables = {"Decision": decision, "Rmse": repr(rmse), "Mae": "301.5", "R2": "0.975",
+                 **gate_variables("800", reason, tolerance, CHAMPION_ARN, repr(champion_rmse))}
+    if decision == "APPROVED":
+        expect_success(stub, outputVariables=variables, executionDetails={"summary": f"Model APPROVED: {reason}"})
+    else:
+        expect_failure(stub, "JobFailed", f"Model REJECTED: {reason}")
+    monitor_with(aws, client, params)
+
+    recorded = packages(sagemaker)
+    if decision == "APPROVED":
+        assert recorded == []  # RegisterModel records it, from the exported variables
+        return
+    [package] = recorded
+    assert package["ModelApprovalStatus"] == "Rejected"
+    assert package["CustomerMetadataProperties"] == {
+        "ExecutionId": EXECUTION, "Decision": "REJECTED", "Rmse": repr(rmse), "Threshold": "800",
+        "TolerancePercent": tolerance, "ChampionModelPackageArn": CHAMPION_ARN, "ChampionRmse": repr(champion_rmse),
+        "DecisionReason": variables["Reason"]}
+
+
+def test_a_champion_that_could_not_be_scored_leaves_the_threshold_to_decide(aws, codepipeline):
+    client, stub = codepipeline
+    error = "the model archive cannot be extracted"
+    completed_job(aws, with_champion(rmse=512.25, error=error))
+    reason = (f"RMSE 512.25 is within threshold 600; champion {CHAMPION_ARN} could not be scored on this test "
+              f"split so the threshold alone decides: {error}")
+    expect_success(stub, outputVariables={"Decision": "APPROVED", "Rmse": "512.25", "Mae": "301.5", "R2": "0.975",
+                                          **gate_variables("600", reason, champion=CHAMPION_ARN)},
+                   executionDetails={"summary": f"Model APPROVED: {reason}"})
+    monitor_with(aws, client)
+
+
+def test_gate_reason_fits_model_package_metadata():
+    champion = evaluation.ChampionScore(CHAMPION_ARN, None, "x" * 400 + " <bad> (chars) 100%")
+    record = evaluation.gate_record(evaluation.judge(1.0, 2.0, 0, champion), 1.0, 2.0, 0, champion)
+    assert all(1 <= len(value) <= 256 and re.fullmatch(r"[\w .:/=+\-@]+", value) for value in record.values())

@@ -185,6 +185,22 @@ def test_optional_keys_can_be_left_out_or_given(codepipeline, aws):
                                                                         "Decision": "APPROVED"})
 
 
+GATE = {"Rmse": "512.25", "Threshold": "600", "TolerancePercent": "2",
+        "ChampionModelPackageArn": f"{ARN}/3", "ChampionRmse": "530.5",
+        "DecisionReason": f"RMSE 512.25 is within threshold 600 champion {ARN}/3 RMSE 530.50 plus tolerance 2 "
+                          "percent allows at most 541.11"}
+
+
+def test_the_gate_record_goes_into_the_package_metadata(codepipeline, aws):
+    """Both scores, the decision and its reason, as MonitorEvaluation exported them."""
+    cp, stub = codepipeline
+    expect_success(stub, ANY, f"{ARN}/1")
+    invoke(cp, aws.sagemaker, {**PARAMS, "gate": GATE}, aws=aws)
+    recorded = aws.sagemaker.describe_model_package(ModelPackageName=f"{ARN}/1")["CustomerMetadataProperties"]
+    assert recorded == {**GATE, "ExecutionId": EXECUTION, "Decision": "APPROVED",
+                        "Commit.EtlSource": COMMITS["EtlSource"], "Commit.ModelSource": COMMITS["ModelSource"]}
+
+
 def test_a_retry_finds_the_package_instead_of_registering_twice(codepipeline, aws):
     cp, stub = codepipeline
     expect_success(stub, ANY, f"{ARN}/1")
@@ -332,8 +348,8 @@ BAD_PARAMETERS = [
     ("missing-key", {k: v for k, v in PARAMS.items() if k != "image_uri"},
      "UserParameters is missing required key 'image_uri'"),
     ("unknown-key", {**PARAMS, "approval": "Approved"},
-     "UserParameters has unknown key(s) ['approval']; allowed: ['description', 'evaluation_uri', "
-     "'execution_id', 'image_uri', 'model_data_uri', 'model_package_group', 'source_commits']"),
+     "UserParameters has unknown key(s) ['approval']; allowed: ['description', 'evaluation_uri', 'execution_id', "
+     "'gate', 'image_uri', 'model_data_uri', 'model_package_group', 'source_commits']"),
     ("wrong-type", {**PARAMS, "source_commits": ["c0ffee"]},
      "UserParameters 'source_commits' must be dict, got list"),
     ("unresolved-variable", {**PARAMS, "image_uri": "#{BuildTrainingImage.ImageUri}"},
@@ -367,6 +383,12 @@ BAD_PARAMETERS = [
      "UserParameters 'source_commits' has 49 entries; at most 48 fit in the model package metadata"),
     ("description-too-long", {**PARAMS, "description": LONG},
      "UserParameters 'description' is 1025 characters (SageMaker allows 1024)"),
+    ("gate-unknown-key", {**PARAMS, "gate": {"Decision": "REJECTED"}},
+     "UserParameters 'gate' has unknown key(s) ['Decision']; allowed: ['Rmse', 'Threshold', 'TolerancePercent', "
+     "'ChampionModelPackageArn', 'ChampionRmse', 'DecisionReason']"),
+    ("gate-not-metadata", {**PARAMS, "gate": {"DecisionReason": "RMSE 1 <= 2"}},
+     "UserParameters gate['DecisionReason'] 'RMSE 1 <= 2' cannot be model package metadata: 1-256 characters of "
+     "letters, digits, spaces and _.:/=+-@"),
     ("execution-id-empty", {**PARAMS, "execution_id": ""},
      "UserParameters 'execution_id' '' has no usable characters"),
 ]

@@ -27,7 +27,7 @@ STAGES = [("Source", ["ModelSource"]), ("Training", ["SubmitTraining", "MonitorT
           ("Deployment", ["RegisterModel", "TestEndpoint"])]
 SUMMARY_KEYS = {"pipeline_execution_id", "mode", "status", "decision", "threshold", "metrics", "stages",
                 "model_package_arn", "endpoint", "endpoint_test", "data_quality", "timings", "status_summary",
-                "failed_stage", "training", "evaluation_plot_uri"}
+                "failed_stage", "training", "evaluation_plot_uri", "champion"}
 
 
 def action(stage: str, name: str, status: str, seconds: int, *, namespace: str | None = None,
@@ -124,6 +124,75 @@ def test_rejected_is_read_from_the_registry_not_the_message(aws, message):
     assert (summary["status"], summary["decision"]) == ("Failed", "REJECTED")
     assert summary["threshold"] == 650.0  # the execution's variable, not the package's metadata
     assert summary["model_package_arn"] is None  # only RegisterModel's export is the deployed package
+
+
+CHAMPION_ARN = f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{GROUP}/1"
+
+
+def put_evaluation(s3: Any, champion: dict[str, Any] | None) -> None:
+    report: dict[str, Any] = {"regression_metrics": {"rmse": {"value": 700.5}, "mae": {"value": 350.25},
+                                                     "r2": {"value": 0.9}}}
+    if champion is not None:
+        report["champion"] = champion
+    s3.put_object(Bucket="mlops-data", Key=EVALUATION_URI.split("/", 3)[3], Body=json.dumps(report))
+
+
+@pytest.mark.parametrize("scored, metadata, expected, shown", [
+    pytest.param(None, {"TolerancePercent": "0", "DecisionReason": "RMSE 700.50 is within threshold 750 no champion"},
+                 {"model_package_arn": None, "metrics": None, "error": None, "tolerance_percent": 0.0,
+                  "reason": "RMSE 700.50 is within threshold 750 no champion"},
+                 ["- champion: none (no Approved package in the group), tolerance 0 %",
+                  "- gate: RMSE 700.50 is within threshold 750 no champion"], id="no-champion"),
+    pytest.param({"model_package_arn": CHAMPION_ARN, "regression_metrics": {
+        "rmse": {"value": 710.0}, "mae": {"value": 360.0}, "r2": {"value": 0.89}}},
+                 {"TolerancePercent": "2", "DecisionReason": "RMSE 700.50 is within threshold 750 champion"},
+                 {"model_package_arn": CHAMPION_ARN, "metrics": {"rmse": 710.0, "mae": 360.0, "r2": 0.89},
+                  "error": None, "tolerance_percent": 2.0, "reason": "RMSE 700.50 is within threshold 750 champion"},
+                 [f"- champion: {CHAMPION_ARN}, tolerance 2 %", "| test split | challenger | champion |",
+                  "| RMSE | 700.50 | 710.00 |", "| MAE | 350.25 | 360.00 |", "| R2 | 0.9000 | 0.8900 |",
+                  "- gate: RMSE 700.50 is within threshold 750 champion"], id="champion-scored"),
+    pytest.param({"model_package_arn": CHAMPION_ARN, "error": "header does not match"},
+                 {"TolerancePercent": "0", "DecisionReason": "could not be scored"},
+                 {"model_package_arn": CHAMPION_ARN, "metrics": None, "error": "header does not match",
+                  "tolerance_percent": 0.0, "reason": "could not be scored"},
+                 [f"- champion: {CHAMPION_ARN}, not scored on this split: header does not match"],
+                 id="champion-not-scored"),
+])
+def test_champion_vs_challenger_from_the_evaluation_and_the_package(aws, scored, metadata, expected, shown):
+    s3, sagemaker = aws
+    put_evaluation(s3, scored)
+    arn = register(sagemaker, "Approved", {"ExecutionId": EXECUTION, "Decision": "APPROVED", **metadata})
+    actions = until_evaluation("Succeeded", "Model APPROVED", variables={"Decision": "APPROVED"}) + [
+        action("Deployment", "RegisterModel", "Succeeded", 5, namespace="Registry",
+               variables={"ModelPackageArn": arn})]
+
+    summary = summarise(aws, collected(actions, "Succeeded"))
+
+    assert summary["champion"] == expected
+    report = render_report(summary).splitlines()
+    assert all(line in report for line in shown), report
+
+
+def test_a_rejected_challenger_shows_the_reason_from_the_rejected_package(aws):
+    s3, sagemaker = aws
+    put_evaluation(s3, {"model_package_arn": CHAMPION_ARN, "regression_metrics": {
+        "rmse": {"value": 600.0}, "mae": {"value": 300.0}, "r2": {"value": 0.95}}})
+    reason = f"RMSE 700.50 is worse than the champion: champion {CHAMPION_ARN} RMSE 600.00 plus tolerance 0 percent"
+    register(sagemaker, "Rejected", {"ExecutionId": EXECUTION, "Decision": "REJECTED", "TolerancePercent": "0",
+                                     "DecisionReason": reason})
+
+    summary = summarise(aws, collected(until_evaluation("Failed", f"Model REJECTED: {reason}"), "Failed"))
+
+    assert summary["decision"] == "REJECTED"
+    assert summary["champion"]["metrics"]["rmse"] == 600.0 and summary["champion"]["reason"] == reason
+    assert "| RMSE | 700.50 | 600.00 |" in render_report(summary).splitlines()
+
+
+def test_a_run_that_stopped_before_evaluation_has_no_champion_section():
+    assert "champion" not in "".join(render_report({
+        "pipeline_execution_id": EXECUTION, "status": "Failed", "decision": None, "threshold": None,
+        "metrics": None, "champion": None, "stages": [], "timings": {
+            "wall_seconds": 1.0, "job_seconds": 0.0, "orchestration_seconds": 1.0}}))
 
 
 def test_a_rejected_message_without_a_registry_record_is_no_decision(aws):

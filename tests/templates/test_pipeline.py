@@ -46,13 +46,29 @@ def test_pipeline_is_v2_queued_with_the_threshold_and_hyperparameter_variables()
     parameters = load(PIPELINE)["Parameters"]
     assert pipeline["PipelineType"] == "V2"
     assert pipeline["ExecutionMode"] in ("QUEUED", "SUPERSEDED")
-    threshold, hyperparameters = pipeline["Variables"]
+    threshold, tolerance, hyperparameters = pipeline["Variables"]
     assert threshold["Name"] == "QualityThreshold"
+    assert (tolerance["Name"], tolerance["DefaultValue"]) == ("ChallengerTolerancePercent", "0")  # not worse
     assert threshold["DefaultValue"] == {"Ref": "QualityThreshold"}
     float(parameters["QualityThreshold"]["Default"])
     assert hyperparameters["Name"] == "TrainingHyperparameters"
     assert hyperparameters["DefaultValue"] == {"Ref": "TrainingHyperparameters"}
     assert parameters["TrainingHyperparameters"]["MaxLength"] == 1000  # a variable's value is at most 1,000
+
+
+def test_the_champion_gate_gets_its_group_and_tolerance_and_register_model_records_it():
+    """SubmitEvaluation finds the champion in the group RegisterModel writes to; MonitorEvaluation judges with
+    the tolerance variable; RegisterModel records every value the gate exported (lambdas.sagemaker_jobs)."""
+    submit = sub_text(action("SubmitEvaluation")["Configuration"]["UserParameters"])
+    monitor = sub_text(action("MonitorEvaluation")["Configuration"]["UserParameters"])
+    register = sub_text(action("RegisterModel")["Configuration"]["UserParameters"])
+    group = '"model_package_group": "${ProjectName}-models"'
+    assert group in submit and group in monitor and group in register
+    assert '"tolerance_percent": "#{variables.ChallengerTolerancePercent}"' in monitor
+    for variable, key in (("Rmse", "Rmse"), ("Threshold", "Threshold"), ("TolerancePercent", "TolerancePercent"),
+                          ("ChampionModelPackageArn", "ChampionModelPackageArn"), ("ChampionRmse", "ChampionRmse"),
+                          ("Reason", "DecisionReason")):
+        assert f'"{key}": "#{{Evaluation.{variable}}}"' in register
 
 
 def test_hyperparameters_reach_submit_training_as_the_pipeline_variable():

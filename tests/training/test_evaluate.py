@@ -26,13 +26,13 @@ EXPECTED = {"mse": 1.0, "rmse": 1.0, "mae": 0.5, "r2": 0.6}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def write_model(directory: Path) -> Path:
+def write_model(directory: Path, bias: float = 0.5, spec: FeatureSpec = SPEC) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     np.savez(directory / "dense.npz", kernel_0=np.array([[2.0], [-1.0]], dtype=np.float32),
-             bias_0=np.array([0.5], dtype=np.float32))
+             bias_0=np.array([bias], dtype=np.float32))
     (directory / "model.json").write_text(json.dumps(
-        {"format_version": MODEL_FORMAT_VERSION, "activations": ["linear"], "feature_names": ["a", "b"]}))
-    SPEC.save(directory / "features.json")
+        {"format_version": MODEL_FORMAT_VERSION, "activations": ["linear"], "feature_names": list(spec.feature_names)}))
+    spec.save(directory / "features.json")
     return directory
 
 
@@ -93,6 +93,58 @@ def test_processing_job_layout_end_to_end(tmp_path, split_dir, run_python_module
     assert {k: v["value"] for k, v in report["regression_metrics"].items()} == pytest.approx(EXPECTED)
     assert (base / "evaluation" / "evaluation.png").read_bytes().startswith(PNG_MAGIC)
     assert not (tmp_path / "opt_ml" / "output" / "message").exists()
+
+
+# A champion with bias 0 predicts 0 2 -1 1: errors -0.5 -0.5 -0.5 -2.5, mse = (3 * 0.25 + 6.25) / 4 = 1.75, mae = 1
+CHAMPION = {"mse": 1.75, "rmse": math.sqrt(1.75), "mae": 1.0, "r2": 1 - 7 / 10}
+CHAMPION_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/mlops-models/3"
+
+
+def test_challenger_and_champion_are_scored_on_the_same_split(tmp_path, split_dir):
+    """The processing job's layout: champion/model.tar.gz beside model/, the package ARN as an argument."""
+    base = tmp_path / "processing"
+    write_tarball(write_model(tmp_path / "built"), base / "model" / "model.tar.gz")
+    write_tarball(write_model(tmp_path / "served", bias=0.0), base / "champion" / "model.tar.gz")
+    split_dir.rename(base / "test")
+    env = {"SM_PROCESSING_BASE": str(base), "SM_BASE_DIR": str(tmp_path / "opt_ml")}
+    code = evaluate.main(["--champion-package", CHAMPION_ARN], env=env)
+    assert code == 0
+    report = json.loads((base / "evaluation" / "evaluation.json").read_text())
+    assert {k: v["value"] for k, v in report["regression_metrics"].items()} == pytest.approx(EXPECTED)
+    champion = report["champion"]
+    assert champion["model_package_arn"] == CHAMPION_ARN
+    assert {k: v["value"] for k, v in champion["regression_metrics"].items()} == pytest.approx(CHAMPION)
+    assert champion["dataset"] == report["dataset"] == {"item_count": 4, "target": "y"}
+
+
+@pytest.mark.parametrize("champion", [
+    pytest.param(lambda tmp: None, id="no-champion-input"),
+    pytest.param(lambda tmp: (tmp / "champion").mkdir() or tmp / "champion", id="empty-champion-folder"),
+])
+def test_without_a_champion_the_report_has_no_champion(tmp_path, split_dir, champion):
+    report = evaluate.run(write_model(tmp_path / "model"), split_dir, tmp_path / "out", champion(tmp_path))
+    assert "champion" not in report
+    assert "champion" not in json.loads((tmp_path / "out" / "evaluation.json").read_text())
+
+
+OTHER_DATA_SET = FeatureSpec(target="y", target_transform="none", input_columns=("a", "c"),
+                             numeric=(("a", 0.0, 1.0), ("c", 0.0, 1.0)), ordinal=(), categorical=())
+
+
+@pytest.mark.parametrize("write_champion, reason", [
+    pytest.param(lambda d: write_model(d, spec=OTHER_DATA_SET), "header does not match features.json",
+                 id="other-data-set"),
+    pytest.param(lambda d: (d.mkdir(), (d / "model.tar.gz").write_bytes(b"not a tarball")), "cannot be extracted",
+                 id="corrupt-archive"),
+])
+def test_a_champion_that_cannot_be_scored_is_reported_not_fatal(tmp_path, split_dir, write_champion, reason):
+    write_champion(tmp_path / "champion")
+    report = evaluate.run(write_model(tmp_path / "model"), split_dir, tmp_path / "out", tmp_path / "champion",
+                          CHAMPION_ARN)
+    assert report["regression_metrics"]["rmse"]["value"] == pytest.approx(1.0)
+    assert report["champion"]["model_package_arn"] == CHAMPION_ARN
+    assert "regression_metrics" not in report["champion"]
+    assert reason in report["champion"]["error"]
 
 
 def _corrupt_archive(base: Path) -> None:
