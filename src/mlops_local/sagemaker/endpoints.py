@@ -17,6 +17,7 @@ transitions share one lock and read best side by side; the server process is in 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -27,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import unquote
 
 from werkzeug.wrappers import Request, Response
@@ -36,7 +37,7 @@ from mlops_local import moto_access, processes
 from mlops_local.cloudwatch_logs import FileFollower, LogWriter
 from mlops_local.gateway import AwsError, paginate
 from mlops_local.runtime import RoleCredentials, Runtime
-from mlops_local.sagemaker import data_capture, execution_role
+from mlops_local.sagemaker import data_capture, endpoint_metrics, execution_role
 from mlops_local.sagemaker.model_servers import (
     PING_TIMEOUT, Container, LocalServer, ModelDataFailed, StartFailed, fetch_model, find_container,
     model_data_failure)
@@ -96,13 +97,14 @@ class Endpoints:
     """The endpoint operations of the stand-in; `register()` wires them into the gateway."""
 
     def __init__(self, runtime: Runtime, start_timeout: float = 60.0, health_interval: float | None = HEALTH_SECONDS,
-                 capture_interval: float | None = data_capture.FLUSH_SECONDS, capture_seed: int | None = None
-                 ) -> None:
+                 capture_interval: float | None = data_capture.FLUSH_SECONDS, capture_seed: int | None = None,
+                 metrics_interval: float | None = endpoint_metrics.FLUSH_SECONDS) -> None:
         self.runtime = runtime
         self.start_timeout = start_timeout
         self.log_poll = 1.0  # how often a server's new output is copied to CloudWatch Logs
         self.ping_timeout = PING_TIMEOUT
         self.capture = data_capture.DataCapture(capture_interval, capture_seed)
+        self.metrics = endpoint_metrics.EndpointMetrics(self._put_metrics, metrics_interval)
         self._stop = threading.Event()
         self.region = runtime.aws.gateway.region
         self._endpoints: dict[str, Endpoint] = {}
@@ -216,6 +218,7 @@ class Endpoints:
 
     # -- sagemaker-runtime InvokeEndpoint ------------------------------------------------
     def invoke_endpoint(self, request: Request, name: str) -> Response:
+        began = time.perf_counter()
         name = unquote(name)
         endpoint = self._lookup(name)
         if endpoint is None:
@@ -231,10 +234,13 @@ class Endpoints:
                                               "not InService; it cannot serve requests"
                                               + (f": {endpoint.failure_reason}" if endpoint.failure_reason else "."))
         variant = endpoint.variants[0]["VariantName"] if endpoint.variants else "AllTraffic"
+        instances = int(endpoint.variants[0].get("CurrentInstanceCount") or 1) if endpoint.variants else 1
         headers = {h: request.headers[h] for h in PROXIED_HEADERS if h in request.headers}
         started = data_capture_time()
         try:
-            status, body, answer_headers = server.request("POST", "/invocations", request.get_data(), headers)
+            with self._measured(name, variant, instances, began) as answered:
+                status, body, answer_headers = server.request("POST", "/invocations", request.get_data(), headers)
+                answered.append(status)
         except (OSError, http.client.HTTPException) as exc:
             code = server.process.poll()
             why = f"exited with status {processes.exit_status(code)}" if code is not None \
@@ -253,6 +259,26 @@ class Endpoints:
         kind = "client" if 400 <= status < 500 else "server"
         return self._model_error(name, f'Received {kind} error ({status}) from primary with message "{text}". '
                                        f"{self._see_logs(name)}", status, text)
+
+    @contextlib.contextmanager
+    def _measured(self, name: str, variant: str, instances: int, began: float) -> Iterator[list[int]]:
+        """Time the model's answer (ModelLatency) within the request's since `began` (OverheadLatency: the
+        rest) and record the invocation's metrics; the block appends the model's status (none: it did not
+        answer)."""
+        answered: list[int] = []
+        model_began = time.perf_counter()
+        try:
+            yield answered
+        finally:
+            model = time.perf_counter() - model_began
+            total = time.perf_counter() - began
+            self.metrics.record(endpoint_metrics.Invocation(
+                name, variant, answered[0] if answered else None, int(model * 1e6),
+                max(int((total - model) * 1e6), 0), instances))
+
+    def _put_metrics(self, namespace: str, data: list[dict[str, Any]]) -> None:
+        """SageMaker's own metrics into CloudWatch: moto's backend, as the service (no role; AWS/ is reserved)."""
+        moto_access.backend("cloudwatch", self.account, self.region).put_metric_data(namespace, data)
 
     def _see_logs(self, name: str) -> str:
         """How SageMaker's messages point at an endpoint's logs (its ModelError text, as in
@@ -482,6 +508,7 @@ class Endpoints:
         for process in starting:
             processes.stop(process)
         self.capture.close()
+        self.metrics.close()
 
     # -- health: SageMaker pings each instance and replaces one that fails -------------------
     def _watch(self, interval: float) -> None:
