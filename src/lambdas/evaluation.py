@@ -264,7 +264,9 @@ def judge(rmse: float, threshold: float, tolerance_percent: float, champion: Cha
 
 def gate_record(verdict: Verdict, rmse: float, threshold: float, tolerance_percent: float,
                 champion: ChampionScore | None) -> dict[str, str]:
-    """The gate's CustomerMetadataProperties (and output variables): both scores, the decision, its reason."""
+    """The gate's CustomerMetadataProperties (and output variables): both scores, the decision, its reason.
+    The reason is cleaned to metadata characters, which also keeps it free of quotes and backslashes: RegisterModel's
+    UserParameters splice #{Evaluation.Reason} into a JSON string."""
     champion_rmse = None if champion is None else champion.rmse
     return {DECISION_KEY: verdict.decision, RMSE_KEY: repr(rmse), THRESHOLD_KEY: f"{threshold:g}",
             TOLERANCE_KEY: f"{tolerance_percent:g}", CHAMPION_KEY: champion.arn if champion else NONE,
