@@ -37,7 +37,7 @@ from mlops_local import moto_access, processes
 from mlops_local.cloudwatch_logs import FileFollower, LogWriter
 from mlops_local.gateway import AwsError, paginate
 from mlops_local.runtime import RoleCredentials, Runtime
-from mlops_local.sagemaker import data_capture, endpoint_metrics, execution_role
+from mlops_local.sagemaker import blue_green, data_capture, endpoint_metrics, execution_role
 from mlops_local.sagemaker.model_servers import (
     PING_TIMEOUT, Container, LocalServer, ModelDataFailed, StartFailed, fetch_model, find_container,
     model_data_failure)
@@ -72,6 +72,12 @@ class Endpoint:
     replacing: Replacing | None = None     # the server in service was unhealthy; a new one is starting
     failed_pings: int = 0                  # consecutive health checks whose ping failed
     in_flight: int = 0                     # starts running in the background
+    deployment: blue_green.Deployment | None = None  # the update in progress is blue/green
+    green: LocalServer | None = None       # the new fleet while it serves as the canary
+    green_variant: str = ""
+    routed: int = 0                        # requests routed while the canary serves
+    blue: LocalServer | None = None        # the old fleet after the shift, until it is terminated
+    last_deployment: dict[str, Any] | None = None  # DescribeEndpoint's LastDeploymentConfig
 
 
 @dataclass
@@ -104,6 +110,7 @@ class Endpoints:
         self.log_poll = 1.0  # how often a server's new output is copied to CloudWatch Logs
         self.ping_timeout = PING_TIMEOUT
         self.capture = data_capture.DataCapture(capture_interval, capture_seed)
+        self.alarm_interval = blue_green.ALARM_SECONDS
         self.metrics = endpoint_metrics.EndpointMetrics(self._put_metrics, metrics_interval)
         self._stop = threading.Event()
         self.region = runtime.aws.gateway.region
@@ -168,7 +175,8 @@ class Endpoints:
         name, config = params.get("EndpointName", ""), params.get("EndpointConfigName", "")
         described = self._moto_describe(name)
         with moto_access.aws_errors():
-            self._moto().describe_endpoint_config(config)
+            green = self._moto().describe_endpoint_config(config)
+        deployment = self._deployment(params.get("DeploymentConfig"), green)
         self._known(name)
         with self._lock:
             endpoint = self._endpoints.get(name)
@@ -178,8 +186,28 @@ class Endpoints:
                 state = "failed" if endpoint.status == FAILED else "in-progress"
                 raise AwsError("ValidationException",
                                f'Cannot update {state} endpoint "{self._arn("endpoint", name)}".')
-            self._update(endpoint, config)
+            self._update(endpoint, config, deployment)
+            if params.get("DeploymentConfig"):
+                endpoint.last_deployment = params["DeploymentConfig"]
         return {"EndpointArn": described["EndpointArn"]}
+
+    def _deployment(self, config: dict[str, Any] | None, green: dict[str, Any]) -> blue_green.Deployment | None:
+        """An update's DeploymentConfig, refused as a ValidationException when the stand-in cannot honour it or
+        an alarm it names does not exist."""
+        variants = green.get("ProductionVariants") or [{}]
+        try:
+            deployment = blue_green.parse(config, int(variants[0].get("InitialInstanceCount") or 1))
+        except blue_green.InvalidDeployment as exc:
+            raise AwsError("ValidationException", str(exc)) from None
+        alarms = self._cloudwatch().alarms
+        for alarm in deployment.alarms if deployment else ():
+            if alarm not in alarms:
+                raise AwsError("ValidationException", f"The CloudWatch alarm {alarm} in AutoRollbackConfiguration "
+                                                      "does not exist.")
+            if alarms[alarm].metric_data_queries or alarms[alarm].extended_statistic:
+                raise AwsError("ValidationException", f"The local stand-in cannot evaluate alarm {alarm}: only "
+                                                      "metric alarms with a Statistic are evaluated locally.")
+        return deployment
 
     def delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params.get("EndpointName", "")
@@ -223,7 +251,12 @@ class Endpoints:
         endpoint = self._lookup(name)
         if endpoint is None:
             raise AwsError("ValidationError", f"Endpoint {name} of account {self.account} not found.")
-        server = endpoint.server
+        with self._lock:
+            server, canary = endpoint.server, endpoint.green
+            if canary is not None and endpoint.deployment is not None:
+                endpoint.routed += 1
+                if blue_green.to_canary(endpoint.routed, endpoint.deployment.canary_share):
+                    server = canary
         if server is None and endpoint.replacing is not None:
             # No healthy instance behind an endpoint InService: SageMaker Runtime's ServiceUnavailable (503,
             # "The service is unavailable. Try your call again."; the SDKs retry it).
@@ -234,6 +267,8 @@ class Endpoints:
                                               "not InService; it cannot serve requests"
                                               + (f": {endpoint.failure_reason}" if endpoint.failure_reason else "."))
         variant = endpoint.variants[0]["VariantName"] if endpoint.variants else "AllTraffic"
+        if server is canary:
+            variant = endpoint.green_variant or variant
         instances = int(endpoint.variants[0].get("CurrentInstanceCount") or 1) if endpoint.variants else 1
         headers = {h: request.headers[h] for h in PROXIED_HEADERS if h in request.headers}
         started = data_capture_time()
@@ -396,8 +431,9 @@ class Endpoints:
         if old is not None:
             threading.Thread(target=old.stop, daemon=True).start()
 
-    def _update(self, endpoint: Endpoint, config: str) -> None:
-        """(lock held) Start `config` beside the server in service: Updating."""
+    def _update(self, endpoint: Endpoint, config: str, deployment: blue_green.Deployment | None = None) -> None:
+        """(lock held) Start `config` beside the server in service: Updating (blue/green when `deployment`)."""
+        endpoint.deployment = deployment
         if endpoint.status == CREATING:
             self._restart(endpoint, config)
             return
@@ -436,15 +472,27 @@ class Endpoints:
         except Exception as exc:  # a bug here must end as Failed, not as an endpoint Creating forever
             logger.exception("starting endpoint %s failed", endpoint.name)
             reason = f"the local runtime could not start the endpoint: {type(exc).__name__}: {exc}"
+        old: LocalServer | None = None
+        rollout = False
         with self._lock:
             current = self._is_current(endpoint, generation)
             if not current or server is None:
                 outcome = self._failed(endpoint, config, reason) if current else None
+            elif endpoint.deployment is not None and endpoint.server is not None and endpoint.status == UPDATING:
+                rollout = True  # blue/green: both fleets serve until the deployment completes or rolls back
+                if endpoint.deployment.routing == "CANARY":
+                    endpoint.green, endpoint.routed = server, 0
+                    endpoint.green_variant = variants[0]["VariantName"] if variants else ""
             else:  # new requests go to the new server at once; the old one drains, then stops
                 old, endpoint.server = endpoint.server, server
         if not current:
             if server is not None:
                 server.stop()
+            return
+        if rollout and server is not None:
+            threading.Thread(target=self._roll_out, args=(endpoint, generation, server, config, variants, role),
+                             name=f"blue-green-{endpoint.name}", daemon=True).start()
+            self.runtime.changes.notify()
             return
         if server is not None:
             if old is not None:
@@ -452,16 +500,91 @@ class Endpoints:
             with self._lock:
                 if not self._is_current(endpoint, generation):
                     return
-                endpoint.status, endpoint.failure_reason = IN_SERVICE, None
-                endpoint.config_name, endpoint.pending_config = config, None
-                endpoint.variants, endpoint.last_modified = variants, time.time()
-                endpoint.replacing, endpoint.failed_pings = None, 0
-                settings = data_capture.settings_from(self._capture_config(config))
-                endpoint.capture = (settings, role) if settings else None
+                self._in_service(endpoint, config, variants, role)
             logger.info("endpoint %s is InService on config %s (port %d)", endpoint.name, config, server.port)
         elif outcome:
             logger.warning("endpoint %s: %s", endpoint.name, outcome)
         self.runtime.changes.notify()
+
+    def _in_service(self, endpoint: Endpoint, config: str, variants: list[dict[str, Any]], role: str) -> None:
+        """(lock held) An update or create completed: InService on `config`."""
+        endpoint.status, endpoint.failure_reason = IN_SERVICE, None
+        endpoint.config_name, endpoint.pending_config, endpoint.deployment = config, None, None
+        endpoint.variants, endpoint.last_modified = variants, time.time()
+        endpoint.replacing, endpoint.failed_pings = None, 0
+        settings = data_capture.settings_from(self._capture_config(config))
+        endpoint.capture = (settings, role) if settings else None
+
+    # -- blue/green (sagemaker.blue_green) ----------------------------------------------------
+    def _roll_out(self, endpoint: Endpoint, generation: int, green: LocalServer, config: str,
+                  variants: list[dict[str, Any]], role: str) -> None:
+        """Canary baking, the shift, the final baking; an alarm in ALARM rolls back to the blue fleet."""
+        deployment = endpoint.deployment
+        assert deployment is not None
+        tripped: str | None = None
+        if deployment.routing == "CANARY":
+            tripped = blue_green.bake(deployment.alarms, self._alarm_state, deployment.wait_seconds,
+                                      self.alarm_interval, self._stop)
+        if tripped is None:
+            with self._lock:
+                current = self._is_current(endpoint, generation)
+                if current:  # all traffic to green; blue stays up for a rollback
+                    endpoint.blue, endpoint.server, endpoint.green = endpoint.server, green, None
+            if not current:
+                green.stop()
+                return
+            logger.info("endpoint %s: all traffic shifted to config %s; final baking period", endpoint.name, config)
+            self.runtime.changes.notify()
+            tripped = blue_green.bake(deployment.alarms, self._alarm_state, deployment.wait_seconds,
+                                      self.alarm_interval, self._stop)
+        if tripped == "":  # closing: close() stops every fleet
+            return
+        if tripped:
+            self._roll_back(endpoint, generation, green, config, tripped)
+            return
+        with self._lock:
+            if not self._is_current(endpoint, generation):
+                return
+            blue = endpoint.blue
+            self._in_service(endpoint, config, variants, role)
+        logger.info("endpoint %s is InService on config %s (blue/green deployment completed)", endpoint.name, config)
+        self.runtime.changes.notify()
+        if self._stop.wait(deployment.termination_wait):
+            return
+        with self._lock:
+            if endpoint.blue is not blue:
+                return
+            endpoint.blue = None
+        if blue is not None:
+            blue.stop()
+
+    def _roll_back(self, endpoint: Endpoint, generation: int, green: LocalServer, config: str, alarm: str) -> None:
+        """All traffic back to the blue fleet; the endpoint is InService on its old config again, with the reason
+        (SageMaker's exact FailureReason text for a rollback is not documented)."""
+        with self._lock:
+            if not self._is_current(endpoint, generation):
+                return
+            if endpoint.blue is not None:
+                endpoint.server = endpoint.blue
+            endpoint.green = endpoint.blue = None
+            endpoint.status, endpoint.pending_config, endpoint.deployment = IN_SERVICE, None, None
+            endpoint.failure_reason = (f"Update to endpoint configuration {config} was rolled back: CloudWatch alarm "
+                                       f"{alarm} went into ALARM during the baking period.")
+            endpoint.last_modified = time.time()
+        logger.warning("endpoint %s: %s", endpoint.name, endpoint.failure_reason)
+        green.stop()
+        self.runtime.changes.notify()
+
+    def _alarm_state(self, name: str) -> str:
+        """An alarm's state now, evaluated from the metrics recorded so far."""
+        self.metrics.flush()
+        try:
+            return endpoint_metrics.evaluate_alarm(self._cloudwatch(), name)
+        except KeyError:  # deleted during the deployment: it can no longer trip
+            return endpoint_metrics.INSUFFICIENT_DATA
+
+    def _cloudwatch(self) -> Any:
+        return moto_access.backend("cloudwatch", self.account, self.region)
 
     def _is_current(self, endpoint: Endpoint, generation: int) -> bool:
         """(lock held) Whether this start is still the one the endpoint waits for."""
@@ -472,7 +595,7 @@ class Endpoints:
         """(lock held) A start failed: a failed update rolls back (the old server keeps serving, as
         SageMaker's old fleet does); a failed create is Failed. Returns the FailureReason."""
         if endpoint.status == UPDATING:
-            endpoint.status, endpoint.pending_config = IN_SERVICE, None
+            endpoint.status, endpoint.pending_config, endpoint.deployment = IN_SERVICE, None, None
             endpoint.failure_reason = f"Update to endpoint configuration {config} failed: {reason}"
         elif endpoint.replacing is not None:  # still InService; the next health check starts another
             message = f"Replacing an unhealthy instance failed; retrying: {reason}"
@@ -487,8 +610,8 @@ class Endpoints:
         with self._lock:
             endpoint = self._endpoints.pop(name, None)
         if endpoint is not None:
-            if endpoint.server is not None:
-                endpoint.server.stop()
+            for server in fleets(endpoint):
+                server.stop()
             self.capture.flush(name)  # what it captured is not lost with it
             self.runtime.changes.notify()
 
@@ -503,8 +626,8 @@ class Endpoints:
             endpoints, self._endpoints = list(self._endpoints.values()), {}
             starting = list(self._starting)
         for endpoint in endpoints:
-            if endpoint.server is not None:
-                endpoint.server.stop()
+            for server in fleets(endpoint):
+                server.stop()
         for process in starting:
             processes.stop(process)
         self.capture.close()
@@ -660,6 +783,9 @@ class Endpoints:
         capture = self._capture(endpoint.config_name)
         if capture:
             record["DataCaptureConfig"] = capture
+        record.pop("LastDeploymentConfig", None)
+        if endpoint.last_deployment:
+            record["LastDeploymentConfig"] = endpoint.last_deployment
         record.pop("PendingDeploymentSummary", None)
         if endpoint.status == UPDATING and endpoint.pending_config:
             record["PendingDeploymentSummary"] = {"EndpointConfigName": endpoint.pending_config,
@@ -728,6 +854,11 @@ class Endpoints:
 TIME_FILTERS = {"CreationTimeBefore": "creation_time_before", "CreationTimeAfter": "creation_time_after",
                 "LastModifiedTimeBefore": "last_modified_time_before",
                 "LastModifiedTimeAfter": "last_modified_time_after"}
+
+
+def fleets(endpoint: Endpoint) -> list[LocalServer]:
+    """Every server an endpoint runs: in service, the canary, the old fleet kept after a shift."""
+    return [s for s in (endpoint.server, endpoint.green, endpoint.blue) if s is not None]
 
 
 def replacing_variant(variant: dict[str, Any], replacing: Replacing | None) -> dict[str, Any]:
