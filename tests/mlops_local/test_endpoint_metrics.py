@@ -33,8 +33,10 @@ def recorded(invocations: list[Invocation], clock: list[dt.datetime]) -> list[di
     return written
 
 
-def by_metric(written: list[dict[str, Any]], at: dt.datetime) -> dict[str, dict[str, float]]:
-    return {d["MetricName"]: d["StatisticValues"] for d in written if d["Timestamp"] == at}
+def by_metric(written: list[dict[str, Any]], at: dt.datetime) -> dict[str, Any]:
+    """Metric -> its statistic set, or its (value, count) pairs."""
+    return {d["MetricName"]: d.get("StatisticValues") or list(zip(d["Values"], d["Counts"]))
+            for d in written if d["Timestamp"] == at}
 
 
 def test_a_minute_of_invocations_is_one_statistic_set_per_metric():
@@ -47,8 +49,8 @@ def test_a_minute_of_invocations_is_one_statistic_set_per_metric():
     assert stats["InvocationsPerInstance"]["Sum"] == pytest.approx(1.5)
     assert stats["Invocation4XXErrors"] == {"SampleCount": 3, "Sum": 1, "Minimum": 0, "Maximum": 1}
     assert stats["Invocation5XXErrors"]["Sum"] == 1     # the model that did not answer
-    assert stats["ModelLatency"] == {"SampleCount": 3, "Sum": 4500, "Minimum": 500, "Maximum": 2500}
-    assert stats["OverheadLatency"]["Maximum"] == 300
+    assert stats["ModelLatency"] == [(500, 1), (1500, 1), (2500, 1)]   # a distribution: percentiles need it
+    assert stats["OverheadLatency"] == [(100, 1), (200, 1), (300, 1)]
     assert {d["Namespace"] for d in written} == {"AWS/SageMaker"}
     assert all(d["Dimensions"] == DIMENSIONS for d in written)
     assert {d["Unit"] for d in written if d["MetricName"].endswith("Latency")} == {"Microseconds"}
@@ -64,6 +66,15 @@ def test_each_minute_and_variant_is_its_own_datum():
                            (later.replace(second=0), "Canary", 1)]
 
 
+def test_latencies_are_counted_per_distinct_value_150_values_a_datum():
+    written = recorded([Invocation("ep", "AllTraffic", 200, 1000 + n % 200, 5) for n in range(400)], [T0] * 400)
+    latency = [d for d in written if d["MetricName"] == "ModelLatency"]
+    assert [len(d["Values"]) for d in latency] == [150, 50]
+    assert sum(sum(d["Counts"]) for d in latency) == 400
+    overhead = [d for d in written if d["MetricName"] == "OverheadLatency"]
+    assert [(d["Values"], d["Counts"]) for d in overhead] == [([5.0], [400.0])]
+
+
 def test_a_flush_writes_at_most_20_datums_a_call():
     calls: list[int] = []
     metrics = EndpointMetrics(lambda namespace, data: calls.append(len(data)), interval=None, clock=lambda: T0)
@@ -71,7 +82,7 @@ def test_a_flush_writes_at_most_20_datums_a_call():
         metrics.record(Invocation("ep", variant, 200, 1, 1))
     metrics.flush()
     metrics.flush()  # nothing left: no call
-    assert calls == [20, 4]
+    assert calls == [20, 4]   # 4 variants x 6 metrics
 
 
 # -- alarm evaluation: CloudWatch User Guide, "Alarm evaluation", "treat missing data" -----------------------
@@ -113,11 +124,12 @@ def aws():
 
 
 def put_alarm(cloudwatch: Any, name: str, **overrides: Any) -> None:
-    cloudwatch.put_metric_alarm(**{
-        "AlarmName": name, "Namespace": "AWS/SageMaker", "MetricName": "Invocation5XXErrors",
-        "Dimensions": DIMENSIONS, "Statistic": "Average", "Period": 60, "EvaluationPeriods": 2,
-        "DatapointsToAlarm": 1, "Threshold": 0.1, "ComparisonOperator": "GreaterThanThreshold",
-        "TreatMissingData": "notBreaching", **overrides})
+    """PutMetricAlarm over the ep/AllTraffic 5xx rate; an override of None drops that parameter."""
+    request = {"AlarmName": name, "Namespace": "AWS/SageMaker", "MetricName": "Invocation5XXErrors",
+               "Dimensions": DIMENSIONS, "Statistic": "Average", "Period": 60, "EvaluationPeriods": 2,
+               "DatapointsToAlarm": 1, "Threshold": 0.1, "ComparisonOperator": "GreaterThanThreshold",
+               "TreatMissingData": "notBreaching", **overrides}
+    cloudwatch.put_metric_alarm(**{key: value for key, value in request.items() if value is not None})
 
 
 def test_an_alarm_over_recorded_metrics_goes_to_alarm_and_back(aws):
@@ -146,14 +158,41 @@ def test_another_variant_does_not_trip_the_alarm(aws):
     assert endpoint_metrics.evaluate_alarm(moto, "errors", T0) == INSUFFICIENT_DATA
 
 
-def test_a_percentile_alarm_is_not_judged_locally(aws):
+def test_a_p99_latency_alarm_is_judged_from_the_latency_distribution(aws):
+    moto = backend("cloudwatch", aws.account_id, aws.gateway.region)
+    put_alarm(aws.client("cloudwatch"), "p99", MetricName="ModelLatency", Statistic=None, ExtendedStatistic="p99",
+              EvaluationPeriods=1, Threshold=50_000.0)
+    metrics = EndpointMetrics(moto.put_metric_data, interval=None, clock=lambda: T0)
+    for n in range(99):   # 99 fast requests and one slow one: p99 is the 99th value, still fast
+        metrics.record(Invocation("ep", "AllTraffic", 200, 1000 + n, 1))
+    metrics.record(Invocation("ep", "AllTraffic", 200, 900_000, 1))
+    metrics.flush()
+    assert endpoint_metrics.evaluate_alarm(moto, "p99", T0) == OK
+    metrics.record(Invocation("ep", "AllTraffic", 200, 900_000, 1))   # two slow of 101: p99 is slow
+    metrics.flush()
+    assert endpoint_metrics.evaluate_alarm(moto, "p99", T0) == ALARM
+
+
+@pytest.mark.parametrize("percentile, values, expected", [
+    ("p99", list(range(1, 101)), 99.0), ("p50", [3.0, 1.0, 2.0], 2.0), ("p100", [], None),
+    ("p90", [7.0], 7.0),
+], ids=["p99-of-100", "p50-of-3", "none", "p90-of-1"])
+def test_percentiles_are_nearest_rank(percentile, values, expected):
+    class Value:
+        def __init__(self, value: float) -> None:
+            self.value = value
+    assert endpoint_metrics.statistic([Value(v) for v in values], percentile) == expected
+
+
+def test_a_metric_math_alarm_is_not_judged_locally(aws):
     moto = backend("cloudwatch", aws.account_id, aws.gateway.region)
     aws.client("cloudwatch").put_metric_alarm(
-        AlarmName="p99", Namespace="AWS/SageMaker", MetricName="ModelLatency", Dimensions=DIMENSIONS,
-        ExtendedStatistic="p99", Period=60, EvaluationPeriods=1, Threshold=1.0,
-        ComparisonOperator="GreaterThanThreshold")
-    with pytest.raises(endpoint_metrics.UnsupportedAlarm):
-        endpoint_metrics.evaluate_alarm(moto, "p99", T0)
+        AlarmName="math", EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold",
+        Metrics=[{"Id": "errors", "ReturnData": True, "MetricStat": {
+            "Metric": {"Namespace": "AWS/SageMaker", "MetricName": "Invocation5XXErrors", "Dimensions": DIMENSIONS},
+            "Period": 60, "Stat": "Sum"}}])
+    with pytest.raises(endpoint_metrics.UnsupportedAlarm, match="metric math"):
+        endpoint_metrics.evaluate_alarm(moto, "math", T0)
 
 
 # -- through the stand-in: every InvokeEndpoint is counted ------------------------------------------------

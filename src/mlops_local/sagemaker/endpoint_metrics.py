@@ -10,9 +10,11 @@ endpoint invocation metrics; the same names in aws-cdk-lib's generated SageMaker
 - ModelLatency (the model's answer as seen from SageMaker) and OverheadLatency (the rest of the request),
   in Microseconds.
 ModelSetupTime is a serverless-endpoint metric; the stand-in serves instance-based endpoints only, so it is
-not sent. CloudWatch keeps them at 1-minute resolution; SageMaker sends per-minute statistic sets, so here
-each minute's values are aggregated (SampleCount, Sum, Minimum, Maximum) and written every `interval`
-seconds and at close. Statistic sets merge, so a minute written in two parts reads as one.
+not sent. CloudWatch keeps them at 1-minute resolution; here each minute's values are aggregated and written
+every `interval` seconds and at close: the counts as statistic sets (SampleCount, Sum, Minimum, Maximum), the
+latencies as value distributions (PutMetricData's Values and Counts, at most 150 distinct values a datum), from
+which CloudWatch computes percentiles as well (an alarm on p99 ModelLatency, as templates/endpoint.yaml sets
+one, needs them; a statistic set has no percentiles). Both merge, so a minute written in two parts reads as one.
 
 They go into moto's CloudWatch backend directly, not through PutMetricData as some role: AWS/ namespaces
 are reserved for AWS services ("You cannot specify a namespace that begins with AWS/", PutMetricData), and
@@ -21,7 +23,8 @@ model's execution role. `aws cloudwatch get-metric-statistics` reads them throug
 
 `evaluate_alarm` is what CloudWatch does and moto does not: a metric alarm's state from the datapoints
 (CloudWatch User Guide, "Alarm evaluation" and "Configuring how CloudWatch alarms treat missing data"):
-the last EvaluationPeriods periods, each the alarm's Statistic over Period seconds; ALARM when
+the last EvaluationPeriods periods, each the alarm's Statistic (or ExtendedStatistic pNN, nearest rank over
+the values) over Period seconds; ALARM when
 DatapointsToAlarm (default EvaluationPeriods) of them breach the threshold; missing datapoints per
 TreatMissingData (missing, the default: all missing -> INSUFFICIENT_DATA; ignore: the state stays;
 breaching / notBreaching: they count as such). The newest period is the one in progress.
@@ -31,7 +34,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
+import re
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -40,6 +46,8 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "AWS/SageMaker"
 FLUSH_SECONDS = 10.0
 MICROSECONDS = "Microseconds"
+MAX_VALUES = 150  # distinct Values in one MetricDatum (PutMetricData)
+PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d{1,2})?)$")
 ALARM, OK, INSUFFICIENT_DATA = "ALARM", "OK", "INSUFFICIENT_DATA"
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "GreaterThanOrEqualToThreshold": lambda value, threshold: value >= threshold,
@@ -110,6 +118,7 @@ class EndpointMetrics:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[Key, StatisticSet] = {}
+        self._distributions: dict[Key, Counter[float]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if interval:
@@ -121,13 +130,19 @@ class EndpointMetrics:
         with self._lock:
             for metric, value, unit in values_of(invocation):
                 key = (invocation.endpoint, invocation.variant, metric, unit, at)
-                self._pending.setdefault(key, StatisticSet()).add(value)
+                if unit == MICROSECONDS:
+                    self._distributions.setdefault(key, Counter())[value] += 1
+                else:
+                    self._pending.setdefault(key, StatisticSet()).add(value)
 
     def flush(self) -> None:
         """Write what is buffered (20 datums a call, PutMetricData's limit)."""
         with self._lock:
             pending, self._pending = self._pending, {}
+            distributions, self._distributions = self._distributions, {}
         data = [datum(key, stats) for key, stats in sorted(pending.items(), key=lambda item: item[0][4])]
+        for key, counts in sorted(distributions.items(), key=lambda item: item[0][4]):
+            data.extend(distribution(key, counts))
         for start in range(0, len(data), 20):
             try:
                 self._put(NAMESPACE, data[start:start + 20])
@@ -153,13 +168,33 @@ def datum(key: Key, stats: StatisticSet) -> dict[str, Any]:
                                 "Minimum": stats.minimum, "Maximum": stats.maximum}}
 
 
+def distribution(key: Key, counts: Counter[float]) -> list[dict[str, Any]]:
+    """A minute's values of one metric as Values/Counts datums."""
+    endpoint, variant, metric, unit, at = key
+    items = sorted(counts.items())
+    return [{"MetricName": metric, "Timestamp": at, "Unit": unit,
+             "Dimensions": [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}],
+             "Values": [v for v, _ in items[start:start + MAX_VALUES]],
+             "Counts": [float(c) for _, c in items[start:start + MAX_VALUES]]}
+            for start in range(0, len(items), MAX_VALUES)]
+
+
 # -- alarm evaluation --------------------------------------------------------------------------
 class UnsupportedAlarm(Exception):
     """An alarm this evaluator cannot judge (metric math, percentiles, anomaly bands)."""
 
 
 def statistic(data: Iterable[Any], name: str) -> float | None:
-    """An alarm's Statistic over moto's datums (single values and statistic sets) of one period."""
+    """An alarm's Statistic or percentile (pNN) over moto's datums (single values and statistic sets) of one
+    period; a percentile only over single values (a statistic set has none: the period counts as missing)."""
+    percentile = PERCENTILE.match(name)
+    if percentile:
+        items = list(data)
+        if not items or any(hasattr(item, "sample_count") for item in items):
+            return None
+        values = sorted(item.value for item in items)
+        rank = max(math.ceil(float(percentile.group(1)) / 100.0 * len(values)), 1)
+        return float(values[rank - 1])
     count = total = 0.0
     lows: list[float] = []
     highs: list[float] = []
@@ -194,7 +229,8 @@ def datapoints(backend: Any, alarm: Any, at: dt.datetime) -> list[float | None]:
     points: list[float | None] = []
     for start in starts:
         end = start + dt.timedelta(seconds=period)
-        points.append(statistic((d for d in matching if start <= naive(d.timestamp) < end), alarm.statistic))
+        points.append(statistic((d for d in matching if start <= naive(d.timestamp) < end),
+                                alarm.extended_statistic or alarm.statistic))
     return points
 
 
@@ -226,10 +262,9 @@ def evaluate_alarm(backend: Any, name: str, at: dt.datetime | None = None) -> st
     alarm = backend.alarms.get(name)
     if alarm is None:
         raise KeyError(name)
-    if alarm.metric_data_queries or alarm.extended_statistic or not alarm.statistic \
-            or alarm.comparison_operator not in COMPARISONS:
-        raise UnsupportedAlarm(f"alarm {name}: only metric alarms with a Statistic and a static threshold are "
-                               "evaluated locally")
+    problem = unsupported(alarm)
+    if problem:
+        raise UnsupportedAlarm(f"alarm {name}: {problem}")
     when = at or now()
     points = datapoints(backend, alarm, when)
     to_alarm = int(alarm.datapoints_to_alarm or alarm.evaluation_periods)
@@ -237,10 +272,24 @@ def evaluate_alarm(backend: Any, name: str, at: dt.datetime | None = None) -> st
                   alarm.treat_missing_data or "missing", alarm.state_value)
     if state != alarm.state_value:
         shown = [p for p in points if p is not None]
+        stat = alarm.extended_statistic or alarm.statistic
         reason = (f"Threshold Crossed: {len(points)} datapoint(s) evaluated, {len(shown)} present "
-                  f"{[round(p, 6) for p in shown]} ({alarm.statistic} over {alarm.period} s) compared with "
+                  f"{[round(p, 6) for p in shown]} ({stat} over {alarm.period} s) compared with "
                   f"{alarm.comparison_operator} {alarm.threshold}.")
-        data = {"version": "1.0", "queryDate": when.isoformat(), "statistic": alarm.statistic,
+        data = {"version": "1.0", "queryDate": when.isoformat(), "statistic": stat,
                 "period": alarm.period, "threshold": alarm.threshold, "recentDatapoints": shown}
         backend.set_alarm_state(name, reason, json.dumps(data), state)
     return state
+
+
+def unsupported(alarm: Any) -> str | None:
+    """Why this evaluator cannot judge an alarm (None: it can)."""
+    if alarm.metric_data_queries:
+        return "metric math alarms are not evaluated locally"
+    if alarm.extended_statistic and not PERCENTILE.match(alarm.extended_statistic):
+        return f"ExtendedStatistic {alarm.extended_statistic} is not evaluated locally (only pNN percentiles)"
+    if not alarm.extended_statistic and not alarm.statistic:
+        return "the alarm has no Statistic"
+    if alarm.comparison_operator not in COMPARISONS:
+        return f"{alarm.comparison_operator} (an anomaly detection band) is not evaluated locally"
+    return None

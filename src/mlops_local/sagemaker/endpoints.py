@@ -204,9 +204,9 @@ class Endpoints:
             if alarm not in alarms:
                 raise AwsError("ValidationException", f"The CloudWatch alarm {alarm} in AutoRollbackConfiguration "
                                                       "does not exist.")
-            if alarms[alarm].metric_data_queries or alarms[alarm].extended_statistic:
-                raise AwsError("ValidationException", f"The local stand-in cannot evaluate alarm {alarm}: only "
-                                                      "metric alarms with a Statistic are evaluated locally.")
+            problem = endpoint_metrics.unsupported(alarms[alarm])
+            if problem:
+                raise AwsError("ValidationException", f"The local stand-in cannot evaluate alarm {alarm}: {problem}.")
         return deployment
 
     def delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
