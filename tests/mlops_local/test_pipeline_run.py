@@ -170,6 +170,7 @@ def test_another_data_set_runs_through_the_pipeline(tmp_path):
 
 
 def test_two_executions_started_together_keep_their_data_apart(tmp_path, sample):
+    """...and a worse challenger after them is rejected by the champion gate, the endpoint left on the champion."""
     seen = {}
 
     def inspect(local, summary):
@@ -196,13 +197,38 @@ def test_two_executions_started_together_keep_their_data_apart(tmp_path, sample)
                 ["threshold"],
             }
         seen["ids"] = ids
+        # A worse challenger (one epoch) within the threshold: the champion gate rejects it, and the endpoint
+        # keeps serving the champion, the package of the execution before it.
+        served = endpoint_package(local)
+        worse = codepipeline.start_pipeline_execution(name="mlops-pipeline", variables=[
+            {"name": "QualityThreshold", "value": "5000"},
+            {"name": "TrainingHyperparameters", "value": json.dumps({**FAST, "epochs": "1"})}])["pipelineExecutionId"]
+        seen["worse"] = local.engine.wait("mlops-pipeline", worse, timeout=600)
+        details = codepipeline.list_action_executions(pipelineName="mlops-pipeline",
+                                                      filter={"pipelineExecutionId": worse})["actionExecutionDetails"]
+        gate = next(d for d in details if d["actionName"] == "MonitorEvaluation")
+        seen["gate"] = gate["output"]["executionResult"]["errorDetails"]["message"]
+        seen["deployed"] = sorted(d["actionName"] for d in details if d["stageName"] == "Deployment")
+        seen["served"] = (served, endpoint_package(local))
+        packages = local.aws.client("sagemaker").list_model_packages(
+            ModelPackageGroupName="mlops-models", SortBy="CreationTime", SortOrder="Descending")
+        seen["newest"] = packages["ModelPackageSummaryList"][0]["ModelApprovalStatus"]
 
     options = PipelineOptions(source_root=ROOT, data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
                               quality_threshold=5000, hyperparameters=FAST)
     code, _ = run_pipeline(options, say=lambda line: None, before_close=inspect)
     assert code == 0
+    assert seen["worse"] == "Failed" and seen["gate"].startswith("Model REJECTED: RMSE ")
+    assert "champion" in seen["gate"] and seen["deployed"] == [] and seen["newest"] == "Rejected"
+    assert seen["served"][0] == seen["served"][1] and seen["served"][0].startswith("arn:aws:sagemaker:")
     first, second = (seen[i] for i in seen["ids"])
     assert seen["statuses"] == ["Succeeded", "Succeeded"]
     assert first["etl"] and first["evaluation"] and second["etl"] and second["evaluation"]
     assert first["job"] != second["job"] and seen["ids"][0] in first["job"] and seen["ids"][1] in second["job"]
     assert (first["threshold"], second["threshold"]) == ("5000", "4000")
+
+
+def endpoint_package(local) -> str:
+    """The model package the dev endpoint stack serves (its ModelPackageArn parameter)."""
+    stack = local.aws.client("cloudformation").describe_stacks(StackName="mlops-endpoint-dev")["Stacks"][0]
+    return next(p["ParameterValue"] for p in stack["Parameters"] if p["ParameterKey"] == "ModelPackageArn")
