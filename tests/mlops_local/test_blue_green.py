@@ -2,6 +2,7 @@
 evaluated from the invocation metrics the stand-in records."""
 from __future__ import annotations
 
+import json
 import math
 import threading
 from typing import Any
@@ -211,3 +212,58 @@ def test_an_update_the_stand_in_cannot_honour_is_refused(stand, sm, name: str, d
         sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-b", DeploymentConfig=deployment)
     assert caught.value.response["Error"]["Code"] == "ValidationException"
     assert says in caught.value.response["Error"]["Message"]
+
+
+def stack_template(data: str, short: str) -> str:
+    """templates/endpoint.yaml's shape for prod: the Endpoint's DeploymentConfig under a condition, its canary
+    size a parameter, its alarm named (moto's CloudFormation has no AWS::CloudWatch::Alarm model)."""
+    return json.dumps({
+        "Parameters": {"Stage": {"Type": "String"}, "CanaryPercent": {"Type": "Number", "Default": 25},
+                       "AlarmName": {"Type": "String"}},
+        "Conditions": {"IsProd": {"Fn::Equals": [{"Ref": "Stage"}, "prod"]}},
+        "Resources": {
+            "Model": {"Type": "AWS::SageMaker::Model", "Properties": {
+                "ModelName": f"bg-stack-{short}", "ExecutionRoleArn": ROLE,
+                "PrimaryContainer": {"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/{data}/model.tar.gz"}}},
+            "EndpointConfig": {"Type": "AWS::SageMaker::EndpointConfig", "Properties": {
+                "EndpointConfigName": f"bg-stack-{short}",
+                "ProductionVariants": [{"VariantName": "AllTraffic",
+                                        "ModelName": {"Fn::GetAtt": ["Model", "ModelName"]},
+                                        "InstanceType": "ml.m5.large", "InitialInstanceCount": 4,
+                                        "InitialVariantWeight": 1}]}},
+            "Endpoint": {"Type": "AWS::SageMaker::Endpoint", "Properties": {
+                "EndpointName": "bg-stack",
+                "EndpointConfigName": {"Fn::GetAtt": ["EndpointConfig", "EndpointConfigName"]},
+                "DeploymentConfig": {"Fn::If": ["IsProd", {
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": {
+                            "Type": "CANARY", "WaitIntervalInSeconds": 60,
+                            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": {"Ref": "CanaryPercent"}}},
+                        "TerminationWaitInSeconds": 0},
+                    "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": {"Ref": "AlarmName"}}]}},
+                    {"Ref": "AWS::NoValue"}]}}},
+        },
+        "Outputs": {"EndpointName": {"Value": {"Fn::GetAtt": ["Endpoint", "EndpointName"]}}},
+    })
+
+
+def test_a_stack_update_deploys_blue_green_as_its_endpoint_declares(stand, sm, smr):
+    aws, runtime, endpoints = stand
+    cfn = aws.client("cloudformation")
+    parameters = [{"ParameterKey": "Stage", "ParameterValue": "prod"},
+                  {"ParameterKey": "AlarmName", "ParameterValue": "bg-stack-errors"}]
+    cfn.create_stack(StackName="bg-stack", TemplateBody=stack_template("model", "1"), Parameters=parameters)
+    outputs = cfn.describe_stacks(StackName="bg-stack")["Stacks"][0]["Outputs"]
+    name = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "EndpointName")  # moto names it
+    error_alarm(aws.client("cloudwatch"), "bg-stack-errors", name)
+    blue_config = in_service(runtime, sm, name)["EndpointConfigName"]
+    cfn.update_stack(StackName="bg-stack", TemplateBody=stack_template("overflowing", "2"), Parameters=parameters)
+
+    answered, failed = invoke_until_settled(stand, sm, smr, name)
+
+    assert 1 <= failed <= (len(answered) + failed) * 0.25
+    described = sm.describe_endpoint(EndpointName=name)
+    assert (described["EndpointStatus"], described["EndpointConfigName"]) == ("InService", blue_config)
+    assert "bg-stack-errors" in described["FailureReason"]
+    routing = described["LastDeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["CanarySize"] == {"Type": "CAPACITY_PERCENT", "Value": 25}

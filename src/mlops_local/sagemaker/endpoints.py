@@ -371,6 +371,7 @@ class Endpoints:
                 declared[summary["EndpointName"]] = described["EndpointConfigName"]
             declared.update({name: config for name, config in self._stack_configs().items()
                              if name in declared})
+            deployments = self._stack_deployments()
             with self._lock:
                 gone = [name for name in self._endpoints if name not in declared]
             for name in gone:
@@ -388,7 +389,48 @@ class Endpoints:
                         if endpoint.status == FAILED:
                             self._restart(endpoint, config)
                         else:
-                            self._update(endpoint, config)
+                            self._stack_update(endpoint, config, deployments.get(name))
+
+    def _stack_update(self, endpoint: Endpoint, config: str, deployment_config: dict[str, Any] | None) -> None:
+        """(lock held) A stack moved the endpoint to `config`: the update CloudFormation makes, with the
+        Endpoint's DeploymentConfig. One the stand-in refuses fails as an update does: the old config serves on,
+        with the reason."""
+        deployment = None
+        if deployment_config and endpoint.status == IN_SERVICE:
+            try:
+                deployment = self._deployment(deployment_config, self._moto().describe_endpoint_config(config))
+            except Exception as exc:  # an AwsError, or moto's for a config gone meanwhile
+                reason = exc.message if isinstance(exc, AwsError) else str(exc)
+                endpoint.failure_reason = f"Update to endpoint configuration {config} failed: {reason}"
+                endpoint.last_modified = time.time()
+                logger.warning("endpoint %s: %s", endpoint.name, endpoint.failure_reason)
+                return
+            endpoint.last_deployment = deployment_config
+        self._update(endpoint, config, deployment)
+
+    def _stack_deployments(self) -> dict[str, dict[str, Any]]:
+        """Endpoint name -> the DeploymentConfig its stack declares, resolved (Ref, Fn::If, Fn::Sub) by moto's
+        CloudFormation parser over the stack's resources and parameters. moto's Endpoint model ignores the
+        property; CloudFormation passes it to UpdateEndpoint."""
+        from moto.cloudformation.parsing import clean_json
+
+        found: dict[str, dict[str, Any]] = {}
+        for stack in list(moto_access.backend("cloudformation", self.account, self.region).stacks.values()):
+            if stack.status.startswith("DELETE_"):
+                continue
+            for logical, resource in (stack.template_dict.get("Resources") or {}).items():
+                if resource.get("Type") != "AWS::SageMaker::Endpoint" \
+                        or "DeploymentConfig" not in (resource.get("Properties") or {}):
+                    continue
+                try:
+                    name = getattr(stack.resource_map[logical], "endpoint_name", None)
+                    resolved = clean_json(resource["Properties"]["DeploymentConfig"], stack.resource_map)
+                except Exception:  # a resource moto could not create: the stack has failed anyway
+                    logger.debug("stack %s: DeploymentConfig of %s unresolved", stack.name, logical, exc_info=True)
+                    continue
+                if name and resolved:
+                    found[name] = resolved
+        return found
 
     def _stack_configs(self) -> dict[str, str]:
         """Endpoint name -> the endpoint config of its stack, for stacks with one of each.
@@ -434,6 +476,13 @@ class Endpoints:
     def _update(self, endpoint: Endpoint, config: str, deployment: blue_green.Deployment | None = None) -> None:
         """(lock held) Start `config` beside the server in service: Updating (blue/green when `deployment`)."""
         endpoint.deployment = deployment
+        leftover = [endpoint.green] if endpoint.green is not None else []
+        if endpoint.blue is not None and endpoint.server is not None:  # a blue/green deployment in progress
+            leftover.append(endpoint.server)                            # ends: the old fleet serves again
+            endpoint.server = endpoint.blue
+        endpoint.green = endpoint.blue = None
+        for server in leftover:
+            threading.Thread(target=server.stop, daemon=True).start()
         if endpoint.status == CREATING:
             self._restart(endpoint, config)
             return
