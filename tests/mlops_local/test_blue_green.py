@@ -201,6 +201,28 @@ def test_a_healthy_canary_takes_all_traffic_after_baking(stand, sm, smr):
              timeout=10)
 
 
+def test_all_at_once_rolls_back_to_the_old_fleet_when_an_alarm_trips_after_the_shift(stand, sm, smr):
+    aws, runtime, endpoints = stand
+    deploy(sm, "bg-all")
+    in_service(runtime, sm, "bg-all")
+    blue = endpoints.served("bg-all").process
+    error_alarm(aws.client("cloudwatch"), "bg-all-errors", "bg-all")
+    new_config(sm, "bg-all-overflowing", "overflowing", instances=1)
+    sm.update_endpoint(EndpointName="bg-all", EndpointConfigName="bg-all-overflowing", DeploymentConfig={
+        "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 60}},
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "bg-all-errors"}]}})
+
+    answered, failed = invoke_until_settled(stand, sm, smr, "bg-all")
+
+    assert failed >= 1 and all(a == BY_HAND for a in answered)
+    described = sm.describe_endpoint(EndpointName="bg-all")
+    assert (described["EndpointStatus"], described["EndpointConfigName"]) == ("InService", "bg-all")
+    assert "bg-all-errors" in described["FailureReason"]
+    assert endpoints.served("bg-all").process is blue and blue.poll() is None   # the old fleet, never stopped
+    body = smr.invoke_endpoint(EndpointName="bg-all", Body=CSV_BODY, ContentType="text/csv")["Body"]
+    assert [float(v) for v in body.read().decode().split()] == BY_HAND
+
+
 @pytest.mark.parametrize("name, deployment, says", [
     ("bg-unknown-alarm", canary(alarms=("no-such-alarm",)), "no-such-alarm"),
     ("bg-canary-over-half", canary("CAPACITY_PERCENT", 75), "more than 50%"),

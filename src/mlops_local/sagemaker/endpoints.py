@@ -3,7 +3,9 @@
 moto keeps the records of models, endpoint configs and endpoints but serves nothing; this
 component overrides Create/Update/Delete/Describe/ListEndpoints and InvokeEndpoint, runs one
 server per endpoint (Creating -> InService / Failed, Updating while a new server starts beside the
-old one) and reports the real status over moto's records. `reconcile()` notices endpoints that
+old one; with a blue/green DeploymentConfig both serve through the canary and baking periods,
+sagemaker.blue_green) and reports the real status over moto's records. Every invocation is recorded
+in CloudWatch's AWS/SageMaker metrics (sagemaker.endpoint_metrics). `reconcile()` notices endpoints that
 moto's CloudFormation created, replaced or deleted. Each server start gets a folder
 `<workdir>/endpoints/<name>/<generation>/` with `model/` and `server.log`.
 
@@ -200,6 +202,8 @@ class Endpoints:
         except blue_green.InvalidDeployment as exc:
             raise AwsError("ValidationException", str(exc)) from None
         alarms = self._cloudwatch().alarms
+        # An alarm that does not exist: no AWS page says how UpdateEndpoint answers; refusing it is the safe
+        # reading (a rollback alarm that can never trip would make the deployment unguarded).
         for alarm in deployment.alarms if deployment else ():
             if alarm not in alarms:
                 raise AwsError("ValidationException", f"The CloudWatch alarm {alarm} in AutoRollbackConfiguration "
@@ -539,7 +543,7 @@ class Endpoints:
                 server.stop()
             return
         if rollout and server is not None:
-            threading.Thread(target=self._roll_out, args=(endpoint, generation, server, config, variants, role),
+            threading.Thread(target=self._deploy, args=(endpoint, generation, server, config, variants, role),
                              name=f"blue-green-{endpoint.name}", daemon=True).start()
             self.runtime.changes.notify()
             return
@@ -565,6 +569,16 @@ class Endpoints:
         endpoint.capture = (settings, role) if settings else None
 
     # -- blue/green (sagemaker.blue_green) ----------------------------------------------------
+    def _deploy(self, endpoint: Endpoint, generation: int, green: LocalServer, config: str,
+                variants: list[dict[str, Any]], role: str) -> None:
+        """_roll_out, ended by a rollback if it fails: an endpoint never stays Updating for a bug here."""
+        try:
+            self._roll_out(endpoint, generation, green, config, variants, role)
+        except Exception as exc:
+            logger.exception("blue/green deployment of endpoint %s failed", endpoint.name)
+            self._roll_back(endpoint, generation, green, config,
+                            f"the local runtime failed during the deployment: {type(exc).__name__}: {exc}")
+
     def _roll_out(self, endpoint: Endpoint, generation: int, green: LocalServer, config: str,
                   variants: list[dict[str, Any]], role: str) -> None:
         """Canary baking, the shift, the final baking; an alarm in ALARM rolls back to the blue fleet."""
@@ -589,7 +603,8 @@ class Endpoints:
         if tripped == "":  # closing: close() stops every fleet
             return
         if tripped:
-            self._roll_back(endpoint, generation, green, config, tripped)
+            self._roll_back(endpoint, generation, green, config,
+                            f"CloudWatch alarm {tripped} went into ALARM during the baking period")
             return
         with self._lock:
             if not self._is_current(endpoint, generation):
@@ -607,7 +622,7 @@ class Endpoints:
         if blue is not None:
             blue.stop()
 
-    def _roll_back(self, endpoint: Endpoint, generation: int, green: LocalServer, config: str, alarm: str) -> None:
+    def _roll_back(self, endpoint: Endpoint, generation: int, green: LocalServer, config: str, why: str) -> None:
         """All traffic back to the blue fleet; the endpoint is InService on its old config again, with the reason
         (SageMaker's exact FailureReason text for a rollback is not documented)."""
         with self._lock:
@@ -617,8 +632,7 @@ class Endpoints:
                 endpoint.server = endpoint.blue
             endpoint.green = endpoint.blue = None
             endpoint.status, endpoint.pending_config, endpoint.deployment = IN_SERVICE, None, None
-            endpoint.failure_reason = (f"Update to endpoint configuration {config} was rolled back: CloudWatch alarm "
-                                       f"{alarm} went into ALARM during the baking period.")
+            endpoint.failure_reason = f"Update to endpoint configuration {config} was rolled back: {why}."
             endpoint.last_modified = time.time()
         logger.warning("endpoint %s: %s", endpoint.name, endpoint.failure_reason)
         green.stop()
@@ -630,6 +644,9 @@ class Endpoints:
         try:
             return endpoint_metrics.evaluate_alarm(self._cloudwatch(), name)
         except KeyError:  # deleted during the deployment: it can no longer trip
+            return endpoint_metrics.INSUFFICIENT_DATA
+        except endpoint_metrics.UnsupportedAlarm as exc:  # changed into one after UpdateEndpoint checked it
+            logger.warning("endpoint rollback alarm not evaluated: %s", exc)
             return endpoint_metrics.INSUFFICIENT_DATA
 
     def _cloudwatch(self) -> Any:
