@@ -247,7 +247,7 @@ ALARM = json.dumps({"Resources": {
 
 
 def test_a_type_moto_drops_is_still_checked_on_create_and_delete(aws):
-    """moto has no AWS::CloudWatch::Alarm model (it skips the resource); its handlers run on AWS all the same."""
+    """An AWS::CloudWatch::Alarm (stack_models.AlarmModel) is created and deleted only as the role allows."""
     role = stack_role(aws, "perm-stack", denied=["cloudwatch:PutMetricAlarm"])
     cfn = aws.client("cloudformation")
     cfn.create_stack(StackName="perm", TemplateBody=ALARM, RoleARN=role)
@@ -305,6 +305,10 @@ def test_the_endpoint_stack_role_deploys_the_prod_endpoint_stack(aws, runtime):
     assert checked == {f"AWS::{t} create": "allowed" for t in (
         "SageMaker::Model", "SageMaker::EndpointConfig", "SageMaker::Endpoint", "CloudWatch::Alarm",
         "ApplicationAutoScaling::ScalableTarget", "ApplicationAutoScaling::ScalingPolicy")}
+    # The prod alarms exist (stack_models.AlarmModel).
+    alarms = aws.client("cloudwatch").describe_alarms(AlarmNamePrefix="mlops-prod-")["MetricAlarms"]
+    assert {(a["AlarmName"], a.get("Statistic") or a["ExtendedStatistic"]) for a in alarms} == {
+        ("mlops-prod-invocation-5xx", "Sum"), ("mlops-prod-model-latency", "p99")}
 
 
 @pytest.mark.parametrize("change_set_type", ["CREATE", "UPDATE"])

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from mlops_local.moto_access import backend
 from mlops_local.cloudformation.stack_requests import (
-    bucket_policy_request, job_request, model_package_group_request, pipeline_request, project_request,
+    alarm_request, bucket_policy_request, job_request, model_package_group_request, pipeline_request, project_request,
     repository_request, security_configuration_request)
 
 logger = logging.getLogger(__name__)
@@ -308,9 +308,95 @@ class BucketPolicyModel(Provided):
         return True
 
 
+class AlarmModel(Provided):
+    """A metric alarm in moto's CloudWatch; Ref is the name, GetAtt Arn the ARN (CloudFormation's
+    AWS::CloudWatch::Alarm return values). Without AlarmName, CloudFormation names it
+    <stack>-<logical id>-<suffix> (moto's generated name) and keeps that name across updates."""
+    TYPE, NAME_PROPERTY, REF, ATTRIBUTES = "AWS::CloudWatch::Alarm", "AlarmName", "AlarmName", ("Arn",)
+
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        r = alarm_request(name, props)
+        alarm = _put_alarm(backend("cloudwatch", account_id, region_name), r, r.get("Tags"))
+        return {"AlarmName": name, "Arn": alarm.alarm_arn, "Generated": "AlarmName" not in props}
+
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource: Provided, new_resource_name: str,
+                                        cloudformation_json: dict[str, Any], account_id: str,
+                                        region_name: str) -> Provided:
+        # moto draws a new name on every update; a generated name stays while AlarmName stays absent.
+        if original_resource.attributes.get("Generated") and \
+                "AlarmName" not in cloudformation_json.get("Properties", {}):
+            new_resource_name = original_resource.name
+        return super().update_from_cloudformation_json(original_resource, new_resource_name, cloudformation_json,
+                                                       account_id, region_name)
+
+    @classmethod
+    def update(cls, original: Provided, props: dict[str, Any], account_id: str,
+               region_name: str) -> dict[str, Any]:
+        # PutMetricAlarm on an existing alarm overwrites its configuration but leaves its state, and ignores
+        # Tags (PutMetricAlarm API reference): the handler tags and untags (TagResource/UntagResource).
+        r = alarm_request(original.name, props)
+        cloudwatch = backend("cloudwatch", account_id, region_name)
+        before = cloudwatch.alarms.get(original.name)
+        alarm = _put_alarm(cloudwatch, r, None)
+        if before is not None:
+            for kept in ("state_value", "state_reason", "state_reason_data", "state_updated_timestamp", "history"):
+                setattr(alarm, kept, getattr(before, kept))
+        tags = {t["Key"]: t["Value"] for t in r.get("Tags", [])}
+        old = cloudwatch.tagger.list_tags_for_resource(alarm.alarm_arn)["Tags"]
+        cloudwatch.tagger.untag_resource_using_names(alarm.alarm_arn, [t["Key"] for t in old if t["Key"] not in tags])
+        cloudwatch.tagger.tag_resource(alarm.alarm_arn, [{"Key": k, "Value": v} for k, v in tags.items()])
+        return {**original.attributes, "Arn": alarm.alarm_arn}
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        cloudwatch = backend("cloudwatch", account_id, region_name)
+        alarm = cloudwatch.alarms.get(name)
+        cloudwatch.delete_alarms([name])
+        if alarm is not None:
+            cloudwatch.tagger.delete_all_tags_for_resource(alarm.alarm_arn)
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        return name in backend("cloudwatch", account_id, region_name).alarms
+
+
+def _put_alarm(cloudwatch: Any, r: dict[str, Any], tags: list[dict[str, str]] | None) -> Any:
+    """moto's put_metric_alarm with a validated PutMetricAlarm request (its Metrics as moto's query objects)."""
+    return cloudwatch.put_metric_alarm(
+        name=r["AlarmName"], namespace=r.get("Namespace"), metric_name=r.get("MetricName"),
+        comparison_operator=r["ComparisonOperator"], evaluation_periods=r["EvaluationPeriods"],
+        period=r.get("Period"), threshold=r.get("Threshold"), statistic=r.get("Statistic"),
+        description=r.get("AlarmDescription"), dimensions=r.get("Dimensions", []),
+        alarm_actions=r.get("AlarmActions", []), metric_data_queries=[_query(m) for m in r.get("Metrics", [])] or None,
+        datapoints_to_alarm=r.get("DatapointsToAlarm"), extended_statistic=r.get("ExtendedStatistic"),
+        ok_actions=r.get("OKActions"), insufficient_data_actions=r.get("InsufficientDataActions"), unit=r.get("Unit"),
+        actions_enabled=r.get("ActionsEnabled", True), treat_missing_data=r.get("TreatMissingData"),
+        evaluate_low_sample_count_percentile=r.get("EvaluateLowSampleCountPercentile"),
+        threshold_metric_id=r.get("ThresholdMetricId"), tags=tags)
+
+
+def _query(metric: Any) -> Any:
+    """One MetricDataQuery of the request as moto's PutMetricAlarm response handler builds it."""
+    from moto.cloudwatch.models import Dimension, Metric, MetricDataQuery, MetricStat
+
+    stat = metric.get("MetricStat")
+    metric_stat = None
+    if stat:
+        watched = stat["Metric"]
+        metric_stat = MetricStat(
+            metric=Metric(metric_name=watched.get("MetricName"), namespace=watched.get("Namespace"),
+                          dimensions=[Dimension(d["Name"], d["Value"]) for d in watched.get("Dimensions", [])]),
+            period=stat["Period"], stat=stat["Stat"], unit=stat.get("Unit"))
+    return MetricDataQuery(query_id=metric["Id"], label=metric.get("Label"), period=metric.get("Period"),
+                           return_data=metric.get("ReturnData"), expression=metric.get("Expression"),
+                           metric_stat=metric_stat)
+
+
 PROVIDED: tuple[type[Provided], ...] = (PipelineModel, ProjectModel, RepositoryModel, GlueJobModel,
                                         GlueSecurityConfigurationModel, ModelPackageGroupModel,
-                                        BucketPolicyModel)
+                                        BucketPolicyModel, AlarmModel)
 _installed: dict[str, type[Provided]] = {}
 _installed_lock = threading.Lock()
 
