@@ -78,7 +78,7 @@ class ActionRun:
     def detail(self, pipeline_execution_id: str) -> dict[str, Any]:
         """ActionExecutionDetail."""
         decl = self.declaration
-        output = None
+        output: dict[str, Any] | None = None
         if self.status == "InProgress" and self.external_id:
             # A running action's external id is already there: for a PARALLEL pipeline's approval it is the token
             # PutApprovalResult needs (API Reference, PutApprovalResult: "use ListActionExecutions").
