@@ -100,7 +100,8 @@ def pipeline(stand_in, project_key):
 
     evaluate = {"execution_id": EXECUTION, "name_prefix": "mlops", "image_uri": IMAGE, "role_arn": ROLE,
                 "model_data_uri": trained["variables"]["ModelDataUrl"], "test_uri": f"{ETL}/test/",
-                "output_uri": f"s3://{BUCKET}/runs/{EXECUTION}/evaluation/"}
+                "output_uri": f"s3://{BUCKET}/runs/{EXECUTION}/evaluation/",
+                "model_package_group": "mlops-models"}  # none Approved in it: no champion to score
     submitted_eval = invoke(lambda job: evaluation_worker.submit(job, sagemaker=sagemaker, security=sealed), evaluate)
     assert submitted_eval["result"] == "success", submitted_eval
     variables = submitted_eval["variables"]
