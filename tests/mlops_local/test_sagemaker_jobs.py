@@ -448,7 +448,9 @@ def job_messages(aws, name: str) -> tuple[str, list[str]]:
     logs = aws.client("logs")
     streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
                                         logStreamNamePrefix=f"{name}/")["logStreams"]
-    assert len(streams) == 1, streams
+    assert len(streams) <= 1, streams
+    if not streams:  # the job has not written its first line yet
+        return "", []
     stream = streams[0]["logStreamName"]
     return stream, stream_messages(logs, "/aws/sagemaker/TrainingJobs", stream)
 
