@@ -20,6 +20,9 @@ UserParameters (JSON):
     tolerance        number >= 0 (default 0.5: sample RMSE <= 1.5 x evaluation RMSE)
     batch_size       records a request, 1-1000 (default 50)
     max_seconds      how long to wait for InService (default 1800)
+    endpoint_config_name  optional; the endpoint config the deploy stack declares (its output): the test
+                     fails unless the endpoint is InService on it, so an update SageMaker rolled back
+                     (InService again on the previous config) is never tested as the new model
 """
 from __future__ import annotations
 
@@ -244,6 +247,7 @@ SCHEMA = {
     "tolerance": Param((int, float), required=False, default=0.5),
     "batch_size": Param((int, float), required=False, default=50),
     "max_seconds": Param((int, float), required=False, default=1800),
+    "endpoint_config_name": Param(str, required=False, default=""),
 }
 MAX_BATCH = 1000  # rows a request; InvokeEndpoint takes at most 6 MB
 WAITING = ("Creating", "Updating", "SystemUpdating")
@@ -273,7 +277,7 @@ def verify_endpoint(job: JobEvent, *, sagemaker: AwsClient = None, s3: AwsClient
     state = job.state() or {}
     started = float(state.get("started", now()))
 
-    status, reason = _endpoint_status(sagemaker or client("sagemaker"), name)
+    status, reason, serving = _endpoint_status(sagemaker or client("sagemaker"), name)
     waited = now() - started
     logger.info("job %s: endpoint %s is %s (%.0f s since the first check)", job.job_id, name, status, waited)
     if status in WAITING:
@@ -286,6 +290,14 @@ def verify_endpoint(job: JobEvent, *, sagemaker: AwsClient = None, s3: AwsClient
     if status != "InService":
         raise JobFailed(f"endpoint '{name}' is {status}: {reason or 'SageMaker gave no FailureReason'}; "
                         f"see CloudWatch /aws/sagemaker/Endpoints/{name} and the DeployEndpoint stack events")
+    expected = params["endpoint_config_name"]
+    if expected and serving != expected:
+        # After a rolled-back update SageMaker shows the endpoint InService on its previous config (the
+        # FailureReason may be empty: hashicorp/terraform-provider-aws#48997), so InService alone does not say
+        # the new model serves.
+        raise JobFailed(f"endpoint '{name}' is InService on endpoint config '{serving}', not on '{expected}' "
+                        f"that the deploy stack declares: the update did not take effect (rolled back?): "
+                        f"{reason or 'SageMaker gave no FailureReason'}; see the DeployEndpoint stack events")
 
     s3 = s3 or client("s3")
     target = read_target(params["features_uri"], s3)
@@ -316,7 +328,8 @@ def verify_endpoint(job: JobEvent, *, sagemaker: AwsClient = None, s3: AwsClient
                  "P50Ms": f"{result.p50_ms:.2f}", "P99Ms": f"{result.p99_ms:.2f}"})
 
 
-def _endpoint_status(sagemaker: AwsClient, name: str) -> tuple[str, str]:
+def _endpoint_status(sagemaker: AwsClient, name: str) -> tuple[str, str, str]:
+    """(EndpointStatus, FailureReason or "", EndpointConfigName)."""
     from botocore.exceptions import ClientError
 
     try:
@@ -328,7 +341,7 @@ def _endpoint_status(sagemaker: AwsClient, name: str) -> tuple[str, str]:
                                      "created it and that 'endpoint_name' matches the stack's "
                                      "EndpointName") from None
         raise
-    return described["EndpointStatus"], described.get("FailureReason", "")
+    return described["EndpointStatus"], described.get("FailureReason", ""), described.get("EndpointConfigName", "")
 
 
 def _at_least(key: str, value: float, low: float) -> float:

@@ -233,10 +233,10 @@ def aws(s3):
         rt_stub.assert_no_pending_responses()
 
 
-def expect_describe(aws, status, reason=None):
+def expect_describe(aws, status, reason=None, config=f"{ENDPOINT}-config"):
     response = {"EndpointName": ENDPOINT,
                 "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{ENDPOINT}",
-                "EndpointConfigName": f"{ENDPOINT}-config", "EndpointStatus": status,
+                "EndpointConfigName": config, "EndpointStatus": status,
                 "CreationTime": 0, "LastModifiedTime": 0}
     if reason:
         response["FailureReason"] = reason
@@ -305,6 +305,31 @@ def test_an_endpoint_that_will_not_serve_fails_the_action(codepipeline, aws, sta
                    f"endpoint '{ENDPOINT}' is {status}: {shown}; see CloudWatch /aws/sagemaker/Endpoints/"
                    f"{ENDPOINT} and the DeployEndpoint stack events")
     run(cp, aws, token={"started": NOW - 60})
+
+
+@pytest.mark.parametrize("serving, reason, shown", [
+    (f"{ENDPOINT}-old", "Update to endpoint configuration x was rolled back: CloudWatch alarm a went into ALARM.",
+     "Update to endpoint configuration x was rolled back: CloudWatch alarm a went into ALARM."),
+    (f"{ENDPOINT}-old", None, "SageMaker gave no FailureReason"),
+], ids=["rolled-back-with-reason", "rolled-back-silently"])
+def test_an_endpoint_in_service_on_another_config_fails_the_action(codepipeline, aws, serving, reason, shown):
+    cp, stub = codepipeline
+    expect_describe(aws, "InService", reason, config=serving)
+    expect_failure(stub, "JobFailed",
+                   f"endpoint '{ENDPOINT}' is InService on endpoint config '{serving}', not on '{ENDPOINT}-config' "
+                   f"that the deploy stack declares: the update did not take effect (rolled back?): {shown}; "
+                   "see the DeployEndpoint stack events")
+    run(cp, aws, {**PARAMS, "endpoint_config_name": f"{ENDPOINT}-config"}, token={"started": NOW - 60})
+
+
+def test_an_endpoint_in_service_on_the_declared_config_is_tested(codepipeline, aws):
+    cp, stub = codepipeline
+    expect_describe(aws, "InService", "an earlier update was rolled back")  # a stale reason does not matter
+    expect_invoke(aws, b"0.5,Ideal\n1.0,Good\n", "1000\n3000\n")
+    expect_probe(aws)
+    stub.add_response("put_job_success_result", {})
+    result = run(cp, aws, {**PARAMS, "endpoint_config_name": f"{ENDPOINT}-config"}, token={"started": NOW - 60})
+    assert result["variables"]["Rows"] == "2"
 
 
 def test_a_missing_endpoint_is_a_configuration_error(codepipeline, aws):
@@ -428,8 +453,8 @@ def test_the_target_comes_from_features_json(codepipeline, aws, body, message):
     run(cp, aws)
 
 
-ALLOWED = ("['batch_size', 'endpoint_name', 'evaluation_rmse', 'features_uri', 'max_seconds', 'test_data_uri', "
-           "'tolerance']")
+ALLOWED = ("['batch_size', 'endpoint_config_name', 'endpoint_name', 'evaluation_rmse', 'features_uri', "
+           "'max_seconds', 'test_data_uri', 'tolerance']")
 BAD_PARAMETERS = [
     ("missing-key", {k: v for k, v in PARAMS.items() if k != "features_uri"},
      "UserParameters is missing required key 'features_uri'"),
