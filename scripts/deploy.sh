@@ -22,7 +22,7 @@ usage: ${0##*/} [--project-name NAME] [--stack-name NAME] [--code-bucket BUCKET]
                 [--refresh-glue-code] [--] [Key=Value ...]
 
 Deploys templates/pipeline.yaml. Key=Value pairs are extra stack parameters
-(e.g. QualityThreshold=550 EndpointStage=prod CreateRepository=false RepositoryName=existing).
+(e.g. QualityThreshold=550 ProdCanaryWaitSeconds=300 CreateRepository=false RepositoryName=existing).
 
   --project-name NAME   ProjectName parameter, the prefix of every resource (default: mlops)
   --stack-name NAME     stack name (default: <project-name>-pipeline)

@@ -22,7 +22,8 @@ from mlops_local.cloudformation.stacks import Stacks
 PIPELINE_TEMPLATE = (ROOT / "templates" / "pipeline.yaml").read_text(encoding="utf-8")
 ACCOUNT = "123456789012"
 CODE_BUCKET = "stacks-test-code"
-STAGES = ["Source", "Build", "DataAndFeatureEngineering", "Training", "Evaluation", "Deployment"]
+STAGES = ["Source", "Build", "DataAndFeatureEngineering", "Training", "Evaluation", "Deployment", "Approval",
+          "Production"]
 ACTIONS = {
     "Source": [("ModelSource", 1, "ModelSource"), ("EtlSource", 1, "EtlSource"),
                ("TestSource", 1, "TestSource"), ("DataSource", 1, "DataSource")],
@@ -33,6 +34,9 @@ ACTIONS = {
     "Evaluation": [("SubmitEvaluation", 1, "EvaluationJob"), ("MonitorEvaluation", 2, "Evaluation")],
     "Deployment": [("CreateDeployConfig", 1, "DeployConfig"), ("RegisterModel", 1, "Registry"),
                    ("DeployEndpoint", 2, "Endpoint"), ("TestEndpoint", 3, "EndpointTest")],
+    "Approval": [("ApproveForProd", 1, "Approval")],
+    "Production": [("CreateProdDeployConfig", 1, "ProdDeployConfig"), ("DeployProdEndpoint", 2, "ProdEndpoint"),
+                   ("TestProdEndpoint", 3, "ProdEndpointTest")],
 }
 
 

@@ -26,6 +26,9 @@ EXPECTED = [
     ("Evaluation", [("SubmitEvaluation", 1, "Lambda"), ("MonitorEvaluation", 2, "Lambda")]),
     ("Deployment", [("CreateDeployConfig", 1, "Lambda"), ("RegisterModel", 1, "Lambda"),
                     ("DeployEndpoint", 2, "CloudFormation"), ("TestEndpoint", 3, "Lambda")]),
+    ("Approval", [("ApproveForProd", 1, "Manual")]),
+    ("Production", [("CreateProdDeployConfig", 1, "Lambda"), ("DeployProdEndpoint", 2, "CloudFormation"),
+                    ("TestProdEndpoint", 3, "Lambda")]),
 ]
 LAMBDA_ACTIONS = [a for _, acts in EXPECTED for a, _, p in acts if p == "Lambda"]
 ACTIONS = {action["Name"]: (index, action) for index, _, action in actions()}
@@ -241,59 +244,80 @@ def test_evaluation_threshold_comes_from_the_pipeline_variable():
     assert data["threshold"] == "#{variables.QualityThreshold}"
 
 
-def test_deploy_endpoint_uses_the_config_artifact_and_the_registered_package():
-    deploy = action("DeployEndpoint")["Configuration"]
-    inputs = {a["Name"] for a in action("DeployEndpoint")["InputArtifacts"]}
+# (deploy action, its config action, stage, stack, endpoint test action)
+ENDPOINT_DEPLOYS = [("DeployEndpoint", "CreateDeployConfig", "dev", "${ProjectName}-endpoint-dev", "TestEndpoint"),
+                    ("DeployProdEndpoint", "CreateProdDeployConfig", "prod", "${ProjectName}-endpoint-prod",
+                     "TestProdEndpoint")]
+
+
+@pytest.mark.parametrize("deploy_name, config_name, stage, stack, test_name", ENDPOINT_DEPLOYS,
+                         ids=["dev", "prod"])
+def test_deploy_endpoint_uses_the_config_artifact_and_the_registered_package(deploy_name, config_name, stage,
+                                                                           stack, test_name):
+    deploy = action(deploy_name)["Configuration"]
+    inputs = {a["Name"] for a in action(deploy_name)["InputArtifacts"]}
     template_artifact, template_file = deploy["TemplatePath"].split("::")
     config_artifact, config_file = deploy["TemplateConfiguration"].split("::")
     assert {template_artifact, config_artifact} <= inputs
     assert template_file == "templates/endpoint.yaml" and config_file == "endpoint-config.json"
-    assert [a["Name"] for a in action("CreateDeployConfig")["OutputArtifacts"]] == [config_artifact]
+    assert [a["Name"] for a in action(config_name)["OutputArtifacts"]] == [config_artifact]
     overrides = json.loads(render(deploy["ParameterOverrides"], load(PIPELINE), variables=None))
+    # Only the package the gate APPROVED (RegisterModel registers it Approved) reaches either endpoint.
     assert overrides["ModelPackageArn"] == "#{Registry.ModelPackageArn}"
     assert action("RegisterModel")["Namespace"] == "Registry"
-
-
-def action_mode(configuration: dict, stage: str) -> str:
-    """The ActionMode the action runs with when the pipeline stack's EndpointStage is `stage`."""
-    mode = configuration["ActionMode"]
-    if isinstance(mode, dict):
-        name, yes, no = mode["Fn::If"]
-        left, right = load(PIPELINE)["Conditions"][name]["Fn::Equals"]
-        assert left == {"Ref": "EndpointStage"}, f"{name} is not a condition on EndpointStage"
-        mode = yes if stage == right else no
-    return mode
+    params = parse_user_parameters(render(action(config_name)["Configuration"]["UserParameters"], load(PIPELINE)),
+                                   worker_schema("lambdas.deploy_config.handler"))
+    assert template_configuration(params)["Parameters"]["Stage"] == stage
+    assert sub_text(deploy["StackName"]) == stack
+    tested = json.loads(render(action(test_name)["Configuration"]["UserParameters"], load(PIPELINE), variables=None))
+    assert tested["endpoint_name"] == f"#{{{action(deploy_name)['Namespace']}.EndpointName}}"
 
 
 CLOUDFORMATION_ACTIONS = [a for _, _, a in actions() if provider(a) == "CloudFormation"]
 
 
-@pytest.mark.parametrize("stage", ["dev", "prod"])
 @pytest.mark.parametrize("deploy", CLOUDFORMATION_ACTIONS, ids=[a["Name"] for a in CLOUDFORMATION_ACTIONS])
-def test_only_a_prod_stack_is_deployed_without_replace_on_failure(deploy, stage):
+def test_only_the_prod_stack_is_deployed_without_replace_on_failure(deploy):
     """A failed first create leaves a stack in ROLLBACK_COMPLETE, which CREATE_UPDATE cannot update at any later
     execution; REPLACE_ON_FAILURE deletes and re-creates it. Not for prod: it also deletes a stack in
     UPDATE_ROLLBACK_FAILED or DELETE_FAILED, which still serves."""
-    configuration = deploy["Configuration"]
-    prod = "${EndpointStage}" in sub_text(configuration["StackName"]) and stage == "prod"
-    assert action_mode(configuration, stage) == ("CREATE_UPDATE" if prod else "REPLACE_ON_FAILURE")
+    prod = sub_text(deploy["Configuration"]["StackName"]).endswith("-prod")
+    assert deploy["Configuration"]["ActionMode"] == ("CREATE_UPDATE" if prod else "REPLACE_ON_FAILURE")
 
 
-def test_the_endpoint_stack_is_the_one_that_follows_the_stage():
-    assert [a["Name"] for a in CLOUDFORMATION_ACTIONS] == ["DeployTestFunction", "DeployEndpoint"]
-    stack = sub_text(action("DeployEndpoint")["Configuration"]["StackName"])
-    assert stack == "${ProjectName}-endpoint-${EndpointStage}"
-    assert load(PIPELINE)["Parameters"]["EndpointStage"]["AllowedValues"] == ["dev", "prod"]
+def test_prod_comes_after_the_dev_test_and_a_manual_approval():
+    names = [stage["Name"] for stage in stages()]
+    assert names[-3:] == ["Deployment", "Approval", "Production"]
+    approval = action("ApproveForProd")
+    assert not approval.get("InputArtifacts") and not approval.get("OutputArtifacts")
+    custom = approval["Configuration"]["CustomData"]
+    assert len(custom) <= 500  # CodePipeline's limit on CustomData
+    for variable in ("#{Registry.ModelPackageArn}", "#{Evaluation.Rmse}", "#{Evaluation.ChampionRmse}",
+                     "#{Evaluation.TolerancePercent}", "#{EndpointTest.Rows}", "#{EndpointTest.SampleRmse}"):
+        assert variable in custom
 
 
-def test_endpoint_stack_receives_every_parameter_it_needs():
+def test_prod_deploys_canary_waits_from_the_pipeline_parameters():
+    overrides = json.loads(render(action("DeployProdEndpoint")["Configuration"]["ParameterOverrides"],
+                                  load(PIPELINE), variables=None))
+    declared = load(ENDPOINT)["Parameters"]
+    pipeline = load(PIPELINE)["Parameters"]
+    for override, parameter in (("CanaryWaitSeconds", "ProdCanaryWaitSeconds"),
+                                ("TerminationWaitSeconds", "ProdTerminationWaitSeconds")):
+        assert overrides[override] == str(pipeline[parameter]["Default"])
+        assert (pipeline[parameter]["MinValue"], pipeline[parameter]["MaxValue"]) == (
+            declared[override]["MinValue"], declared[override]["MaxValue"])
+
+
+@pytest.mark.parametrize("deploy_name, config_name", [d[:2] for d in ENDPOINT_DEPLOYS], ids=["dev", "prod"])
+def test_endpoint_stack_receives_every_parameter_it_needs(deploy_name, config_name):
     """endpoint-config.json (as CreateDeployConfig writes it) + ParameterOverrides = the template's
     required parameters, and nothing the template does not declare."""
     pipeline = load(PIPELINE)
-    params = parse_user_parameters(render(action("CreateDeployConfig")["Configuration"]["UserParameters"],
+    params = parse_user_parameters(render(action(config_name)["Configuration"]["UserParameters"],
                                           pipeline), worker_schema("lambdas.deploy_config.handler"))
     from_config = set(template_configuration(params)["Parameters"])
-    overrides = set(json.loads(render(action("DeployEndpoint")["Configuration"]["ParameterOverrides"], pipeline)))
+    overrides = set(json.loads(render(action(deploy_name)["Configuration"]["ParameterOverrides"], pipeline)))
     declared = load(ENDPOINT)["Parameters"]
     required = {name for name, p in declared.items() if "Default" not in p}
     assert from_config | overrides <= set(declared)
