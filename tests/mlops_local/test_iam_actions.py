@@ -300,6 +300,7 @@ EVERY_FIELD: dict[str, Any] = {
     "repositoryName": "r", "stageName": "Build", "actionName": "Approve", "StackName": "s", "ChangeSetName": "cs",
     "logGroupName": "g", "logStreamName": "s",
     "RoleSessionName": "s", "Entries": [{"Source": "s"}], "Rule": "r", "Targets": [],
+    "TopicArn": f"arn:aws:sns:{A}:t", "Protocol": "sqs", "Endpoint": f"arn:aws:sqs:{A}:q",
 }
 
 

@@ -365,6 +365,8 @@ SAGEMAKER: dict[str, Rule] = {
     "DeleteEndpointConfig": row("sagemaker:DeleteEndpointConfig", "endpoint-config/{EndpointConfigName}"),
     "CreateEndpoint": _endpoint_with_config("sagemaker:CreateEndpoint"),
     "UpdateEndpoint": _endpoint_with_config("sagemaker:UpdateEndpoint"),
+    "UpdateEndpointWeightsAndCapacities": row("sagemaker:UpdateEndpointWeightsAndCapacities",
+                                              "endpoint/{EndpointName}"),
     "DescribeEndpoint": row("sagemaker:DescribeEndpoint", "endpoint/{EndpointName}"),
     "DeleteEndpoint": row("sagemaker:DeleteEndpoint", "endpoint/{EndpointName}"),
     "CreateModelPackageGroup": _tagged("sagemaker:CreateModelPackageGroup",
@@ -631,6 +633,36 @@ CLOUDWATCH: dict[str, Rule] = {
 }
 
 
+# -- SNS ------------------------------------------------------------------------------------
+# SAR: the topic resource is arn:${Partition}:sns:${Region}:${Account}:${TopicName}. Unsubscribe,
+# ListTopics and ListSubscriptions list no resource type, so they are authorized on "*". A stack's
+# AWS::SNS::Topic is judged by its handler permissions (cloudformation/handler_permissions.py), not here.
+def _topic(action: str, conditions: Callable[[Request], Conditions] | None = None) -> Rule:
+    """On the topic the request names by its ARN."""
+    return lambda req: [Check(action, str(req.get("TopicArn")), conditions(req) if conditions else {})]
+
+
+def _subscribe_conditions(req: Request) -> Conditions:
+    return {key: (str(req.params[param]),)
+            for param, key in (("Endpoint", "sns:Endpoint"), ("Protocol", "sns:Protocol")) if req.params.get(param)}
+
+
+SNS: dict[str, Rule] = {
+    # Publish to a TargetArn (mobile endpoint) or PhoneNumber (SMS) is Unmapped: the project publishes to topics.
+    "Publish": _topic("sns:Publish"),
+    "CreateTopic": lambda req: [Check("sns:CreateTopic", req.arn("sns", str(req.get("Name"))),
+                                      _tags(req.params.get("Tags")))],
+    "Subscribe": _topic("sns:Subscribe", _subscribe_conditions),
+    "Unsubscribe": row("sns:Unsubscribe"),
+    "GetTopicAttributes": _topic("sns:GetTopicAttributes"),
+    "SetTopicAttributes": _topic("sns:SetTopicAttributes"),
+    "ListSubscriptionsByTopic": _topic("sns:ListSubscriptionsByTopic"),
+    "DeleteTopic": _topic("sns:DeleteTopic"),
+    "ListTopics": row("sns:ListTopics"),
+    "ListSubscriptions": row("sns:ListSubscriptions"),
+}
+
+
 # -- STS, EventBridge -----------------------------------------------------------------------
 def _assume_role(req: Request) -> Sequence[Check]:
     conditions: Conditions = {"sts:RoleSessionName": (str(req.get("RoleSessionName")),)}
@@ -686,7 +718,7 @@ TABLES: dict[str, dict[str, Rule]] = {
     "s3": S3, "kms": KMS, "glue": GLUE, "sagemaker": SAGEMAKER, "sagemaker-runtime": SAGEMAKER_RUNTIME,
     "lambda": LAMBDA, "codepipeline": CODEPIPELINE, "codebuild": CODEBUILD, "codecommit": CODECOMMIT,
     "cloudformation": CLOUDFORMATION, "ecr": ECR, "logs": LOGS, "cloudwatch": CLOUDWATCH, "sts": STS,
-    "events": EVENTS,
+    "events": EVENTS, "sns": SNS,
 }
 
 
