@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/mlops-local run $(ARGS)
+	$(VENV)/bin/mlops-local run --auto-approve $(ARGS)
 
 test: $(STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/flake8 src tests

@@ -1,11 +1,12 @@
 """`mlops-local`: run the project on this machine.
 
     mlops-local run [--source-root DIR] [--data CSV] [--dataset-config YAML] [--quality-threshold X]
-                    [--keep-running] [--json] [-H KEY=VALUE ...]
+                    [--keep-running] [--auto-approve] [--json] [-H KEY=VALUE ...]
     mlops-local summary EXECUTION_ID [--pipeline NAME] [--runs-dir DIR] [--json]
     mlops-local synthetic --rows N --out CSV [--seed S]
 
-Exit codes of `run`: 0 approved, deployed and tested; 3 model REJECTED; 1 any other failure;
+Exit codes of `run`: 0 approved, deployed to dev and prod and tested; 3 model REJECTED by the quality gate;
+4 the production approval rejected (by a person, or expired unanswered); 1 any other failure;
 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP (128 + the signal's number).
 With --json stdout holds one JSON object in every case: the summary, or {"error", "exit_code"}.
 """
@@ -33,10 +34,11 @@ DISTRIBUTION = "mlops-codepipeline"  # setup.cfg's name: --version reads its ins
 DEFAULT_PIPELINE_STACK = "mlops-pipeline"  # what `run` deploys (pipeline_run.STACK)
 
 EXIT_CODES = """exit codes:
-  0    approved, deployed and the endpoint test passed (summary: the summary was written)
+  0    approved, deployed and the endpoint tests passed, dev and prod (summary: the summary was written)
   1    any other failure: a bad argument, the deploy, a failed stage (summary.json says which)
   2    a usage error (argparse)
   3    the model was REJECTED by the quality gate
+  4    the Manual approval for prod was rejected, or expired unanswered (summary.json's approval says by whom)
   129  SIGHUP, 130 Ctrl-C (SIGINT), 143 SIGTERM: stopped, no process of the run left (128 + signal)
 
 with --json, stdout holds exactly one JSON object: the summary, or {"error": ..., "exit_code": ...}"""
@@ -44,6 +46,7 @@ with --json, stdout holds exactly one JSON object: the summary, or {"error": ...
 EXAMPLES = """examples:
   mlops-local run                                   the shipped data set, from the checkout
   mlops-local run --quality-threshold 700 -H epochs=20 -H learning_rate=0.001
+  mlops-local run --auto-approve                    unattended: the run approves prod itself
   mlops-local run --keep-running                    then, in another shell, with the printed endpoint:
       AWS_ENDPOINT_URL=http://127.0.0.1:PORT aws codepipeline list-pipeline-executions --pipeline-name NAME
       AWS_ENDPOINT_URL=http://127.0.0.1:PORT mlops-local summary EXECUTION_ID
@@ -133,6 +136,9 @@ def add_run_options(parser: argparse.ArgumentParser, keep: str) -> None:
     parser.add_argument("--quality-threshold", type=float, help="approve when test RMSE <= this")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<id>/ is written")
     parser.add_argument("--keep-running", action="store_true", help=keep)
+    parser.add_argument("--auto-approve", action="store_true",
+                        help="answer every Manual approval (the prod gate) with Approved, as the mlops-local user "
+                             "(default: the run waits for `mlops-local approve|reject <execution-id>`)")
     parser.add_argument("--json", action="store_true",
                         help="print summary.json (or {error, exit_code}) on stdout; progress goes to stderr")
     parser.add_argument("--live", dest="live", action="store_true", default=None,
@@ -282,7 +288,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
                               dataset_config=args.dataset_config.resolve(),
                               runs_dir=args.runs_dir.resolve(), quality_threshold=threshold,
                               keep_running=args.keep_running, hyperparameters=hyperparameters,
-                              enforce_iam=args.enforce_iam)
+                              enforce_iam=args.enforce_iam, auto_approve=args.auto_approve)
     try:
         code, result = run_pipeline(options, say)
     except Exception as exc:  # the stand-in could not deploy or run: say what and where

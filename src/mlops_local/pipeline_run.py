@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mlops_local import processes
+from mlops_local.approvals import AutoApprover, NoOpenApproval, open_approval
 from mlops_local.codepipeline import PipelineEngine
 from mlops_local.sagemaker.endpoints import Endpoints
 from mlops_local.gateway import Gateway, LocalAws
@@ -35,9 +36,14 @@ from mlops_local.summary import access_summary, build_summary, collect
 from mlops_local import summary as summaries
 from mlops_local.sagemaker.training_jobs import TrainingJobs
 
+PRODUCTION_STAGE = "Production"
 PROJECT = "mlops"
 STACK = f"{PROJECT}-pipeline"
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_APPROVAL_REJECTED = 0, 1, 3, 4
+AUTO_APPROVE_LINE = ("approvals are answered automatically (--auto-approve); "
+                     "without it the run waits for `mlops-local approve`")
+WAIT_FOR_APPROVAL_LINE = ("approvals wait for an answer (`mlops-local approve|reject <execution-id>`, "
+                          "or run with --auto-approve)")
 
 
 @dataclass
@@ -51,12 +57,13 @@ class PipelineOptions:
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 3600.0
     enforce_iam: bool = True  # False: a debugging switch, requests IAM denies are served (judged afterwards)
+    auto_approve: bool = True  # programmatic runs and tests are unattended; the CLI asks for --auto-approve
 
 
 class LocalPipeline:
     """The stand-in with every runtime component, for one `run`."""
 
-    def __init__(self, workdir: Path, source_root: Path, enforce_iam: bool = True):
+    def __init__(self, workdir: Path, source_root: Path, enforce_iam: bool = True, auto_approve: bool = False):
         self.aws = LocalAws(Gateway(enforce=enforce_iam)).start()
         self.runtime = Runtime(self.aws, workdir, source_root)
         self.glue, self.training = GlueRuns(self.runtime), TrainingJobs(self.runtime)
@@ -67,6 +74,10 @@ class LocalPipeline:
             component.register()
         self.engine = PipelineEngine(self.runtime, stack_applier=self.stacks.apply)
         self.engine.register()
+        # Started last, stopped first (close): answers every Manual approval as the mlops-local user.
+        self.approver: AutoApprover | None = None
+        if auto_approve:
+            self.approver = AutoApprover(self.aws.client("codepipeline"), self.runtime.changes).start()
 
     def environment(self) -> dict[str, str]:
         """For the deploy scripts: the stand-in's endpoint, and this venv's `aws` first on PATH."""
@@ -88,6 +99,8 @@ class LocalPipeline:
 
     def close(self) -> None:
         with processes.cleaning_up():  # a second signal does not cut this short
+            if self.approver is not None:
+                self.approver.stop()
             for component in (self.endpoints, self.glue, self.training, self.processing):
                 component.close()
             self.runtime.close()
@@ -111,13 +124,14 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
     workdir = (options.runs_dir / f".stand-in-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "deploy.log"
-    local = LocalPipeline(workdir, options.source_root, options.enforce_iam)
+    local = LocalPipeline(workdir, options.source_root, options.enforce_iam, options.auto_approve)
     summary: dict[str, Any] = {}
     run_dir: Path | None = None
     try:
         say(f"local AWS stand-in on {local.aws.url} (work dir {workdir})")
         if not options.enforce_iam:
             say("IAM enforcement is OFF (--no-enforce-iam, for debugging): requests IAM would deny are served")
+        say(AUTO_APPROVE_LINE if local.approver is not None else WAIT_FOR_APPROVAL_LINE)
         local.script("deploy.sh", "--project-name", PROJECT, f"DataObjectKey=raw/{options.data.name}",
                      f"QualityThreshold={options.quality_threshold:g}",
                      f"TrainingHyperparameters={json.dumps(dict(options.hyperparameters))}", log=log)
@@ -156,6 +170,8 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
             run_dir / "access.jsonl", decide=Judge(local.aws.account_id, local.aws.gateway.region).decide),
             roles=deployed_roles(local.aws.account_id, local.aws.gateway.region))
         say(results_line(write_outputs(run_dir, summary, workdir)))
+        for line in closing_lines(summary):
+            say(line)
         code = exit_code(summary)
         if before_close:
             before_close(local, summary)
@@ -182,10 +198,14 @@ def stack_output(cloudformation: Any, stack: str, key: str) -> str:
 def follow(local: LocalPipeline, pipeline: str, execution_id: str, say: Callable[[str], None],
            timeout: float) -> str:
     """Show each action's status changes until the execution ends: `say` may be a console.Console
-    (a live view on a terminal); any other callable gets plain lines."""
+    (a live view on a terminal); any other callable gets plain lines. Without an auto-approver, an approval
+    that starts waiting is said once with the commands that answer it; the follow keeps waiting (the
+    approval's own timeout ends it)."""
     view = say if isinstance(say, Console) else Console(say)
     codepipeline = local.aws.client("codepipeline")
     seen: dict[tuple[str, str], tuple[str, str]] = {}
+    told: set[tuple[str, str]] = set()
+    answered_for_us = getattr(local, "approver", None) is not None  # duck-typed: the tests' engine stand has none
     deadline = time.monotonic() + timeout
     version = local.runtime.changes.version
     try:
@@ -201,6 +221,11 @@ def follow(local: LocalPipeline, pipeline: str, execution_id: str, say: Callable
                     seen[key] = (detail["status"], message)
                     seconds = (detail["lastUpdateTime"] - detail["startTime"]).total_seconds()
                     view.action(key[0], key[1], detail["status"], seconds, message)  # whole: the cause ends it
+                if detail["status"] == "InProgress" and _is_approval(detail) and not answered_for_us \
+                        and key not in told:
+                    told.add(key)
+                    for line in how_to_answer(codepipeline, local.aws.url, pipeline, execution_id, *key):
+                        view.say(line)
             execution = codepipeline.get_pipeline_execution(
                 pipelineName=pipeline, pipelineExecutionId=execution_id)["pipelineExecution"]
             status = execution["status"]
@@ -218,18 +243,56 @@ def follow(local: LocalPipeline, pipeline: str, execution_id: str, say: Callable
         view.close()  # an interrupted or failed follow leaves the terminal as it was
 
 
+def _is_approval(detail: Mapping[str, Any]) -> bool:
+    return ((detail.get("input") or {}).get("actionTypeId") or {}).get("category") == "Approval"
+
+
+def how_to_answer(codepipeline: Any, url: str, pipeline: str, execution_id: str, stage: str, action: str) -> list[str]:
+    """What to type to answer the waiting approval: mlops-local, and the aws CLI with its token."""
+    try:
+        token = open_approval(codepipeline, pipeline, execution_id).token
+    except NoOpenApproval:  # answered meanwhile: the CLI user reads it from get-pipeline-state
+        token = "<token from aws codepipeline get-pipeline-state>"
+    return [f"{stage}/{action} waits for an answer (until the approval's timeout); in another shell:",
+            f"  AWS_ENDPOINT_URL={url} mlops-local approve {execution_id} --summary \"metrics reviewed\"",
+            f"  AWS_ENDPOINT_URL={url} mlops-local reject {execution_id} --summary \"why\"",
+            f"  or: AWS_ENDPOINT_URL={url} aws codepipeline put-approval-result --pipeline-name {pipeline} "
+            f"--stage-name {stage} --action-name {action} --token {token} "
+            f"--result summary=reviewed,status=Approved   (status=Rejected to reject)"]
+
+
 def job_seconds(local: LocalPipeline, found: Mapping[str, Mapping[str, str]]) -> float:
     """The jobs' own run time, as the services report it (summary.job_seconds: clients only)."""
     return summaries.job_seconds(local.aws.client, found)
 
 
 def exit_code(summary: Mapping[str, Any]) -> int:
+    """OK needs the whole way: Succeeded, the gate's APPROVED, dev's test passed and, when the pipeline has
+    a Production stage, prod's too. A REJECTED gate and a rejected (or expired) approval have codes of their own."""
     if summary.get("decision") == "REJECTED":
         return EXIT_REJECTED
-    test = summary.get("endpoint_test") or {}
-    if summary.get("status") == "Succeeded" and summary.get("decision") == "APPROVED" and test.get("passed"):
+    if (summary.get("approval") or {}).get("status") in ("Rejected", "Expired"):
+        return EXIT_APPROVAL_REJECTED
+    endpoints = summary.get("endpoints") or {}
+    tested = [summary.get("endpoint_test") or {}]
+    if any(stage["name"] == PRODUCTION_STAGE for stage in summary.get("stages") or []):
+        tested.append((endpoints.get("prod") or {}).get("test") or {})
+    if summary.get("status") == "Succeeded" and summary.get("decision") == "APPROVED" and \
+            all(test.get("passed") for test in tested):
         return EXIT_OK
     return EXIT_FAILED
+
+
+def closing_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The run's last words: a rejected approval and who/why, and what dev and prod serve."""
+    lines = []
+    approval = summary.get("approval")
+    if approval and approval["status"] in ("Rejected", "Expired"):
+        lines.append(f"{summaries.approval_line(approval)} - prod was not deployed (exit {EXIT_APPROVAL_REJECTED})")
+    served = summaries.serving_line(summary)
+    if served:
+        lines.append(served)
+    return lines
 
 
 def write_outputs(run_dir: Path, summary: Mapping[str, Any], workdir: Path) -> dict[str, Path]:
@@ -244,8 +307,8 @@ def results_line(written: Mapping[str, Path]) -> str:
 
 
 def keep_serving(local: LocalPipeline, summary: Mapping[str, Any], say: Callable[[str], None]) -> None:
-    endpoint = (summary.get("endpoint") or {}).get("name")
-    say(f"AWS_ENDPOINT_URL={local.aws.url} (region {local.aws.gateway.region}); endpoint {endpoint}")
+    names = [f"{env} {e['name']}" for env, e in (summary.get("endpoints") or {}).items() if e and e.get("status")]
+    say(f"AWS_ENDPOINT_URL={local.aws.url} (region {local.aws.gateway.region}); endpoints: {', '.join(names)}")
     say(f"summarise any execution meanwhile: AWS_ENDPOINT_URL={local.aws.url} mlops-local summary <execution-id>")
     say("the stand-in and the endpoint stay up until Ctrl-C")
     try:

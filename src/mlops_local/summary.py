@@ -28,6 +28,11 @@ LOOKBACK = 50  # newest packages of the group searched for this execution's
 METRICS_FILE = "metrics.json"  # what the trainer writes to SM_OUTPUT_DATA_DIR (training.train.run)
 LOSS_PLOT = "loss.png"
 EVALUATION_PLOT = "evaluation.png"  # training.evaluate writes it next to evaluation.json
+# Per environment: the stage, the deploy action's namespace (stack outputs), the deploy config's namespace,
+# the endpoint test action and its namespace (templates/pipeline.yaml).
+ENVIRONMENTS = {"dev": ("Deployment", "Endpoint", "DeployConfig", "TestEndpoint", "EndpointTest"),
+                "prod": ("Production", "ProdEndpoint", "ProdDeployConfig", "TestProdEndpoint", "ProdEndpointTest")}
+EXPIRED_PREFIX = "Approval expired"  # the engine's wording (codepipeline.actions.manual_approval.timeout_message)
 ACCESS_IN_PROCESS_ONLY = ("the access log is recorded by the stand-in's gateway during `mlops-local run`; "
                           "no public API answers it")
 
@@ -51,7 +56,9 @@ def collect(codepipeline: Any, pipeline: str, execution_id: str) -> dict[str, An
     details: list[dict[str, Any]] = [d for page in pages for d in page["actionExecutionDetails"]]
     details.sort(key=lambda d: d["startTime"])
     definition = codepipeline.get_pipeline(name=pipeline)["pipeline"]
-    return {"execution": execution, "actions": details,
+    # GetPipelineState: who answered an approval (lastUpdatedBy), when ListActionExecutions has no updatedBy.
+    state = codepipeline.get_pipeline_state(name=pipeline)
+    return {"execution": execution, "actions": details, "state": state,
             "stages": [(s["name"], [a["name"] for a in s["actions"]]) for s in definition["stages"]]}
 
 
@@ -179,24 +186,11 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
             quality["quarantined_by_reason"] = report.get("quarantined_by_reason")
             quality["splits"] = report.get("splits")
 
-    endpoint = None
-    name = found.get("Endpoint", {}).get("EndpointName") or found.get("DeployConfig", {}).get("EndpointName")
-    if name and "Endpoint" in found:
-        try:
-            status = sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"]
-        except Exception:
-            status = "NotFound"
-        endpoint = {"name": name, "status": status}
-
-    test = found.get("EndpointTest")
-    deployment: dict[str, Any] = next((s for s in stage_list if s["name"] == "Deployment"), {"actions": []})
-    test_action = next((a for a in deployment["actions"] if a["name"] == "TestEndpoint"), None)
-    endpoint_test = None
-    if test_action:
-        endpoint_test = {"passed": test_action["status"] == "Succeeded",
-                         "rows": _int((test or {}).get("Rows")), "rmse": _float((test or {}).get("SampleRmse")),
-                         "p50_ms": _float((test or {}).get("P50Ms")), "p99_ms": _float((test or {}).get("P99Ms")),
-                         "message": test_action["message"]}
+    endpoints = {environment: deployed_endpoint(found, stage_list, sagemaker, *names)
+                 for environment, names in ENVIRONMENTS.items()}
+    dev = endpoints["dev"] or {}
+    endpoint = {"name": dev["name"], "status": dev["status"]} if dev.get("status") else None
+    endpoint_test = dev.get("test")
 
     jobs = job_seconds(found) if job_seconds else 0.0
     status = execution["status"]
@@ -211,8 +205,10 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
         "champion": champion(evaluation, package, found),
         "stages": stage_list,
         "model_package_arn": found.get("Registry", {}).get("ModelPackageArn"),
-        "endpoint": endpoint,
-        "endpoint_test": endpoint_test,
+        "endpoint": endpoint,            # dev, as before the prod stage existed
+        "endpoint_test": endpoint_test,  # dev's
+        "endpoints": endpoints,
+        "approval": approval(collected),
         "data_quality": quality,
         "timings": {"wall_seconds": round(wall_seconds, 3), "job_seconds": round(jobs, 3),
                     "orchestration_seconds": round(max(wall_seconds - jobs, 0.0), 3),
@@ -224,6 +220,70 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
         # Seam: a "logs" entry (each job's CloudWatch group/stream, from cloudwatch_logs) goes here, so
         # report.md can point at `aws logs get-log-events` for the failed action.
     }
+
+
+def deployed_endpoint(found: Mapping[str, Mapping[str, str]], stage_list: list[dict[str, Any]], sagemaker: Any,
+                      stage: str, deploy: str, config: str, test_action: str, test: str) -> dict[str, Any] | None:
+    """One environment's endpoint: name and status (DescribeEndpoint), the package it serves, its test;
+    None when the execution neither deployed it nor tested it (a REJECTED gate, an older pipeline)."""
+    name = found.get(deploy, {}).get("EndpointName") or found.get(config, {}).get("EndpointName")
+    endpoint: dict[str, Any] = {"name": name, "status": None, "model_package_arn": None, "test": None}
+    if name and deploy in found:
+        try:
+            described = sagemaker.describe_endpoint(EndpointName=name)
+            endpoint["status"] = described["EndpointStatus"]
+            endpoint["model_package_arn"] = served_package(sagemaker, described)
+        except Exception:
+            endpoint["status"] = "NotFound"
+        # The stack output says what the stack was asked to serve; the endpoint's own model says what it serves.
+        endpoint["model_package_arn"] = endpoint["model_package_arn"] or found[deploy].get("ModelPackageArn")
+    actions: list[dict[str, Any]] = next((s["actions"] for s in stage_list if s["name"] == stage), [])
+    ran = next((a for a in actions if a["name"] == test_action), None)
+    if ran:
+        values = found.get(test) or {}
+        endpoint["test"] = {"passed": ran["status"] == "Succeeded", "rows": _int(values.get("Rows")),
+                            "rmse": _float(values.get("SampleRmse")), "p50_ms": _float(values.get("P50Ms")),
+                            "p99_ms": _float(values.get("P99Ms")), "message": ran["message"]}
+    return endpoint if endpoint["status"] or endpoint["test"] else None
+
+
+def served_package(sagemaker: Any, endpoint: Mapping[str, Any]) -> str | None:
+    """The model package the endpoint's configuration serves: config -> variant's model -> ModelPackageName
+    (DescribeEndpointConfig, DescribeModel); the first variant's (a blue/green update shifts whole fleets)."""
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    for variant in config.get("ProductionVariants", []):
+        model = sagemaker.describe_model(ModelName=variant["ModelName"])
+        containers = [model.get("PrimaryContainer") or {}, *(model.get("Containers") or [])]
+        package = next((c["ModelPackageName"] for c in containers if c.get("ModelPackageName")), None)
+        if package:
+            return str(package)
+    return None
+
+
+def approval(collected: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The execution's Manual approval (the last one it reached): Approved, Rejected, Expired (its timeout
+    passed unanswered), Waiting, or the action's status (Abandoned); who answered it and their summary."""
+    detail = next((d for d in reversed(collected["actions"])
+                   if ((d.get("input") or {}).get("actionTypeId") or {}).get("category") == "Approval"), None)
+    if detail is None:
+        return None
+    message = action_message(detail)
+    by = detail.get("updatedBy") or _answered_by(collected.get("state") or {}, detail)
+    status = {"Succeeded": "Approved", "InProgress": "Waiting"}.get(detail["status"], detail["status"])
+    if detail["status"] == "Failed":
+        status = "Rejected" if by or not message.startswith(EXPIRED_PREFIX) else "Expired"
+    return {"stage": detail["stageName"], "action": detail["actionName"], "status": status, "summary": message,
+            "by": by, "custom_data": ((detail.get("input") or {}).get("configuration") or {}).get("CustomData")}
+
+
+def _answered_by(state: Mapping[str, Any], detail: Mapping[str, Any]) -> str | None:
+    """GetPipelineState's lastUpdatedBy of that very action execution (only the latest one is shown)."""
+    for stage in state.get("stageStates", []):
+        for action in stage.get("actionStates", []):
+            latest = action.get("latestExecution") or {}
+            if latest.get("actionExecutionId") and latest["actionExecutionId"] == detail.get("actionExecutionId"):
+                return latest.get("lastUpdatedBy")
+    return None
 
 
 def _metric_values(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -355,6 +415,7 @@ def render_report(summary: Mapping[str, Any], images: Mapping[str, str] | None =
             message = action["message"].replace("|", "\\|").replace("\n", " ")  # whole: the cause is often last
             lines.append(f"| {stage['name']} | {action['name']} | {action['status']} | "
                          f"{action['seconds']:.1f} | {message} |")
+    lines += render_deployment(summary)
     lines += render_training(summary.get("training"), images.get("loss"))
     if images.get("evaluation"):
         lines += ["", f"![Predicted versus actual on the test split]({images['evaluation']})"]
@@ -384,6 +445,65 @@ def render_champion(challenger: Mapping[str, Any] | None, gate: Mapping[str, Any
     if gate["reason"]:
         lines.append(f"- gate: {gate['reason']}")
     return lines
+
+
+def render_deployment(summary: Mapping[str, Any]) -> list[str]:
+    """Dev endpoint, the approval, prod endpoint: what each serves and its test; empty before any deploy."""
+    endpoints = summary.get("endpoints") or {}
+    if not any(endpoints.values()) and not summary.get("approval"):
+        return []
+    lines = ["", "## Deployment", ""]
+    for environment in ENVIRONMENTS:
+        endpoint = endpoints.get(environment)
+        if environment == "prod" and summary.get("approval"):
+            lines.append(f"- {approval_line(summary['approval'])}")
+        if not endpoint:
+            lines.append(f"- {environment}: not deployed by this execution")
+            continue
+        lines.append(f"- {environment}: {endpoint['name']} ({endpoint['status'] or 'not deployed'}), serves "
+                     f"{endpoint['model_package_arn'] or 'an unknown package'}; test: {_test_text(endpoint['test'])}")
+    served = serving_line(summary)
+    if served:
+        lines.append(f"- {served}")
+    return lines
+
+
+def _test_text(test: Mapping[str, Any] | None) -> str:
+    if not test:
+        return "not run"
+    return (f"{'passed' if test['passed'] else 'FAILED'} on {test['rows']} records, RMSE {_num(test['rmse'])}, "
+            f"p50 {_num(test['p50_ms'])} ms, p99 {_num(test['p99_ms'])} ms"
+            + ("" if test["passed"] else f" ({test['message']})"))
+
+
+def approval_line(approval: Mapping[str, Any]) -> str:
+    """e.g. "approval Approval/ApproveForProd: Rejected by arn:...:user/ana: worse than the champion"."""
+    name = f"approval {approval['stage']}/{approval['action']}"
+    summary = approval.get("summary") or ""
+    if approval["status"] == "Rejected" and summary.startswith("Rejected by"):  # the engine's message names both
+        return f"{name}: {summary}"
+    by = f" by {approval['by']}" if approval.get("by") else ""
+    return f"{name}: {approval['status']}{by}" + (f": {summary}" if summary else "")
+
+
+def serving_line(summary: Mapping[str, Any]) -> str | None:
+    """Whether dev and prod serve the same package, and whether it is the one this execution registered."""
+    endpoints = {env: e for env, e in (summary.get("endpoints") or {}).items() if e and e.get("status")}
+    if not endpoints:
+        return None
+    registered = summary.get("model_package_arn")
+    packages = {e.get("model_package_arn") for e in endpoints.values()}
+    if len(endpoints) == 2 and len(packages) == 1 and None not in packages:
+        (package,) = packages
+        names = " and ".join(f"{env} {e['name']}" for env, e in endpoints.items())
+        verdict = "this execution's approved package" if package == registered else \
+            f"not this execution's package {registered or '(none registered)'}"
+        return f"{names} serve {package} ({verdict})"
+    said = "; ".join(f"{env} {e['name']} serves {e.get('model_package_arn') or 'an unknown package'}"
+                     for env, e in endpoints.items())
+    if len(endpoints) == 2:
+        return f"{said}: NOT the same package"
+    return f"{said}; {'prod' if 'dev' in endpoints else 'dev'} was not deployed by this execution"
 
 
 def render_training(training: Mapping[str, Any] | None, loss_plot: str | None) -> list[str]:

@@ -27,7 +27,7 @@ STAGES = [("Source", ["ModelSource"]), ("Training", ["SubmitTraining", "MonitorT
           ("Deployment", ["RegisterModel", "TestEndpoint"])]
 SUMMARY_KEYS = {"pipeline_execution_id", "mode", "status", "decision", "threshold", "metrics", "stages",
                 "model_package_arn", "endpoint", "endpoint_test", "data_quality", "timings", "status_summary",
-                "failed_stage", "training", "evaluation_plot_uri", "champion"}
+                "failed_stage", "training", "evaluation_plot_uri", "champion", "endpoints", "approval"}
 
 
 def action(stage: str, name: str, status: str, seconds: int, *, namespace: str | None = None,
