@@ -22,8 +22,30 @@ def test_help_tells_exit_codes_and_examples(argv, capsys):
     out = capsys.readouterr().out
     assert exited.value.code == 0
     for line in ("  3    the model was REJECTED by the quality gate", "  129  SIGHUP, 130 Ctrl-C (SIGINT), 143 SIGTERM",
-                 "examples:", "mlops-local summary EXECUTION_ID"):
+                 "examples:", "mlops-local summary EXECUTION_ID", "mlops-local run --auto-approve",
+                 "  4    the Manual approval for prod was rejected, or expired unanswered"):
         assert line in out
+    assert ("  --auto-approve  " in out) is (argv[0] == "run")  # the option is run's
+
+
+@pytest.mark.parametrize("extra, auto", [([], False), (["--auto-approve"], True)], ids=["default-waits", "flag"])
+def test_run_answers_approvals_only_when_asked(extra, auto, monkeypatch, capsys):
+    """The CLI waits for a person by default; PipelineOptions (programmatic runs, tests) defaults to unattended."""
+    from mlops_local import pipeline_run
+
+    seen: list[pipeline_run.PipelineOptions] = []
+
+    def fake_run(options, say):
+        seen.append(options)
+        return pipeline_run.EXIT_APPROVAL_REJECTED, {"error": "stub"}
+    monkeypatch.setattr(pipeline_run, "run_pipeline", fake_run)
+    monkeypatch.setattr("mlops_local.summary.render_report", lambda summary: "report")
+
+    code = main(["run", "--source-root", str(ROOT), "--no-live", *extra])
+
+    assert code == 4 == pipeline_run.EXIT_APPROVAL_REJECTED
+    assert [options.auto_approve for options in seen] == [auto]
+    assert pipeline_run.PipelineOptions(ROOT, ROOT, ROOT, ROOT, 1.0).auto_approve is True
 
 
 def test_version_is_the_installed_distributions(capsys):

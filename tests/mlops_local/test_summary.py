@@ -367,3 +367,162 @@ def test_a_run_writes_the_evaluation_plot_from_its_work_dir_and_says_where_every
     assert (tmp_path / "run/evaluation.png").read_bytes() == b"\x89PNG plot"
     assert line == (f"results: {tmp_path}/run/summary.json, {tmp_path}/run/report.md, "
                     f"{tmp_path}/run/evaluation.png")
+
+
+# -- dev, the approval, prod -------------------------------------------------------------------------------
+APPROVAL_TYPE = {"category": "Approval", "owner": "AWS", "provider": "Manual", "version": "1"}
+APPROVER = "arn:aws:iam::123456789012:user/ana"
+OLD_PACKAGE = f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{GROUP}/0"
+TWO_ENDPOINTS = STAGES + [("Approval", ["ApproveForProd"]),
+                          ("Production", ["CreateProdDeployConfig", "DeployProdEndpoint", "TestProdEndpoint"])]
+TESTED = {"Rows": "10", "SampleRmse": "512.5", "P50Ms": "3.5", "P99Ms": "9.25"}
+
+
+def serve(sagemaker: Any, endpoint: str, package: str) -> None:
+    """An endpoint whose one variant's model is made from `package` (what templates/endpoint.yaml creates)."""
+    sagemaker.create_model(ModelName=f"{endpoint}-model", ExecutionRoleArn="arn:aws:iam::123456789012:role/r",
+                           PrimaryContainer={"ModelPackageName": package})
+    sagemaker.create_endpoint_config(EndpointConfigName=f"{endpoint}-config", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": f"{endpoint}-model", "InstanceType": "ml.m5.large",
+        "InitialInstanceCount": 1}])
+    sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"{endpoint}-config")
+
+
+def approval_action(status: str, message: str, by: str | None, seconds: int = 8) -> dict[str, Any]:
+    detail = action("Approval", "ApproveForProd", status, seconds, message=message)
+    detail["actionExecutionId"] = "approval-1"
+    detail["input"].update(actionTypeId=APPROVAL_TYPE, configuration={"CustomData": "RMSE 700.5 vs champion none"})
+    if by:
+        detail["updatedBy"] = by
+    return detail
+
+
+def two_endpoint_run(aws: tuple[Any, Any], shape: str) -> dict[str, Any]:
+    """An execution through dev, the approval and prod, cut where `shape` says; its collected answers."""
+    _, sagemaker = aws
+    if shape == "gate-rejected":  # Approval and Production never ran (Skipped)
+        register(sagemaker, "Rejected", {"ExecutionId": EXECUTION, "Decision": "REJECTED"})
+        return {"execution": {"pipelineExecutionId": EXECUTION, "status": "Failed"}, "stages": TWO_ENDPOINTS,
+                "actions": until_evaluation("Failed", "Model REJECTED")}
+    arn = register(sagemaker, "Approved", {"ExecutionId": EXECUTION, "Decision": "APPROVED"})
+    serve(sagemaker, "mlops-dev", arn)
+    actions = until_evaluation("Succeeded", "Model APPROVED", variables={"Decision": "APPROVED"}) + [
+        action("Deployment", "RegisterModel", "Succeeded", 5, namespace="Registry", variables={"ModelPackageArn": arn}),
+        action("Deployment", "DeployEndpoint", "Succeeded", 6, namespace="Endpoint",
+               variables={"EndpointName": "mlops-dev", "ModelPackageArn": arn}),
+        action("Deployment", "TestEndpoint", "Succeeded", 7, namespace="EndpointTest", variables=TESTED)]
+    stages, status = TWO_ENDPOINTS, "Succeeded"
+    state: dict[str, Any] = {}
+    if shape == "before-the-prod-stages":
+        stages = STAGES
+    elif shape == "waiting":
+        actions.append(approval_action("InProgress", "", None))
+        status = "InProgress"
+    elif shape in ("approval-rejected", "approval-expired"):
+        rejected = shape == "approval-rejected"
+        message = f"Rejected by {APPROVER}: worse than hoped" if rejected else \
+            "Approval expired: no PutApprovalResult answer within 7 days (the approval action's timeout)"
+        actions.append(approval_action("Failed", message, None))
+        status = "Failed"
+        if rejected:  # ListActionExecutions without updatedBy: GetPipelineState names who answered
+            state = {"stageStates": [{"stageName": "Approval", "actionStates": [{"actionName": "ApproveForProd",
+                     "latestExecution": {"actionExecutionId": "approval-1", "lastUpdatedBy": APPROVER}}]}]}
+    else:
+        prod_package = OLD_PACKAGE if shape == "prod-serves-another" else arn  # e.g. rolled back on an alarm
+        serve(sagemaker, "mlops-prod", prod_package)
+        prod_test = "Failed" if shape == "prod-test-failed" else "Succeeded"
+        actions += [
+            approval_action("Succeeded", "metrics reviewed", APPROVER),
+            action("Production", "DeployProdEndpoint", "Succeeded", 9, namespace="ProdEndpoint",
+                   variables={"EndpointName": "mlops-prod", "ModelPackageArn": arn}),
+            action("Production", "TestProdEndpoint", prod_test, 10, namespace="ProdEndpointTest",
+                   variables=TESTED if prod_test == "Succeeded" else None,
+                   message="" if prod_test == "Succeeded" else "3 of 10 records failed")]
+        status = "Succeeded" if prod_test == "Succeeded" else "Failed"
+    return {"execution": {"pipelineExecutionId": EXECUTION, "status": status}, "stages": stages,
+            "actions": actions, "state": state}
+
+
+@pytest.mark.parametrize("shape, approval, by, dev, prod, code", [
+    ("approved-and-deployed", "Approved", APPROVER, True, True, 0),
+    ("before-the-prod-stages", None, None, True, False, 0),
+    ("waiting", "Waiting", None, True, False, 1),
+    ("approval-rejected", "Rejected", APPROVER, True, False, 4),
+    ("approval-expired", "Expired", None, True, False, 4),
+    ("prod-test-failed", "Approved", APPROVER, True, True, 1),
+    ("gate-rejected", None, None, False, False, 3),
+], ids=lambda value: value if isinstance(value, str) and "-" in value else None)
+def test_dev_the_approval_and_prod_in_the_summary_and_the_exit_code(aws, shape, approval, by, dev, prod, code):
+    from mlops_local.pipeline_run import exit_code
+
+    summary = summarise(aws, two_endpoint_run(aws, shape))
+
+    assert (summary["approval"] or {}).get("status") == approval
+    assert (summary["approval"] or {}).get("by") == by
+    assert (summary["endpoints"]["dev"] is not None, summary["endpoints"]["prod"] is not None) == (dev, prod)
+    if shape in ("gate-rejected", "approval-rejected", "approval-expired"):  # the stages that never ran
+        assert summary["stages"][-1] == {"name": "Production", "status": "Skipped", "seconds": 0.0, "actions": []}
+    if dev:  # the dev entries kept as before for compatibility
+        assert summary["endpoint"] == {"name": "mlops-dev", "status": "InService"}
+        assert summary["endpoint_test"] == summary["endpoints"]["dev"]["test"]
+        assert summary["endpoints"]["dev"]["model_package_arn"] == summary["model_package_arn"]
+    assert exit_code(summary) == code
+
+
+def test_the_package_served_is_read_from_the_endpoints_model_not_the_stack_output(aws):
+    summary = summarise(aws, two_endpoint_run(aws, "prod-serves-another"))
+
+    prod = summary["endpoints"]["prod"]
+    assert (prod["name"], prod["status"], prod["model_package_arn"]) == ("mlops-prod", "InService", OLD_PACKAGE)
+    assert prod["test"] == {"passed": True, "rows": 10, "rmse": 512.5, "p50_ms": 3.5, "p99_ms": 9.25, "message": ""}
+    report = render_report(summary)
+    arn = summary["model_package_arn"]
+    assert f"- dev mlops-dev serves {arn}; prod mlops-prod serves {OLD_PACKAGE}: NOT the same package" in report
+
+
+def test_the_report_has_a_deployment_section_and_the_run_says_what_both_serve(aws):
+    from mlops_local.pipeline_run import closing_lines
+
+    summary = summarise(aws, two_endpoint_run(aws, "approved-and-deployed"))
+    arn = summary["model_package_arn"]
+
+    report = render_report(summary)
+
+    section = report[report.index("## Deployment"):].split("\n\n")[1].splitlines()
+    assert section == [
+        f"- dev: mlops-dev (InService), serves {arn}; test: passed on 10 records, RMSE 512.50, p50 3.50 ms, "
+        "p99 9.25 ms",
+        f"- approval Approval/ApproveForProd: Approved by {APPROVER}: metrics reviewed",
+        f"- prod: mlops-prod (InService), serves {arn}; test: passed on 10 records, RMSE 512.50, p50 3.50 ms, "
+        "p99 9.25 ms",
+        f"- dev mlops-dev and prod mlops-prod serve {arn} (this execution's approved package)"]
+    assert closing_lines(summary) == [f"dev mlops-dev and prod mlops-prod serve {arn} (this execution's approved "
+                                      "package)"]
+
+
+@pytest.mark.parametrize("shape, line", [
+    ("approval-rejected", f"approval Approval/ApproveForProd: Rejected by {APPROVER}: worse than hoped - prod was "
+                          "not deployed (exit 4)"),
+    ("approval-expired", "approval Approval/ApproveForProd: Expired: Approval expired: no PutApprovalResult answer "
+                         "within 7 days (the approval action's timeout) - prod was not deployed (exit 4)"),
+], ids=["rejected", "expired"])
+def test_a_rejected_approval_ends_the_run_with_who_and_why(aws, shape, line):
+    from mlops_local.pipeline_run import closing_lines
+
+    summary = summarise(aws, two_endpoint_run(aws, shape))
+
+    assert closing_lines(summary)[0] == line
+    assert closing_lines(summary)[1].endswith("; prod was not deployed by this execution")
+    assert "- prod: not deployed by this execution" in render_report(summary)
+
+
+def test_a_summary_without_the_new_keys_renders_and_exits_as_before():
+    """summary.json files written before dev+prod: no endpoints, no approval."""
+    from mlops_local.pipeline_run import exit_code
+
+    old = {"pipeline_execution_id": EXECUTION, "status": "Succeeded", "decision": "APPROVED", "threshold": 650.0,
+           "stages": [], "timings": {"wall_seconds": 1.0, "job_seconds": 0.0, "orchestration_seconds": 1.0},
+           "endpoint": {"name": "mlops-dev", "status": "InService"}, "endpoint_test": {
+               "passed": True, "rows": 1, "rmse": 1.0, "p50_ms": 1.0, "p99_ms": 1.0, "message": ""}}
+    assert "## Deployment" not in render_report(old)
+    assert exit_code(old) == 0
