@@ -39,7 +39,7 @@ from mlops_local import moto_access, processes
 from mlops_local.cloudwatch_logs import FileFollower, LogWriter
 from mlops_local.gateway import AwsError, paginate
 from mlops_local.runtime import RoleCredentials, Runtime
-from mlops_local.sagemaker import blue_green, data_capture, endpoint_metrics, execution_role
+from mlops_local.sagemaker import blue_green, data_capture, endpoint_metrics, execution_role, variants as variant_props
 from mlops_local.sagemaker.model_servers import (
     PING_TIMEOUT, Container, LocalServer, ModelDataFailed, StartFailed, fetch_model, find_container,
     model_data_failure)
@@ -52,6 +52,7 @@ STACK_OPERATIONS = ("CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteSta
 PROXIED_HEADERS = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
 INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"  # InvokeEndpoint's InferenceId: eventMetadata.inferenceId
 HEALTH_SECONDS = 5.0     # how often each server in service is pinged
+SCALE_SECONDS = 1.0      # how long an UpdateEndpointWeightsAndCapacities keeps the endpoint Updating
 UNHEALTHY_PINGS = 3      # failed pings in a row that make a live process unhealthy (an exited one is at once)
 
 
@@ -80,6 +81,8 @@ class Endpoint:
     routed: int = 0                        # requests routed while the canary serves
     blue: LocalServer | None = None        # the old fleet after the shift, until it is terminated
     last_deployment: dict[str, Any] | None = None  # DescribeEndpoint's LastDeploymentConfig
+    retain: frozenset[str] = frozenset()   # variant properties the update in progress keeps (sagemaker.variants)
+    scaling: int = 0                       # the UpdateEndpointWeightsAndCapacities that counts
 
 
 @dataclass
@@ -113,6 +116,7 @@ class Endpoints:
         self.ping_timeout = PING_TIMEOUT
         self.capture = data_capture.DataCapture(capture_interval, capture_seed)
         self.alarm_interval = blue_green.ALARM_SECONDS
+        self.scale_seconds = SCALE_SECONDS
         self.metrics = endpoint_metrics.EndpointMetrics(self._put_metrics, metrics_interval)
         self._stop = threading.Event()
         self.region = runtime.aws.gateway.region
@@ -131,10 +135,17 @@ class Endpoints:
 
     # -- wiring ---------------------------------------------------------------------------
     def register(self) -> None:
+        from moto.sagemaker.models import FakeEndpoint
+
+        # moto's CloudFormation names every endpoint itself (<stack>-Endpoint-<random>); CloudFormation uses the
+        # EndpointName property when given (Template Reference, AWS::SageMaker::Endpoint), and the stack's alarms
+        # and the endpoint tests name the endpoint by it.
+        FakeEndpoint.cloudformation_name_type = staticmethod(lambda: "EndpointName")  # type: ignore[method-assign]
         gateway = self.runtime.aws.gateway
         gateway.operation("SageMaker.CreateModel", self.create_model)
         gateway.operation("SageMaker.CreateEndpoint", self.create_endpoint)
         gateway.operation("SageMaker.UpdateEndpoint", self.update_endpoint)
+        gateway.operation("SageMaker.UpdateEndpointWeightsAndCapacities", self.update_weights_and_capacities)
         gateway.operation("SageMaker.DeleteEndpoint", self.delete_endpoint)
         gateway.operation("SageMaker.DescribeEndpoint", self.describe_endpoint)
         gateway.operation("SageMaker.ListEndpoints", self.list_endpoints)
@@ -188,10 +199,49 @@ class Endpoints:
                 state = "failed" if endpoint.status == FAILED else "in-progress"
                 raise AwsError("ValidationException",
                                f'Cannot update {state} endpoint "{self._arn("endpoint", name)}".')
+            endpoint.retain = variant_props.retained_properties(params.get("RetainAllVariantProperties"),
+                                                                params.get("ExcludeRetainedVariantProperties"))
             self._update(endpoint, config, deployment)
             if params.get("DeploymentConfig"):
                 endpoint.last_deployment = params["DeploymentConfig"]
         return {"EndpointArn": described["EndpointArn"]}
+
+    def update_weights_and_capacities(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Desired weights and instance counts of an endpoint InService: Updating for `scale_seconds`, then
+        InService with the Current* values reached (one local server serves whatever the count)."""
+        name = params.get("EndpointName", "")
+        described = self._moto_describe(name)
+        self._known(name)
+        with self._lock:
+            endpoint = self._endpoints.get(name)
+            if endpoint is None:
+                raise AwsError("ValidationException", f"Could not find endpoint '{self._arn('endpoint', name)}'.")
+            if endpoint.status != IN_SERVICE:  # as UpdateEndpoint refuses it
+                state = "failed" if endpoint.status == FAILED else "in-progress"
+                raise AwsError("ValidationException",
+                               f'Cannot update {state} endpoint "{self._arn("endpoint", name)}".')
+            try:
+                endpoint.variants = variant_props.desired(endpoint.variants, params.get(
+                    "DesiredWeightsAndCapacities") or [], endpoint.config_name)
+            except variant_props.InvalidVariants as exc:
+                raise AwsError("ValidationException", str(exc)) from None
+            endpoint.status, endpoint.last_modified = UPDATING, time.time()
+            endpoint.scaling += 1
+            token = endpoint.scaling
+        timer = threading.Timer(self.scale_seconds, self._scaled, args=(endpoint, token))
+        timer.daemon = True
+        timer.start()
+        self.runtime.changes.notify()
+        return {"EndpointArn": described["EndpointArn"]}
+
+    def _scaled(self, endpoint: Endpoint, token: int) -> None:
+        with self._lock:
+            if (self._closed or self._endpoints.get(endpoint.name) is not endpoint or endpoint.scaling != token
+                    or endpoint.status != UPDATING or endpoint.pending_config is not None):
+                return
+            endpoint.variants = variant_props.reached(endpoint.variants)
+            endpoint.status, endpoint.last_modified = IN_SERVICE, time.time()
+        self.runtime.changes.notify()
 
     def _deployment(self, config: dict[str, Any] | None, green: dict[str, Any]) -> blue_green.Deployment | None:
         """An update's DeploymentConfig, refused as a ValidationException when the stand-in cannot honour it or
@@ -375,7 +425,9 @@ class Endpoints:
                 declared[summary["EndpointName"]] = described["EndpointConfigName"]
             declared.update({name: config for name, config in self._stack_configs().items()
                              if name in declared})
-            deployments = self._stack_deployments()
+            deployments = self._stack_endpoint_properties("DeploymentConfig")
+            retains = self._stack_endpoint_properties("RetainAllVariantProperties")
+            excluded = self._stack_endpoint_properties("ExcludeRetainedVariantProperties")
             with self._lock:
                 gone = [name for name in self._endpoints if name not in declared]
             for name in gone:
@@ -393,6 +445,8 @@ class Endpoints:
                         if endpoint.status == FAILED:
                             self._restart(endpoint, config)
                         else:
+                            endpoint.retain = variant_props.retained_properties(retains.get(name),
+                                                                                excluded.get(name))
                             self._stack_update(endpoint, config, deployments.get(name))
 
     def _stack_update(self, endpoint: Endpoint, config: str, deployment_config: dict[str, Any] | None) -> None:
@@ -412,25 +466,25 @@ class Endpoints:
             endpoint.last_deployment = deployment_config
         self._update(endpoint, config, deployment)
 
-    def _stack_deployments(self) -> dict[str, dict[str, Any]]:
-        """Endpoint name -> the DeploymentConfig its stack declares, resolved (Ref, Fn::If, Fn::Sub) by moto's
-        CloudFormation parser over the stack's resources and parameters. moto's Endpoint model ignores the
-        property; CloudFormation passes it to UpdateEndpoint."""
+    def _stack_endpoint_properties(self, prop: str) -> dict[str, Any]:
+        """Endpoint name -> the `prop` its stack declares on the AWS::SageMaker::Endpoint (DeploymentConfig,
+        RetainAllVariantProperties, ...), resolved (Ref, Fn::If, Fn::Sub) by moto's CloudFormation parser over
+        the stack's resources and parameters. moto's Endpoint model ignores these properties; CloudFormation
+        passes them to UpdateEndpoint."""
         from moto.cloudformation.parsing import clean_json
 
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, Any] = {}
         for stack in list(moto_access.backend("cloudformation", self.account, self.region).stacks.values()):
             if stack.status.startswith("DELETE_"):
                 continue
             for logical, resource in (stack.template_dict.get("Resources") or {}).items():
-                if resource.get("Type") != "AWS::SageMaker::Endpoint" \
-                        or "DeploymentConfig" not in (resource.get("Properties") or {}):
+                if resource.get("Type") != "AWS::SageMaker::Endpoint" or prop not in (resource.get("Properties") or {}):
                     continue
                 try:
                     name = getattr(stack.resource_map[logical], "endpoint_name", None)
-                    resolved = clean_json(resource["Properties"]["DeploymentConfig"], stack.resource_map)
+                    resolved = clean_json(resource["Properties"][prop], stack.resource_map)
                 except Exception:  # a resource moto could not create: the stack has failed anyway
-                    logger.debug("stack %s: DeploymentConfig of %s unresolved", stack.name, logical, exc_info=True)
+                    logger.debug("stack %s: %s of %s unresolved", stack.name, prop, logical, exc_info=True)
                     continue
                 if name and resolved:
                     found[name] = resolved
@@ -472,7 +526,8 @@ class Endpoints:
         """(lock held) Serve `config` from scratch: Creating."""
         old, endpoint.server = endpoint.server, None
         endpoint.status, endpoint.failure_reason = CREATING, None
-        endpoint.config_name, endpoint.pending_config = config, None
+        endpoint.config_name, endpoint.pending_config, endpoint.retain = config, None, frozenset()
+        endpoint.variants = []  # a new fleet: the config's variants when it is InService
         self._launch(endpoint, config)
         if old is not None:
             threading.Thread(target=old.stop, daemon=True).start()
@@ -560,10 +615,13 @@ class Endpoints:
         self.runtime.changes.notify()
 
     def _in_service(self, endpoint: Endpoint, config: str, variants: list[dict[str, Any]], role: str) -> None:
-        """(lock held) An update or create completed: InService on `config`."""
+        """(lock held) An update or create completed: InService on `config`. An instance replaced on the same
+        config keeps the variants' counts and weights (autoscaling's); an update keeps those it retains."""
+        keep = frozenset(variant_props.RETAINABLE) if config == endpoint.config_name else endpoint.retain
         endpoint.status, endpoint.failure_reason = IN_SERVICE, None
         endpoint.config_name, endpoint.pending_config, endpoint.deployment = config, None, None
-        endpoint.variants, endpoint.last_modified = variants, time.time()
+        endpoint.variants = variant_props.retain(endpoint.variants, variants, keep)
+        endpoint.retain, endpoint.last_modified = frozenset(), time.time()
         endpoint.replacing, endpoint.failed_pings = None, 0
         settings = data_capture.settings_from(self._capture_config(config))
         endpoint.capture = (settings, role) if settings else None

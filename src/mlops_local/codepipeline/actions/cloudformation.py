@@ -1,7 +1,8 @@
 """Deploy/CloudFormation: CREATE_UPDATE, REPLACE_ON_FAILURE and DELETE_ONLY through the stand-in.
 
 The stack is created or updated in moto's CloudFormation and polled until it settles; then the
-engine's stack applier creates the resources moto's CloudFormation drops.
+engine's stack applier creates the resources moto's CloudFormation drops, and the stack's endpoints are
+waited for as CloudFormation's AWS::SageMaker::Endpoint handler stabilises them (_settle_endpoints).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from mlops_local import moto_access
 from mlops_local.codepipeline.actions.context import (ActionContext, ActionFailed, ActionResult, put_zip_artifact,
                                                       read_artifact_file)
 
@@ -21,6 +23,8 @@ logger = logging.getLogger(__name__)
 # The states REPLACE_ON_FAILURE replaces (CodePipeline User Guide, "CloudFormation deploy action
 # reference", ActionMode): UPDATE_ROLLBACK_COMPLETE is not one of them, such a stack is updated.
 FAILED_STATES = ("CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED", "UPDATE_ROLLBACK_FAILED")
+# EndpointStatus values an endpoint passes through on its way to InService or Failed (API_DescribeEndpoint)
+ENDPOINT_BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 
 
 def deploy_cloudformation(ctx: ActionContext) -> ActionResult:
@@ -96,10 +100,76 @@ def deploy_cloudformation(ctx: ActionContext) -> ActionResult:
             raise ActionFailed(f"stack {stack}: creating the resources moto's CloudFormation drops failed: "
                                f"{exc}") from None
         final = _stack(cfn, stack) or final
+    _settle_endpoints(ctx, final)
     outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in final.get("Outputs", [])}
     if ctx.configuration.get("OutputFileName") and ctx.outputs:
         put_zip_artifact(ctx, ctx.outputs[0], ctx.configuration["OutputFileName"], json.dumps(outputs, indent=2))
     return ActionResult(summary=f"Stack {stack} {status}", variables=outputs, external_id=final.get("StackId"))
+
+
+def _settle_endpoints(ctx: ActionContext, stack: dict[str, Any]) -> None:
+    """Wait, within the action's time, until each AWS::SageMaker::Endpoint of the stack leaves Creating/Updating,
+    as CloudFormation's handler does before the resource is CREATE_/UPDATE_COMPLETE (moto completes the stack at
+    once; the stand-in's endpoint then starts or deploys, blue/green with baking and alarms). An endpoint Failed,
+    or InService on a config other than the stack's (SageMaker rolled the update back: it shows the previous
+    config, InService, hashicorp/terraform-provider-aws#48997), fails the action with SageMaker's FailureReason,
+    and the stack's events show the resource failed with it."""
+    cfn, sagemaker = ctx.internal("cloudformation"), ctx.internal("sagemaker")
+    resources = cfn.describe_stack_resources(StackName=stack["StackId"])["StackResources"]
+    declared = [r["PhysicalResourceId"].rsplit("/", 1)[-1] for r in resources
+                if r["ResourceType"] == "AWS::SageMaker::EndpointConfig" and r.get("PhysicalResourceId")]
+    for resource in resources:
+        if resource["ResourceType"] != "AWS::SageMaker::Endpoint" or not resource.get("PhysicalResourceId"):
+            continue
+        name = resource["PhysicalResourceId"].rsplit("/", 1)[-1]
+        described = _settled_endpoint(ctx, sagemaker, name)
+        status, serving = described["EndpointStatus"], described.get("EndpointConfigName", "")
+        reason = described.get("FailureReason") or "SageMaker gave no FailureReason"
+        if status != "InService":
+            problem = f"endpoint {name} is {status}: {reason}"
+        elif len(declared) == 1 and serving != declared[0]:
+            problem = (f"endpoint {name} was rolled back: it serves endpoint config {serving}, not the stack's "
+                       f"{declared[0]}: {reason}")
+        else:
+            continue
+        _resource_failed(ctx, stack, resource, problem)
+        raise ActionFailed(f"stack {stack['StackName']}: {problem}")
+
+
+def _settled_endpoint(ctx: ActionContext, sagemaker: Any, name: str) -> dict[str, Any]:
+    """DescribeEndpoint once the endpoint is no longer busy."""
+    shown = False
+    while True:
+        seen = ctx.runtime.changes.version
+        try:
+            described: dict[str, Any] = sagemaker.describe_endpoint(EndpointName=name)
+        except ClientError as exc:  # deleted out of band meanwhile
+            raise ActionFailed(f"endpoint {name} of the stack: {exc.response['Error'].get('Message', exc)}") \
+                from None
+        if described["EndpointStatus"] not in ENDPOINT_BUSY:
+            return described
+        if not shown:
+            ctx.progress(summary=f"Endpoint {name} is {described['EndpointStatus']}; waiting as CloudFormation does")
+            shown = True
+        ctx.check_time()
+        ctx.runtime.changes.wait(seen, 0.5)
+
+
+def _resource_failed(ctx: ActionContext, stack: dict[str, Any], resource: dict[str, Any], reason: str) -> None:
+    """The resource's UPDATE_FAILED (CREATE_FAILED) event with the reason, in moto's record of the stack.
+    The stack's status is left as moto set it: CloudFormation would go on to roll the stack back
+    (UPDATE_ROLLBACK_COMPLETE), which moto cannot do after the fact."""
+    from moto.cloudformation.models import Event
+
+    verb = "CREATE" if stack["StackStatus"].startswith("CREATE") else "UPDATE"
+    try:
+        record = moto_access.backend("cloudformation", ctx.account_id, ctx.region).get_stack(stack["StackId"])
+        record.events.append(Event(
+            stack_id=record.stack_id, stack_name=record.name, logical_resource_id=resource["LogicalResourceId"],
+            physical_resource_id=resource["PhysicalResourceId"], resource_type=resource["ResourceType"],
+            resource_status=f"{verb}_FAILED", resource_status_reason=reason, resource_properties=None))
+    except Exception:  # the event is a courtesy; the action fails with the reason anyway
+        logger.exception("stack %s: recording the failure of %s", stack["StackName"], resource["LogicalResourceId"])
 
 
 def _delete(ctx: ActionContext, cfn: Any, stack: str) -> None:
