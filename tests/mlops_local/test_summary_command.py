@@ -10,7 +10,11 @@ import pytest
 from mlops_local.cli import main
 from mlops_local.console import Console
 from mlops_local.pipeline_run import follow
-from tests.mlops_local.engine_stand import HERE, create_function, create_pipeline, data_source, lambda_action
+from mlops_local.iam.principals import ADMIN_USER
+from tests.mlops_local.engine_stand import (HERE, actions_of, create_function, create_pipeline, data_source,
+                                            lambda_action, wait_done, wait_for)
+
+APPROVAL = {"category": "Approval", "owner": "AWS", "provider": "Manual", "version": "1"}
 
 PIPELINE = "summarised"
 
@@ -59,6 +63,7 @@ def test_summary_command_writes_the_runs_files_from_the_api_alone(stand, failed_
     assert [(s["name"], s["status"]) for s in summary["stages"]] == [
         ("Source", "Succeeded"), ("Work", "Succeeded"), ("Judge", "Failed"), ("After", "Skipped")]
     assert summary["access"] is None and "no public API" in summary["access_unavailable"]
+    assert (summary["endpoints"], summary["approval"]) == ({"dev": None, "prod": None}, None)  # no such stages
     report = (tmp_path / execution_id / "report.md").read_text()
     assert "decision: **none (failed at Judge)**" in report
     assert "## Access\n\nNot available: the access log is recorded by the stand-in's gateway" in report
@@ -73,3 +78,31 @@ def test_summary_of_an_unknown_execution_is_a_json_error(stand, failed_execution
     assert code == 1 and answer["exit_code"] == 1
     assert answer["error"].startswith("cannot summarise 00000000-0000-0000-0000-000000000000: no pipeline has")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("verb, status", [("approve", "Approved"), ("reject", "Rejected")])
+def test_summary_command_names_the_approval_and_who_answered_it(stand, tmp_path, monkeypatch, capsys, verb, status):
+    """Who answered comes from GetPipelineState's lastUpdatedBy (this ListActionExecutions gives no updatedBy)."""
+    name = f"summarised-{verb}"
+    create_function(stand, f"{name}-deploy", f"{HERE}.sleep_handler")
+    create_pipeline(stand, name, [data_source(), {"name": "Approval", "actions": [{
+        "name": "ApproveForProd", "actionTypeId": APPROVAL, "runOrder": 1,
+        "configuration": {"CustomData": "rmse 512"}}]},
+        {"name": "Production", "actions": [lambda_action("Deploy", f"{name}-deploy", params={"seconds": 0})]}])
+    execution_id = stand.aws.client("codepipeline").start_pipeline_execution(name=name)["pipelineExecutionId"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stand.aws.url)
+    wait_for(lambda: actions_of(stand, name, execution_id).get("ApproveForProd", {}).get("status") == "InProgress",
+             what="the approval to wait")
+    assert main([verb, execution_id, "--summary", "looked at it"]) == 0
+    wait_done(stand, name, execution_id)
+    capsys.readouterr()
+
+    assert main(["summary", execution_id, "--runs-dir", str(tmp_path), "--json"]) == 0
+
+    summary = json.loads(capsys.readouterr().out)
+    by = f"arn:aws:iam::{stand.aws.account_id}:user/{ADMIN_USER}"
+    message = "looked at it" if status == "Approved" else f"Rejected by {by}: looked at it"
+    assert summary["approval"] == {"stage": "Approval", "action": "ApproveForProd", "status": status,
+                                   "summary": message, "by": by, "custom_data": "rmse 512"}
+    report = (tmp_path / execution_id / "report.md").read_text()
+    assert f"- approval Approval/ApproveForProd: {status if status == 'Rejected' else 'Approved by ' + by}" in report
