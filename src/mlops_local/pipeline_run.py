@@ -63,7 +63,8 @@ class PipelineOptions:
 class LocalPipeline:
     """The stand-in with every runtime component, for one `run`."""
 
-    def __init__(self, workdir: Path, source_root: Path, enforce_iam: bool = True, auto_approve: bool = False):
+    def __init__(self, workdir: Path, source_root: Path, enforce_iam: bool = True, auto_approve: bool = False,
+                 say: Callable[[str], None] | None = None):
         self.aws = LocalAws(Gateway(enforce=enforce_iam)).start()
         self.runtime = Runtime(self.aws, workdir, source_root)
         self.glue, self.training = GlueRuns(self.runtime), TrainingJobs(self.runtime)
@@ -77,7 +78,7 @@ class LocalPipeline:
         # Started last, stopped first (close): answers every Manual approval as the mlops-local user.
         self.approver: AutoApprover | None = None
         if auto_approve:
-            self.approver = AutoApprover(self.aws.client("codepipeline"), self.runtime.changes).start()
+            self.approver = AutoApprover(self.aws.client("codepipeline"), self.runtime.changes, say=say).start()
 
     def environment(self) -> dict[str, str]:
         """For the deploy scripts: the stand-in's endpoint, and this venv's `aws` first on PATH."""
@@ -124,7 +125,7 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
     workdir = (options.runs_dir / f".stand-in-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "deploy.log"
-    local = LocalPipeline(workdir, options.source_root, options.enforce_iam, options.auto_approve)
+    local = LocalPipeline(workdir, options.source_root, options.enforce_iam, options.auto_approve, say=say)
     summary: dict[str, Any] = {}
     run_dir: Path | None = None
     try:

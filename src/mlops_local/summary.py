@@ -232,9 +232,13 @@ def deployed_endpoint(found: Mapping[str, Mapping[str, str]], stage_list: list[d
         try:
             described = sagemaker.describe_endpoint(EndpointName=name)
             endpoint["status"] = described["EndpointStatus"]
-            endpoint["model_package_arn"] = served_package(sagemaker, described)
         except Exception:
-            endpoint["status"] = "NotFound"
+            endpoint["status"], described = "NotFound", None
+        if described:
+            try:
+                endpoint["model_package_arn"] = served_package(sagemaker, described)
+            except Exception:  # a config or model gone meanwhile (an update in flight): the stack output says
+                pass
         # The stack output says what the stack was asked to serve; the endpoint's own model says what it serves.
         endpoint["model_package_arn"] = endpoint["model_package_arn"] or found[deploy].get("ModelPackageArn")
     actions: list[dict[str, Any]] = next((s["actions"] for s in stage_list if s["name"] == stage), [])

@@ -526,3 +526,14 @@ def test_a_summary_without_the_new_keys_renders_and_exits_as_before():
                "passed": True, "rows": 1, "rmse": 1.0, "p50_ms": 1.0, "p99_ms": 1.0, "message": ""}}
     assert "## Deployment" not in render_report(old)
     assert exit_code(old) == 0
+
+
+def test_a_model_that_cannot_be_read_leaves_the_status_and_falls_back_to_the_stack_output(aws):
+    run = two_endpoint_run(aws, "approved-and-deployed")
+    aws[1].delete_model(ModelName="mlops-dev-model")  # e.g. an update replaced it meanwhile
+
+    dev = summarise(aws, run)["endpoints"]["dev"]
+
+    deploy = next(d for d in run["actions"] if d["actionName"] == "DeployEndpoint")
+    assert (dev["status"], dev["model_package_arn"]) == ("InService", deploy["output"]["outputVariables"][
+        "ModelPackageArn"])
