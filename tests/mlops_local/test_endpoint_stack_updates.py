@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from mlops_local.cloudformation.stacks import Stacks
 from mlops_local.codepipeline.actions.cloudformation import deploy_cloudformation
 from mlops_local.codepipeline.actions.context import ActionContext, ActionFailed, ArtifactRef
+from mlops_local.sagemaker import variants
 from mlops_local.sagemaker.training_jobs import pack_model
 
 from tests.conftest import ROOT
@@ -87,6 +88,7 @@ def predictions(smr: Any, name: str) -> list[float]:
 
 
 def variant(sm: Any, name: str) -> dict[str, Any]:
+    """The endpoint's one production variant, as DescribeEndpoint shows it."""
     (found,) = sm.describe_endpoint(EndpointName=name)["ProductionVariants"]
     return found
 
@@ -179,3 +181,37 @@ def test_weights_and_capacities_are_refused_as_sagemaker_refuses_them(stand):
             {"VariantName": "AllTraffic", "DesiredInstanceCount": 3}])
     assert "Cannot update in-progress endpoint" in caught.value.response["Error"]["Message"]
     in_service(runtime, sm, "refusing")
+
+
+# -- the rules, without servers -------------------------------------------------------------------------------
+SCALED = [{"VariantName": "AllTraffic", "CurrentInstanceCount": 3, "DesiredInstanceCount": 3, "CurrentWeight": 0.5,
+           "DesiredWeight": 0.5}]
+NEW_CONFIG = [{"VariantName": "AllTraffic", "CurrentInstanceCount": 1, "DesiredInstanceCount": 1, "CurrentWeight": 1.0,
+               "DesiredWeight": 1.0}]
+
+
+@pytest.mark.parametrize("retain_all, excluded, count, weight", [
+    (None, None, 1, 1.0),
+    (True, None, 3, 0.5),
+    ("true", None, 3, 0.5),                       # as CloudFormation may pass a Boolean
+    (False, None, 1, 1.0),
+    (True, [{"VariantPropertyType": "DesiredInstanceCount"}], 1, 0.5),
+    (True, [{"VariantPropertyType": "DesiredWeight"}], 3, 1.0),
+], ids=["default-new-config", "retain-all", "retain-all-string", "retain-false", "count-excluded", "weight-excluded"])
+def test_an_update_keeps_what_it_retains(retain_all, excluded, count, weight):
+    keep = variants.retained_properties(retain_all, excluded)
+    (kept,) = variants.retain(SCALED, NEW_CONFIG, keep)
+    assert (kept["CurrentInstanceCount"], kept["DesiredInstanceCount"]) == (count, count)
+    assert (kept["CurrentWeight"], kept["DesiredWeight"]) == (weight, weight)
+
+
+def test_a_new_variant_name_starts_from_its_config():
+    (kept,) = variants.retain(SCALED, [{**NEW_CONFIG[0], "VariantName": "Blue"}], frozenset(variants.RETAINABLE))
+    assert kept["DesiredInstanceCount"] == 1
+
+
+def test_desired_values_are_current_once_reached():
+    (wanted,) = variants.desired(NEW_CONFIG, [{"VariantName": "AllTraffic", "DesiredInstanceCount": 4}], "c")
+    assert (wanted["CurrentInstanceCount"], wanted["DesiredInstanceCount"], wanted["DesiredWeight"]) == (1, 4, 1.0)
+    (reached,) = variants.reached([wanted])
+    assert (reached["CurrentInstanceCount"], reached["CurrentWeight"]) == (4, 1.0)
