@@ -125,6 +125,7 @@ def error_response(error: AwsError) -> Response:
 
 # The query protocol services the gateway checks, and the XML namespace of their error answers.
 QUERY_NAMESPACES = {"cloudformation": "http://cloudformation.amazonaws.com/doc/2010-05-15/",
+                    "sns": "http://sns.amazonaws.com/doc/2010-03-31/",
                     "iam": "https://iam.amazonaws.com/doc/2010-05-08/",
                     "sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
 

@@ -249,10 +249,7 @@ def test_the_notification_carries_the_token_put_approval_result_accepts(stand: S
 
 
 @pytest.mark.parametrize("topic, error", [
-    pytest.param(UNGRANTED, "AuthorizationError: User: arn:aws:sts::123456789012:assumed-role/engine-role/",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "the gateway answers an SNS denial in JSON (gateway.QUERY_NAMESPACES has no sns), which "
-                     "botocore's query parser cannot read; AWS answers query XML"))),
+    (UNGRANTED, "AuthorizationError: User: arn:aws:sts::123456789012:assumed-role/engine-role/"),
     (KEY_DENIED, "KMSAccessDenied: User: arn:aws:sts::123456789012:assumed-role/engine-role/"),
 ], ids=["no-sns-publish", "topic-key-denied"])
 def test_a_denied_publish_fails_the_action_with_the_denial(stand: Stand, topic: str, error: str) -> None:

@@ -117,6 +117,7 @@ _FN, _LOGS, _BUCKET = "AWS::Lambda::Function", "AWS::Logs::LogGroup", "AWS::S3::
 _MPG, _TARGET = "AWS::SageMaker::ModelPackageGroup", "AWS::ApplicationAutoScaling::ScalableTarget"
 _POLICY, _ALARM = "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::CloudWatch::Alarm"
 _ENDPOINT, _CONFIG, _MODEL = "AWS::SageMaker::Endpoint", "AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Model"
+_TOPIC = "AWS::SNS::Topic"
 _TAGGING = "tags are written only when the resource has tags (Tags, system tags on create, stack tags)"
 _NOT_AN_ACTION = "not an IAM action (the Service Authorization Reference has no such action)"
 
@@ -260,6 +261,13 @@ EXCLUSIONS: tuple[Exclusion, ...] = tuple([
     *_rows(_CONFIG, "sagemaker:AddTags sagemaker:DeleteTags", TAGS, _TAGGING),
     *_rows(_MODEL, "iam:PassRole", "ExecutionRoleArn", "a role is passed only with ExecutionRoleArn"),
     *_rows(_MODEL, "sagemaker:AddTags sagemaker:DeleteTags", TAGS, _TAGGING),
+    *_rows(_TOPIC, "sns:Subscribe sns:Unsubscribe", "Subscription",
+           "subscriptions are made or removed only for the Subscription property"),
+    *_rows(_TOPIC, "sns:PutDataProtectionPolicy", "DataProtectionPolicy",
+           "a data protection policy is put only when DataProtectionPolicy is given"),
+    *_rows(_TOPIC, "iam:GetRole iam:PassRole", "DeliveryStatusLogging",
+           "the delivery-status feedback roles are the only roles a topic passes"),
+    *_rows(_TOPIC, "sns:TagResource sns:UntagResource", TAGS, _TAGGING),
 ])
 
 _BY_ACTION: dict[tuple[str, str], Exclusion] = {(row.resource_type, row.action): row for row in EXCLUSIONS}
@@ -329,7 +337,7 @@ STAR_ONLY = frozenset({
     "glue:CreateSecurityConfiguration", "glue:DeleteSecurityConfiguration", "glue:GetSecurityConfiguration",
     "kms:CreateKey", "kms:ListAliases", "logs:CreateLogDelivery", "logs:DeleteIndexPolicy",
     "logs:DeleteResourcePolicy", "logs:DescribeIndexPolicies", "logs:DescribeLogGroups",
-    "logs:DescribeResourcePolicies", "logs:PutIndexPolicy", "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies", "logs:PutIndexPolicy", "logs:PutResourcePolicy", "sns:Unsubscribe",
 })
 
 # Where a type names the role it passes, and the service that will assume it (iam:PassedToService).
@@ -342,6 +350,8 @@ PASSED_ROLES: dict[str, tuple[tuple[str, ...], str]] = {
     _RULE: (("RoleArn", "Targets.RoleArn"), "events.amazonaws.com"),
     _TARGET: (("RoleARN",), "application-autoscaling.amazonaws.com"),
     _BUCKET: (("ReplicationConfiguration.Role",), "s3.amazonaws.com"),
+    _TOPIC: (("DeliveryStatusLogging.SuccessFeedbackRoleArn", "DeliveryStatusLogging.FailureFeedbackRoleArn"),
+             "sns.amazonaws.com"),
 }
 
 # Where a type names its KMS key; the service uses it with the handler's session (kms:ViaService).
