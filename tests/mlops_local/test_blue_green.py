@@ -276,7 +276,8 @@ def test_a_stack_update_deploys_blue_green_as_its_endpoint_declares(stand, sm, s
                   {"ParameterKey": "AlarmName", "ParameterValue": "bg-stack-errors"}]
     cfn.create_stack(StackName="bg-stack", TemplateBody=stack_template("model", "1"), Parameters=parameters)
     outputs = cfn.describe_stacks(StackName="bg-stack")["Stacks"][0]["Outputs"]
-    name = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "EndpointName")  # moto names it
+    name = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "EndpointName")
+    assert name == "bg-stack"  # the EndpointName property, as CloudFormation names it (moto would not)
     error_alarm(aws.client("cloudwatch"), "bg-stack-errors", name)
     blue_config = in_service(runtime, sm, name)["EndpointConfigName"]
     cfn.update_stack(StackName="bg-stack", TemplateBody=stack_template("overflowing", "2"), Parameters=parameters)

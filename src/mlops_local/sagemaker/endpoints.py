@@ -5,8 +5,9 @@ component overrides Create/Update/Delete/Describe/ListEndpoints and InvokeEndpoi
 server per endpoint (Creating -> InService / Failed, Updating while a new server starts beside the
 old one; with a blue/green DeploymentConfig both serve through the canary and baking periods,
 sagemaker.blue_green) and reports the real status over moto's records. Every invocation is recorded
-in CloudWatch's AWS/SageMaker metrics (sagemaker.endpoint_metrics). `reconcile()` notices endpoints that
-moto's CloudFormation created, replaced or deleted. Each server start gets a folder
+in CloudWatch's AWS/SageMaker metrics (sagemaker.endpoint_metrics). UpdateEndpointWeightsAndCapacities sets a
+variant's desired count and weight, and an update with RetainAllVariantProperties keeps them (sagemaker.variants).
+`reconcile()` notices endpoints that moto's CloudFormation created, replaced or deleted. Each server start gets a folder
 `<workdir>/endpoints/<name>/<generation>/` with `model/` and `server.log`.
 
 A server starts as SageMaker's does, as the model's ExecutionRoleArn (sagemaker.execution_role): the
