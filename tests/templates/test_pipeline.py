@@ -252,8 +252,8 @@ ENDPOINT_DEPLOYS = [("DeployEndpoint", "CreateDeployConfig", "dev", "${ProjectNa
 
 @pytest.mark.parametrize("deploy_name, config_name, stage, stack, test_name", ENDPOINT_DEPLOYS,
                          ids=["dev", "prod"])
-def test_deploy_endpoint_uses_the_config_artifact_and_the_registered_package(deploy_name, config_name, stage,
-                                                                           stack, test_name):
+def test_deploy_endpoint_uses_the_config_artifact_and_the_registered_package(
+        deploy_name, config_name, stage, stack, test_name):
     deploy = action(deploy_name)["Configuration"]
     inputs = {a["Name"] for a in action(deploy_name)["InputArtifacts"]}
     template_artifact, template_file = deploy["TemplatePath"].split("::")
