@@ -66,8 +66,18 @@ def waiting_executions(codepipeline: Any, pipeline: str) -> list[str]:
             if summary["status"] == "InProgress"]
 
 
-def pipeline_names(codepipeline: Any) -> list[str]:
-    return [p["name"] for page in codepipeline.get_paginator("list_pipelines").paginate() for p in page["pipelines"]]
+def pipelines(codepipeline: Any) -> list[dict[str, Any]]:
+    """ListPipelines' summaries (name, executionMode)."""
+    return [p for page in codepipeline.get_paginator("list_pipelines").paginate() for p in page["pipelines"]]
+
+
+def token_shown(codepipeline: Any, pipeline: str) -> bool:
+    """Whether GetPipelineState shows a waiting approval's token: one call, so a sweep with nothing waiting
+    costs two requests per pipeline (a PARALLEL pipeline shows none: its executions are listed instead)."""
+    return any((action.get("latestExecution") or {}).get("status") == "InProgress"
+               and (action.get("latestExecution") or {}).get("token")
+               for stage in codepipeline.get_pipeline_state(name=pipeline).get("stageStates", [])
+               for action in stage.get("actionStates", []))
 
 
 class Changes(Protocol):
@@ -133,7 +143,10 @@ class AutoApprover:
     def sweep(self) -> list[Answered]:
         """Answer each approval that waits now; returns those answered."""
         done: list[Answered] = []
-        for pipeline in pipeline_names(self.codepipeline):
+        for summary in pipelines(self.codepipeline):
+            pipeline = summary["name"]
+            if summary.get("executionMode") != "PARALLEL" and not token_shown(self.codepipeline, pipeline):
+                continue
             for execution_id in waiting_executions(self.codepipeline, pipeline):
                 if self._stop.is_set():
                     return done

@@ -63,8 +63,9 @@ class PipelineOptions:
 class LocalPipeline:
     """The stand-in with every runtime component, for one `run`."""
 
-    def __init__(self, workdir: Path, source_root: Path, enforce_iam: bool = True, auto_approve: bool = False,
+    def __init__(self, workdir: Path, source_root: Path, enforce_iam: bool = True, auto_approve: bool = True,
                  say: Callable[[str], None] | None = None):
+        # auto_approve by default, as PipelineOptions: tests driving the stand-in directly are unattended.
         self.aws = LocalAws(Gateway(enforce=enforce_iam)).start()
         self.runtime = Runtime(self.aws, workdir, source_root)
         self.glue, self.training = GlueRuns(self.runtime), TrainingJobs(self.runtime)

@@ -111,13 +111,32 @@ def test_without_the_watcher_follow_says_once_how_to_answer_and_keeps_waiting(st
 
 
 def test_the_local_pipeline_starts_the_watcher_and_close_stops_it(tmp_path) -> None:
-    local = LocalPipeline(tmp_path / "work", ROOT, auto_approve=True)
+    local = LocalPipeline(tmp_path / "work", ROOT)  # unattended by default, as PipelineOptions
     try:
         assert local.approver is not None and local.approver.running
     finally:
         local.close()
     assert not local.approver.running and no_watcher_thread()
-    off = LocalPipeline(tmp_path / "off", ROOT)  # the class's default: the CLI's (no --auto-approve)
+    off = LocalPipeline(tmp_path / "off", ROOT, auto_approve=False)  # the CLI without --auto-approve
     off.close()
     assert off.approver is None
     assert "--auto-approve" in AUTO_APPROVE_LINE and "mlops-local approve" in AUTO_APPROVE_LINE
+
+
+def test_a_sweep_with_nothing_waiting_costs_two_requests_per_queued_pipeline() -> None:
+    """ListPipelines, then GetPipelineState: no token shown, so no execution is listed (Stubber fails an extra call)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from mlops_local.runtime import Changes
+
+    client = boto3.client("codepipeline", region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    with Stubber(client) as stubber:
+        stubber.add_response("list_pipelines", {"pipelines": [{"name": "p", "executionMode": "QUEUED"}]})
+        stubber.add_response("get_pipeline_state", {"pipelineName": "p", "stageStates": [{
+            "stageName": "Approval", "actionStates": [{"actionName": "ApproveForProd",
+                                                       "latestExecution": {"status": "Succeeded"}}]}]},
+                             {"name": "p"})
+        assert AutoApprover(client, Changes()).sweep() == []
+        stubber.assert_no_pending_responses()
