@@ -42,6 +42,9 @@ STACK = f"{PROJECT}-pipeline"
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_APPROVAL_REJECTED = 0, 1, 3, 4
 AUTO_APPROVE_LINE = ("approvals are answered automatically (--auto-approve); "
                      "without it the run waits for `mlops-local approve`")
+# A prod update's canary bakes, then the full fleet bakes, then the old fleet is kept (endpoint.yaml). On AWS the
+# pipeline's defaults are 600 s / 300 s; a local run keeps the same steps, shortened.
+LOCAL_PROD_WAITS = {"ProdCanaryWaitSeconds": 3, "ProdTerminationWaitSeconds": 0}
 WAIT_FOR_APPROVAL_LINE = ("approvals wait for an answer (`mlops-local approve|reject <execution-id>`, "
                           "or run with --auto-approve)")
 
@@ -136,8 +139,11 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
         say(AUTO_APPROVE_LINE if local.approver is not None else WAIT_FOR_APPROVAL_LINE)
         local.script("deploy.sh", "--project-name", PROJECT, f"DataObjectKey=raw/{options.data.name}",
                      f"QualityThreshold={options.quality_threshold:g}",
-                     f"TrainingHyperparameters={json.dumps(dict(options.hyperparameters))}", log=log)
-        say(f"deployed stack {STACK} with scripts/deploy.sh")
+                     f"TrainingHyperparameters={json.dumps(dict(options.hyperparameters))}",
+                     *(f"{key}={value}" for key, value in LOCAL_PROD_WAITS.items()), log=log)
+        bake = LOCAL_PROD_WAITS["ProdCanaryWaitSeconds"]
+        say(f"deployed stack {STACK} with scripts/deploy.sh (prod updates bake {bake} s a step locally: "
+            "ProdCanaryWaitSeconds, 600 s by default on AWS)")
         local.script("upload_data.sh", "--stack-name", STACK, "--data", str(options.data),
                      "--dataset-config", str(options.dataset_config), log=log)
         say(f"uploaded {options.data.name} and {options.dataset_config.name} with scripts/upload_data.sh")

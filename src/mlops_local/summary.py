@@ -274,8 +274,9 @@ def approval(collected: Mapping[str, Any]) -> dict[str, Any] | None:
     message = action_message(detail)
     by = detail.get("updatedBy") or _answered_by(collected.get("state") or {}, detail)
     status = {"Succeeded": "Approved", "InProgress": "Waiting"}.get(detail["status"], detail["status"])
-    if detail["status"] == "Failed":
-        status = "Rejected" if by or not message.startswith(EXPIRED_PREFIX) else "Expired"
+    if detail["status"] == "Failed":  # answered Rejected, expired, or failed (e.g. its notification was denied)
+        status = ("Expired" if message.startswith(EXPIRED_PREFIX) else
+                  "Rejected" if message.startswith("Rejected by") else "Failed")
     return {"stage": detail["stageName"], "action": detail["actionName"], "status": status, "summary": message,
             "by": by, "custom_data": ((detail.get("input") or {}).get("configuration") or {}).get("CustomData")}
 

@@ -370,6 +370,17 @@ def test_glue_codebuild_registry_and_repository_exist(aws, pipeline_stack):
     aws.client("s3").put_object(Bucket=f"demo-data-{ACCOUNT}-us-east-1", Key="raw/x.csv", Body=b"a\n")
 
 
+def test_the_project_key_and_the_encrypted_approval_topic_answer_as_kms_and_sns_do(aws, pipeline_stack):
+    """The key policy is kept as KMS keeps it, JSON text: moto's CloudFormation kept the template's object, and
+    DescribeKey (which the approval notification's key check and CloudFormation's handlers call) failed."""
+    kms, sns = aws.client("kms"), aws.client("sns")
+    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":demo-approvals"))
+    key = sns.get_topic_attributes(TopicArn=topic)["Attributes"]["KmsMasterKeyId"]
+    assert kms.describe_key(KeyId=key)["KeyMetadata"]["Arn"] == key
+    policy = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
+    assert policy["Statement"]
+
+
 @pytest.mark.parametrize("logical_id, bucket", [("ArtifactBucket", "artifacts"), ("DataBucket", "data")])
 def test_the_template_bucket_properties_are_on_the_buckets(aws, pipeline_stack, logical_id, bucket):
     # moto's CloudFormation drops them; cloudformation.bucket_properties puts them on (the S3 source needs versions)

@@ -427,6 +427,7 @@ def install_models() -> dict[str, type[Provided]]:
             models.Stack.stack_resources = property(  # type: ignore[method-assign,assignment]
                 lambda stack: [r for r in stack.resource_map.values() if r is not None])
             _log_group_arn_as_cloudformation_returns()
+            _key_policy_as_json_text()
             for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
                 cached.cache_clear()  # moto caches the lists on first use
     return dict(_installed)
@@ -446,3 +447,23 @@ def _log_group_arn_as_cloudformation_returns() -> None:
         return f"{value}:*" if attribute_name == "Arn" else value
 
     LogGroup.get_cfn_attribute = get_cfn_attribute  # type: ignore[method-assign]
+
+
+def _key_policy_as_json_text() -> None:
+    """AWS::KMS::Key's KeyPolicy is a JSON object in a template, and KMS keeps a policy as its JSON text
+    (GetKeyPolicy answers a string); moto's CloudFormation stores the object as it is, and moto's own KMS
+    then fails on every request that reads it (DescribeKey: json.loads of a dict, a TypeError)."""
+    import json
+
+    from moto.kms.models import Key
+
+    create = Key.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create_from_cloudformation_json(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str,
+                                        region_name: str, **kwargs: Any) -> Any:
+        key = create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        if not isinstance(key.policy, str):
+            key.policy = json.dumps(key.policy)
+        return key
+
+    Key.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[assignment]
