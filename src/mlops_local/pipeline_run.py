@@ -42,6 +42,7 @@ STACK = f"{PROJECT}-pipeline"
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_APPROVAL_REJECTED = 0, 1, 3, 4
 AUTO_APPROVE_LINE = ("approvals are answered automatically (--auto-approve); "
                      "without it the run waits for `mlops-local approve`")
+ANSWER_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 # A prod update's canary bakes, then the full fleet bakes, then the old fleet is kept (endpoint.yaml). On AWS the
 # pipeline's defaults are 600 s / 300 s; a local run keeps the same steps, shortened.
 LOCAL_PROD_WAITS = {"ProdCanaryWaitSeconds": 3, "ProdTerminationWaitSeconds": 0}
@@ -232,7 +233,7 @@ def follow(local: LocalPipeline, pipeline: str, execution_id: str, say: Callable
                 if detail["status"] == "InProgress" and _is_approval(detail) and not answered_for_us \
                         and key not in told:
                     told.add(key)
-                    for line in how_to_answer(codepipeline, local.aws.url, pipeline, execution_id, *key):
+                    for line in how_to_answer(codepipeline, local.aws.environment(), pipeline, execution_id, *key):
                         view.say(line)
             execution = codepipeline.get_pipeline_execution(
                 pipelineName=pipeline, pipelineExecutionId=execution_id)["pipelineExecution"]
@@ -255,16 +256,20 @@ def _is_approval(detail: Mapping[str, Any]) -> bool:
     return ((detail.get("input") or {}).get("actionTypeId") or {}).get("category") == "Approval"
 
 
-def how_to_answer(codepipeline: Any, url: str, pipeline: str, execution_id: str, stage: str, action: str) -> list[str]:
-    """What to type to answer the waiting approval: mlops-local, and the aws CLI with its token."""
+def how_to_answer(codepipeline: Any, environment: Mapping[str, str], pipeline: str, execution_id: str, stage: str,
+                  action: str) -> list[str]:
+    """What to type to answer the waiting approval, in another shell: the stand-in's environment (endpoint,
+    region, the mlops-local user's keys), then mlops-local or the aws CLI with its token."""
     try:
         token = open_approval(codepipeline, pipeline, execution_id).token
     except NoOpenApproval:  # answered meanwhile: the CLI user reads it from get-pipeline-state
         token = "<token from aws codepipeline get-pipeline-state>"
+    exports = " ".join(f"{key}={environment[key]}" for key in ANSWER_ENVIRONMENT)
     return [f"{stage}/{action} waits for an answer (until the approval's timeout); in another shell:",
-            f"  AWS_ENDPOINT_URL={url} mlops-local approve {execution_id} --summary \"metrics reviewed\"",
-            f"  AWS_ENDPOINT_URL={url} mlops-local reject {execution_id} --summary \"why\"",
-            f"  or: AWS_ENDPOINT_URL={url} aws codepipeline put-approval-result --pipeline-name {pipeline} "
+            f"  export {exports}",
+            f"  mlops-local approve {execution_id} --summary \"metrics reviewed\"",
+            f"  mlops-local reject {execution_id} --summary \"why\"",
+            f"  or: aws codepipeline put-approval-result --pipeline-name {pipeline} "
             f"--stage-name {stage} --action-name {action} --token {token} "
             f"--result summary=reviewed,status=Approved   (status=Rejected to reject)"]
 

@@ -278,7 +278,16 @@ def approval(collected: Mapping[str, Any]) -> dict[str, Any] | None:
         status = ("Expired" if message.startswith(EXPIRED_PREFIX) else
                   "Rejected" if message.startswith("Rejected by") else "Failed")
     return {"stage": detail["stageName"], "action": detail["actionName"], "status": status, "summary": message,
-            "by": by, "custom_data": ((detail.get("input") or {}).get("configuration") or {}).get("CustomData")}
+            "by": by, "custom_data": _custom_data(detail.get("input") or {})}
+
+
+def _custom_data(action_input: Mapping[str, Any]) -> str | None:
+    """What the reviewer read: the resolved configuration (ListActionExecutions' input.resolvedConfiguration;
+    `configuration` keeps the #{...} as the pipeline declares them)."""
+    for key in ("resolvedConfiguration", "configuration"):
+        if (action_input.get(key) or {}).get("CustomData"):
+            return action_input[key]["CustomData"]
+    return None
 
 
 def _answered_by(state: Mapping[str, Any], detail: Mapping[str, Any]) -> str | None:

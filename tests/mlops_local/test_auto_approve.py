@@ -104,8 +104,10 @@ def test_without_the_watcher_follow_says_once_how_to_answer_and_keeps_waiting(st
     assert followed == ["Succeeded"]
     text = "\n".join(lines)
     assert text.count("Approve/Review waits for an answer") == 1
-    assert f"  AWS_ENDPOINT_URL={stand.aws.url} mlops-local approve {execution_id} --summary" in text
-    assert f"  AWS_ENDPOINT_URL={stand.aws.url} mlops-local reject {execution_id} --summary" in text
+    assert (f"  export AWS_ENDPOINT_URL={stand.aws.url} AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing "
+            "AWS_SECRET_ACCESS_KEY=testing") in text
+    assert f"  mlops-local approve {execution_id} --summary" in text
+    assert f"  mlops-local reject {execution_id} --summary" in text
     assert (f"aws codepipeline put-approval-result --pipeline-name auto-off --stage-name Approve "
             f"--action-name Review --token {token} --result summary=reviewed,status=Approved") in text
 

@@ -5,7 +5,12 @@ Small samples and few epochs keep each run to tens of seconds; the full data set
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +62,8 @@ def test_approved_registered_deployed_and_tested(tmp_path, sample):
         pipeline = "mlops-pipeline"
         state = aws_cli(local, "codepipeline", "get-pipeline-state", "--name", pipeline)
         seen["stages"] = {s["stageName"]: s["latestExecution"]["status"] for s in state["stageStates"]}
+        seen["served"] = {stage: endpoint_package(local, stage) for stage in ("dev", "prod")}
+        seen["prod"] = aws_cli(local, "sagemaker", "describe-endpoint", "--endpoint-name", "mlops-prod")
         packages = aws_cli(local, "sagemaker", "list-model-packages", "--model-package-group-name", "mlops-models")
         seen["packages"] = [(p["ModelPackageArn"], p["ModelApprovalStatus"])
                             for p in packages["ModelPackageSummaryList"]]
@@ -88,14 +95,19 @@ def test_approved_registered_deployed_and_tested(tmp_path, sample):
         counted["rows_in"], counted["quarantined"], counted["duplicates"])
     assert counted["duplicates"] > 0 and counted["quarantined"] > 0
     assert [s["name"] for s in summary["stages"]] == [
-        "Source", "Build", "DataAndFeatureEngineering", "Training", "Evaluation", "Deployment"]
+        "Source", "Build", "DataAndFeatureEngineering", "Training", "Evaluation", "Deployment", "Approval",
+        "Production"]
     build = next(s for s in summary["stages"] if s["name"] == "Build")
     assert all(a["message"].startswith("SKIPPED: no container engine")
                for a in build["actions"] if a["name"].startswith("Build"))
     timings = summary["timings"]
     assert timings["wall_seconds"] >= timings["job_seconds"] > 0
     # What the aws CLI says about the stand-in matches the run.
-    assert set(seen["stages"].values()) == {"Succeeded"} and len(seen["stages"]) == 6
+    assert set(seen["stages"].values()) == {"Succeeded"} and len(seen["stages"]) == 8
+    # dev and prod serve the one package the gate and the (automatic) approval let through.
+    assert seen["served"] == {"dev": summary["model_package_arn"], "prod": summary["model_package_arn"]}
+    assert seen["prod"]["EndpointStatus"] == "InService"
+    assert seen["prod"]["DataCaptureConfig"]["CurrentSamplingPercentage"] == 20
     assert seen["packages"] == [(summary["model_package_arn"], "Approved")]
     for key in ("etl/features.json", "etl/data-quality.json", "evaluation/evaluation.json", "model.tar.gz"):
         assert key in seen["keys"]
@@ -140,6 +152,49 @@ def test_rejected_model_stops_at_evaluation_and_is_recorded(tmp_path, sample):
     assert seen == {"statuses": ["Rejected"], "endpoints": []}
 
 
+def test_a_person_rejecting_the_prod_approval_stops_the_execution_before_prod(tmp_path, sample):
+    """Without --auto-approve the execution waits at ApproveForProd and the run says how to answer it; the
+    command it prints, run in another process, rejects it: the execution fails there, prod is never
+    deployed, dev keeps serving the model its test passed, and the run exits 4."""
+    said: list[str] = []
+    answered: dict = {}
+
+    def reject(exports: str, command: str) -> None:
+        env = {**os.environ, **dict(pair.split("=", 1) for pair in exports.split()),
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        argv = shlex.split(command.replace('"why"', '"the bias review is not done"'))
+        answered["done"] = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    def say(line) -> None:
+        said.append(str(line))
+        if str(line).strip().startswith("mlops-local reject "):
+            exports = next(s for s in reversed(said) if s.strip().startswith("export ")).strip()[len("export "):]
+            threading.Thread(target=reject, args=(exports, str(line).strip()), daemon=True).start()
+
+    def inspect(local, summary):
+        seen["served"] = endpoint_package(local, "dev")
+        seen["prod"] = [e["EndpointName"] for e in local.aws.client("sagemaker").list_endpoints()["Endpoints"]
+                        if e["EndpointName"] == "mlops-prod"]
+
+    seen: dict = {}
+    options = PipelineOptions(source_root=ROOT, data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
+                              quality_threshold=5000, hyperparameters=FAST, auto_approve=False)
+    code, summary = run_pipeline(options, say=say, before_close=inspect)
+    assert answered["done"].returncode == 0, answered["done"].stderr
+    assert answered["done"].stdout.startswith("Rejected mlops-pipeline/Approval/ApproveForProd")
+    assert code == 4, json.dumps(summary, indent=2)
+    assert summary["approval"]["status"] == "Rejected"
+    assert summary["approval"]["summary"].endswith("the bias review is not done")
+    assert summary["approval"]["by"] == "arn:aws:iam::123456789012:user/mlops-local"
+    stages = {s["name"]: s["status"] for s in summary["stages"]}
+    assert (stages["Deployment"], stages["Approval"], stages["Production"]) == ("Succeeded", "Failed", "Skipped")
+    assert summary["endpoint_test"]["passed"] and summary["endpoints"]["prod"] is None
+    assert seen == {"served": summary["model_package_arn"], "prod": []}
+    custom = summary["approval"]["custom_data"]
+    assert custom.startswith(f"Promote {summary['model_package_arn']} to prod? RMSE ")
+    assert "#{" not in custom and "Dev endpoint test passed: " in custom
+
+
 def test_config_naming_a_missing_column_fails_at_the_etl(tmp_path, sample):
     """The ETL's own check, as on AWS where no preflight runs (the CLI's is in test_preflight.py)."""
     config = tmp_path / "bad.yaml"
@@ -150,7 +205,8 @@ def test_config_naming_a_missing_column_fails_at_the_etl(tmp_path, sample):
     summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
     etl = next(s for s in summary["stages"] if s["name"] == "DataAndFeatureEngineering")
     assert etl["status"] == "Failed" and "'weight'" in etl["actions"][-1]["message"]
-    later = [s for s in summary["stages"] if s["name"] in ("Training", "Evaluation", "Deployment")]
+    later = [s for s in summary["stages"] if s["name"] in ("Training", "Evaluation", "Deployment", "Approval",
+                                                           "Production")]
     assert all(s["status"] == "Skipped" for s in later)
 
 
@@ -161,7 +217,7 @@ def test_bad_arguments_exit_1(tmp_path, capsys):
 
 def test_another_data_set_runs_through_the_pipeline(tmp_path):
     data, config = write_houses(tmp_path)
-    code = main(["run", "--runs-dir", str(tmp_path / "runs"), "--json", "--data", str(data),
+    code = main(["run", "--auto-approve", "--runs-dir", str(tmp_path / "runs"), "--json", "--data", str(data),
                  "--dataset-config", str(config), "-H", "epochs=40"])
     summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
     assert code == 0, json.dumps(summary, indent=2)
@@ -199,7 +255,7 @@ def test_two_executions_started_together_keep_their_data_apart(tmp_path, sample)
         seen["ids"] = ids
         # A worse challenger (one epoch) within the threshold: the champion gate rejects it, and the endpoint
         # keeps serving the champion, the package of the execution before it.
-        served = endpoint_package(local)
+        served = {stage: endpoint_package(local, stage) for stage in ("dev", "prod")}
         worse = codepipeline.start_pipeline_execution(name="mlops-pipeline", variables=[
             {"name": "QualityThreshold", "value": "5000"},
             {"name": "TrainingHyperparameters", "value": json.dumps({**FAST, "epochs": "1"})}])["pipelineExecutionId"]
@@ -208,8 +264,9 @@ def test_two_executions_started_together_keep_their_data_apart(tmp_path, sample)
                                                       filter={"pipelineExecutionId": worse})["actionExecutionDetails"]
         gate = next(d for d in details if d["actionName"] == "MonitorEvaluation")
         seen["gate"] = gate["output"]["executionResult"]["errorDetails"]["message"]
-        seen["deployed"] = sorted(d["actionName"] for d in details if d["stageName"] == "Deployment")
-        seen["served"] = (served, endpoint_package(local))
+        seen["deployed"] = sorted(d["actionName"] for d in details
+                                  if d["stageName"] in ("Deployment", "Approval", "Production"))
+        seen["served"] = (served, {stage: endpoint_package(local, stage) for stage in ("dev", "prod")})
         packages = local.aws.client("sagemaker").list_model_packages(
             ModelPackageGroupName="mlops-models", SortBy="CreationTime", SortOrder="Descending")
         seen["newest"] = packages["ModelPackageSummaryList"][0]["ModelApprovalStatus"]
@@ -220,7 +277,10 @@ def test_two_executions_started_together_keep_their_data_apart(tmp_path, sample)
     assert code == 0
     assert seen["worse"] == "Failed" and seen["gate"].startswith("Model REJECTED: RMSE ")
     assert "champion" in seen["gate"] and seen["deployed"] == [] and seen["newest"] == "Rejected"
-    assert seen["served"][0] == seen["served"][1] and seen["served"][0].startswith("arn:aws:sagemaker:")
+    # Both endpoints stay on the champion: the package of the last approved execution, in dev and in prod.
+    assert seen["served"][0] == seen["served"][1]
+    assert seen["served"][0]["dev"] == seen["served"][0]["prod"]
+    assert seen["served"][0]["prod"].startswith("arn:aws:sagemaker:")
     first, second = (seen[i] for i in seen["ids"])
     assert seen["statuses"] == ["Succeeded", "Succeeded"]
     assert first["etl"] and first["evaluation"] and second["etl"] and second["evaluation"]
@@ -228,7 +288,14 @@ def test_two_executions_started_together_keep_their_data_apart(tmp_path, sample)
     assert (first["threshold"], second["threshold"]) == ("5000", "4000")
 
 
-def endpoint_package(local) -> str:
-    """The model package the dev endpoint stack serves (its ModelPackageArn parameter)."""
-    stack = local.aws.client("cloudformation").describe_stacks(StackName="mlops-endpoint-dev")["Stacks"][0]
-    return next(p["ParameterValue"] for p in stack["Parameters"] if p["ParameterKey"] == "ModelPackageArn")
+def endpoint_package(local, stage: str) -> str:
+    """The model package the stage's endpoint serves: its config in service -> the model -> the package, which
+    is also what its stack was last deployed with (a rolled-back update would leave the two apart)."""
+    sagemaker = local.aws.client("sagemaker")
+    endpoint = sagemaker.describe_endpoint(EndpointName=f"mlops-{stage}")
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    stack = local.aws.client("cloudformation").describe_stacks(StackName=f"mlops-endpoint-{stage}")["Stacks"][0]
+    declared = next(p["ParameterValue"] for p in stack["Parameters"] if p["ParameterKey"] == "ModelPackageArn")
+    assert model["PrimaryContainer"]["ModelPackageName"] == declared, (stage, endpoint["EndpointConfigName"])
+    return declared
