@@ -94,6 +94,7 @@ class ActionRun:
             "pipelineExecutionId": pipeline_execution_id, "actionExecutionId": self.id,
             "pipelineVersion": self.pipeline_version, "stageName": self.stage, "actionName": self.action,
             "startTime": self.started, "lastUpdateTime": self.updated, "status": self.status,
+            "updatedBy": self.updated_by,
             "input": {"actionTypeId": decl["actionTypeId"], "configuration": dict(decl.get("configuration") or {}),
                       "resolvedConfiguration": dict(self.resolved), "roleArn": decl.get("roleArn"),
                       "region": decl.get("region") or self.region,

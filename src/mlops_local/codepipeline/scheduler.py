@@ -100,6 +100,7 @@ class Scheduler:
         with self.store.lock:
             execution.status, execution.summary, execution.updated = status, summary, now()
         execution.done.set()
+        self.runtime.changes.notify()
         logger.info("pipeline %s: execution %s %s%s", execution.pipeline, execution.id, status,
                     f": {summary}" if summary else "")
 
@@ -223,6 +224,7 @@ class Scheduler:
             run.external_url = external_url or run.external_url
             if status == "Succeeded":
                 run.percent = None
+        self.runtime.changes.notify()  # a follower sees the action end at once, not at its next look
         logger.info("action %s/%s: %s%s", run.stage, run.action, status,
                     f": {run.summary}" if run.summary else "")
 
@@ -256,6 +258,7 @@ class Scheduler:
                 run.external_id = run.token
             else:
                 run.token_visible = True
+        self.runtime.changes.notify()  # who waits for approvals (mlops-local run's watcher, follow) looks now
         return approval
 
     def _artifact_store(self, pipeline: Mapping[str, Any]) -> dict[str, Any]:
