@@ -12,10 +12,13 @@ import logging
 import threading
 from typing import Any, Callable
 
+from mlops_local import moto_access
 from mlops_local.moto_access import backend
 from mlops_local.cloudformation.stack_requests import (
     alarm_request, bucket_policy_request, job_request, model_package_group_request, pipeline_request, project_request,
-    repository_request, security_configuration_request)
+    repository_request, scalable_target_id, scalable_target_request, scaling_policy_request,
+    security_configuration_request, target_key)
+from mlops_local.gateway import AwsError
 
 logger = logging.getLogger(__name__)
 
@@ -394,9 +397,178 @@ def _query(metric: Any) -> Any:
                            metric_stat=metric_stat)
 
 
+class _ReplacedOnCreateOnly(Provided):
+    """A type without a name property: moto draws a new generated name on every update, which Provided reads as
+    a replacement. These are replaced only when a createOnlyProperties member of their registry schema changes."""
+    CREATE_ONLY: tuple[str, ...] = ()
+
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource: Provided, new_resource_name: str,
+                                        cloudformation_json: dict[str, Any], account_id: str,
+                                        region_name: str) -> Provided:
+        props = cloudformation_json.get("Properties", {})
+        before = original_resource.attributes.get("Properties", {})
+        if any(props.get(name) != before.get(name) for name in cls.CREATE_ONLY):
+            attributes = cls.create(original_resource.name, props, account_id, region_name)  # new first, as AWS
+            cls.remove(original_resource.name, original_resource.attributes, account_id, region_name)
+        else:
+            attributes = cls.update(original_resource, props, account_id, region_name)
+        return cls(original_resource.name, attributes, account_id, region_name)
+
+
+# What DescribeScalableTargets shows as RoleARN when RegisterScalableTarget names none: the service-linked role
+# Application Auto Scaling creates for the namespace (Application Auto Scaling User Guide, "Service-linked roles").
+SERVICE_LINKED_ROLES = {"sagemaker": "aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
+                                     "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"}
+
+
+class ScalableTargetModel(_ReplacedOnCreateOnly):
+    """RegisterScalableTarget in moto's Application Auto Scaling. Ref and GetAtt Id are the generated id
+    <ResourceId>|<ScalableDimension>|<ServiceNamespace> (stack_requests.scalable_target_id); an update registers
+    again (RegisterScalableTarget on a registered target updates it: API reference); ResourceId,
+    ScalableDimension and ServiceNamespace are createOnlyProperties (a change replaces the target); delete is
+    DeregisterScalableTarget, which also deletes the target's scaling policies and scheduled actions
+    (DeregisterScalableTarget API reference), and finds nothing to do once the target is gone."""
+    TYPE, NAME_PROPERTY, REF, ATTRIBUTES = "AWS::ApplicationAutoScaling::ScalableTarget", "", "Id", ("Id",)
+    CREATE_ONLY = ("ResourceId", "ScalableDimension", "ServiceNamespace")
+
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        r = scalable_target_request(props)
+        resource_id, dimension, _ = target_key(r)
+        if resource_id in backend("applicationautoscaling", account_id, region_name).targets.get(dimension, {}):
+            # A create handler fails on a primary identifier that exists (CloudFormation's AlreadyExists).
+            raise AwsError("AlreadyExists", f"Resource of type '{cls.TYPE}' with identifier "
+                                            f"'{scalable_target_id(r)}' already exists.")
+        _register(r, account_id, region_name)
+        return {"Id": scalable_target_id(r), "Properties": props}
+
+    @classmethod
+    def update(cls, original: Provided, props: dict[str, Any], account_id: str,
+               region_name: str) -> dict[str, Any]:
+        r = scalable_target_request(props)
+        _register(r, account_id, region_name)
+        return {"Id": scalable_target_id(r), "Properties": props}
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        if "Id" not in attributes:
+            logger.warning("%s %s: no id recorded, nothing deregistered", cls.TYPE, name)
+            return
+        resource_id, dimension, namespace = attributes["Id"].split("|")
+        scaling = backend("applicationautoscaling", account_id, region_name)
+        if resource_id not in scaling.targets.get(dimension, {}):
+            return  # gone already: a delete handler's NotFound is a successful delete
+        key = (resource_id, dimension, namespace)
+        for policy in [p for p in scaling.policies.values()
+                       if (p.resource_id, p.scalable_dimension, p.service_namespace) == key]:
+            scaling.delete_scaling_policy(policy.policy_name, namespace, resource_id, dimension)
+        scaling.scheduled_actions = [a for a in scaling.scheduled_actions if (
+            a.resource_id, a.scalable_dimension, a.service_namespace) != (resource_id, dimension, namespace)]
+        scaling.deregister_scalable_target(namespace, resource_id, dimension)
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        return False  # the generated name does not say which target: Stacks.apply registers again (idempotent)
+
+
+def _register(r: dict[str, Any], account_id: str, region_name: str) -> None:
+    """RegisterScalableTarget as Application Auto Scaling checks it, then moto's register_scalable_target."""
+    from moto.utilities.utils import get_partition
+
+    resource_id, dimension, namespace = target_key(r)
+    low, high = r.get("MinCapacity"), r.get("MaxCapacity")
+    if low is not None and high is not None and low > high:
+        # Our wording (the service's exact text was not found); the rule is the API's: MinCapacity "must be
+        # equal to or less than" MaxCapacity (SageMaker Developer Guide, "Register a model").
+        raise AwsError("ValidationException", f"Minimum capacity {low} cannot be greater than maximum capacity "
+                                              f"{high} for scalable target {resource_id}")
+    if dimension == "sagemaker:variant:DesiredInstanceCount":
+        _sagemaker_variant(resource_id, low, account_id, region_name)
+    scaling = backend("applicationautoscaling", account_id, region_name)
+    role = r.get("RoleARN") or (f"arn:{get_partition(region_name)}:iam::{account_id}:role/"
+                                f"{SERVICE_LINKED_ROLES[namespace]}" if namespace in SERVICE_LINKED_ROLES else None)
+    with moto_access.aws_errors():
+        target = scaling.register_scalable_target(namespace, resource_id, dimension, low, high, role,
+                                                  r.get("SuspendedState"))
+    target.role_arn = role
+
+
+def _sagemaker_variant(resource_id: str, low: int | None, account_id: str, region_name: str) -> None:
+    """Application Auto Scaling refuses a SageMaker variant that does not exist, and a minimum below 1 for an
+    endpoint variant ("This value must be set to at least 1": SageMaker Developer Guide, "Register a model");
+    moto checks neither. The messages are ours: the service's exact texts were not found."""
+    parts = resource_id.split("/")
+    if len(parts) != 4 or parts[0] != "endpoint" or parts[2] != "variant":
+        raise AwsError("ValidationException", f"Unsupported resource ID {resource_id}: a SageMaker endpoint variant "
+                                              "is endpoint/<endpoint name>/variant/<variant name>")
+    endpoint = backend("sagemaker", account_id, region_name).endpoints.get(parts[1])
+    variants = [v.get("VariantName") for v in getattr(endpoint, "production_variants", None) or []]
+    if parts[3] not in variants:
+        raise AwsError("ValidationException", f"The SageMaker endpoint variant {resource_id} does not exist")
+    if low is not None and low < 1:
+        raise AwsError("ValidationException", f"Minimum capacity {low} of {resource_id} must be at least 1")
+
+
+class ScalingPolicyModel(_ReplacedOnCreateOnly):
+    """PutScalingPolicy in moto's Application Auto Scaling. Ref and GetAtt Arn are the policy's ARN
+    (AWS::ApplicationAutoScaling::ScalingPolicy return values; the schema's primaryIdentifier is Arn with
+    ScalableDimension); an update puts it again and keeps its ARN (moto draws a new one); PolicyName and the
+    target are createOnlyProperties. Target tracking's own alarms are what moto makes: none for SageMaker."""
+    TYPE, NAME_PROPERTY, REF, ATTRIBUTES = "AWS::ApplicationAutoScaling::ScalingPolicy", "", "Arn", ("Arn",)
+    CREATE_ONLY = ("PolicyName", "ServiceNamespace", "ResourceId", "ScalableDimension", "ScalingTargetId")
+
+    @classmethod
+    def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
+        r = scaling_policy_request(props)
+        policy = _put_policy(r, account_id, region_name)
+        return {"Arn": policy.policy_arn, "Properties": props, "Key": [r["PolicyName"], *target_key(r)]}
+
+    @classmethod
+    def update(cls, original: Provided, props: dict[str, Any], account_id: str,
+               region_name: str) -> dict[str, Any]:
+        r = scaling_policy_request(props)
+        policy = _put_policy(r, account_id, region_name)
+        policy.policy_arn = original.attributes["Arn"]
+        return {**original.attributes, "Properties": props}
+
+    @classmethod
+    def remove(cls, name: str, attributes: dict[str, Any], account_id: str, region_name: str) -> None:
+        if "Key" not in attributes:
+            logger.warning("%s %s: no key recorded, nothing deleted", cls.TYPE, name)
+            return
+        policy_name, resource_id, dimension, namespace = attributes["Key"]
+        scaling = backend("applicationautoscaling", account_id, region_name)
+        key = "\t".join((namespace, resource_id, dimension, policy_name))  # moto's policy key
+        if key in scaling.policies:  # else gone with its target (DeregisterScalableTarget): deleted already
+            scaling.delete_scaling_policy(policy_name, namespace, resource_id, dimension)
+
+    @classmethod
+    def exists(cls, name: str, account_id: str, region_name: str) -> bool:
+        return False  # as ScalableTargetModel: PutScalingPolicy again is idempotent
+
+
+def _put_policy(r: dict[str, Any], account_id: str, region_name: str) -> Any:
+    """PutScalingPolicy on a registered target (moto puts it on any): ObjectNotFoundException as the service
+    answers ("No scalable target registered for service namespace: rds, resource ID: cluster:test-cluster, scalable
+    dimension: rds:cluster:ReadReplicaCount", quoted from the AWS CLI's output)."""
+    resource_id, dimension, namespace = target_key(r)
+    scaling = backend("applicationautoscaling", account_id, region_name)
+    if resource_id not in scaling.targets.get(dimension, {}):
+        raise AwsError("ObjectNotFoundException", f"No scalable target registered for service namespace: {namespace}, "
+                                                  f"resource ID: {resource_id}, scalable dimension: {dimension}")
+    body = r.get("TargetTrackingScalingPolicyConfiguration") or r.get("StepScalingPolicyConfiguration") or {}
+    if r.get("PredictiveScalingPolicyConfiguration"):
+        raise ValueError(f"{ScalingPolicyModel.TYPE}: PredictiveScalingPolicyConfiguration not modelled by the "
+                         "stand-in")
+    with moto_access.aws_errors():
+        return scaling.put_scaling_policy(r["PolicyName"], namespace, resource_id, dimension, body,
+                                          r.get("PolicyType"))
+
+
 PROVIDED: tuple[type[Provided], ...] = (PipelineModel, ProjectModel, RepositoryModel, GlueJobModel,
                                         GlueSecurityConfigurationModel, ModelPackageGroupModel,
-                                        BucketPolicyModel, AlarmModel)
+                                        BucketPolicyModel, AlarmModel, ScalableTargetModel, ScalingPolicyModel)
 _installed: dict[str, type[Provided]] = {}
 _installed_lock = threading.Lock()
 
@@ -428,6 +600,7 @@ def install_models() -> dict[str, type[Provided]]:
                 lambda stack: [r for r in stack.resource_map.values() if r is not None])
             _log_group_arn_as_cloudformation_returns()
             _key_policy_as_json_text()
+            _endpoint_named_by_its_property()
             for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
                 cached.cache_clear()  # moto caches the lists on first use
     return dict(_installed)
@@ -447,6 +620,16 @@ def _log_group_arn_as_cloudformation_returns() -> None:
         return f"{value}:*" if attribute_name == "Arn" else value
 
     LogGroup.get_cfn_attribute = get_cfn_attribute  # type: ignore[method-assign]
+
+
+def _endpoint_named_by_its_property() -> None:
+    """moto's CloudFormation names every SageMaker endpoint itself (<stack>-Endpoint-<random>); CloudFormation uses
+    the EndpointName property when given (Template Reference, AWS::SageMaker::Endpoint), and a scalable target names
+    the endpoint by it (endpoint/<EndpointName>/variant/<variant>). sagemaker.endpoints sets the same when its
+    component registers; here stacks get it without local endpoints too."""
+    from moto.sagemaker.models import FakeEndpoint
+
+    FakeEndpoint.cloudformation_name_type = staticmethod(lambda: "EndpointName")  # type: ignore[method-assign]
 
 
 def _key_policy_as_json_text() -> None:

@@ -122,3 +122,60 @@ def alarm_request(name: str, props: dict[str, Any]) -> dict[str, Any]:
     if unmodelled:
         raise ValueError(f"AWS::CloudWatch::Alarm {name}: {', '.join(unmodelled)} not modelled by the stand-in")
     return api_request("cloudwatch", "PutMetricAlarm", {**without(props, "AlarmName"), "AlarmName": name})
+
+
+# -- Application Auto Scaling (registry schemas AWS::ApplicationAutoScaling::ScalableTarget / ::ScalingPolicy, as
+# cfn-lint ships them). The properties are the API's parameters by the same names and shapes, but for the ones
+# below: ScheduledActions are PutScheduledAction calls of their own and Tags a [{Key, Value}] list where the API
+# takes a map; neither is used by this project's templates, so both are refused rather than dropped.
+TARGET_PROPERTIES_NOT_MODELLED = ("ScheduledActions", "Tags")
+SCALING = "application-autoscaling"
+
+
+def scalable_target_request(props: dict[str, Any]) -> dict[str, Any]:
+    """RegisterScalableTarget. MinCapacity and MaxCapacity are optional in the API (an update may leave them)
+    but required by the schema ("required": ResourceId, ServiceNamespace, ScalableDimension, MinCapacity,
+    MaxCapacity): a template without them fails as CloudFormation's validation fails it."""
+    unmodelled = sorted(set(props) & set(TARGET_PROPERTIES_NOT_MODELLED))
+    if unmodelled:
+        raise ValueError(f"AWS::ApplicationAutoScaling::ScalableTarget: {', '.join(unmodelled)} not modelled by "
+                         "the stand-in")
+    missing = [name for name in ("MinCapacity", "MaxCapacity") if name not in props]
+    if missing:
+        raise ValueError(f"Properties validation failed for resource of type AWS::ApplicationAutoScaling::"
+                         f"ScalableTarget: #: required key [{missing[0]}] not found")
+    return api_request(SCALING, "RegisterScalableTarget", dict(props))
+
+
+def target_key(request: dict[str, Any]) -> tuple[str, str, str]:
+    """(ResourceId, ScalableDimension, ServiceNamespace): the target's primaryIdentifier in the registry schema."""
+    return request["ResourceId"], request["ScalableDimension"], request["ServiceNamespace"]
+
+
+def scalable_target_id(request: dict[str, Any]) -> str:
+    """What Ref (and GetAtt Id) of a ScalableTarget returns: the CloudFormation-generated id, the primary
+    identifier joined by "|" (CloudFormation Template Reference, AWS::ApplicationAutoScaling::ScalableTarget,
+    Return values: "service/ecsStack-MyECSCluster-AB12CDE3F4GH/ecsStack-MyECSService-AB12CDE3F4GH|
+    ecs:service:DesiredCount|ecs"). ScalingPolicy's ScalingTargetId takes this value."""
+    return "|".join(target_key(request))
+
+
+def scaling_policy_request(props: dict[str, Any]) -> dict[str, Any]:
+    """PutScalingPolicy. The target is named by ScalingTargetId, or by ResourceId + ScalableDimension +
+    ServiceNamespace, "but not both" (AWS::ApplicationAutoScaling::ScalingPolicy, ScalingTargetId; the schema's
+    dependentRequired: ResourceId needs the other two)."""
+    body = without(props, "ScalingTargetId")
+    named = [name for name in ("ResourceId", "ScalableDimension", "ServiceNamespace") if name in props]
+    if "ScalingTargetId" in props:
+        if named:
+            raise ValueError("AWS::ApplicationAutoScaling::ScalingPolicy: specify either ScalingTargetId or "
+                             f"ResourceId, ScalableDimension and ServiceNamespace, not both ({', '.join(named)} given)")
+        parts = str(props["ScalingTargetId"]).split("|")
+        if len(parts) != 3:
+            raise ValueError(f"AWS::ApplicationAutoScaling::ScalingPolicy: ScalingTargetId {props['ScalingTargetId']!r}"
+                             " is not a scalable target's id (<ResourceId>|<ScalableDimension>|<ServiceNamespace>)")
+        body.update(zip(("ResourceId", "ScalableDimension", "ServiceNamespace"), parts))
+    elif len(named) != 3:
+        raise ValueError("AWS::ApplicationAutoScaling::ScalingPolicy: specify either ScalingTargetId or all of "
+                         "ResourceId, ScalableDimension and ServiceNamespace")
+    return api_request(SCALING, "PutScalingPolicy", body)
