@@ -1,9 +1,21 @@
-"""RegisterModel: put the approved candidate into the SageMaker Model Registry.
+"""RegisterModel: put the candidate the evaluation gate approved into the SageMaker Model Registry.
+
+The package records two decisions apart. The gate's verdict is in CustomerMetadataProperties
+(Decision=APPROVED, the scores and the reason); the person's is the ModelApprovalStatus. The package is
+registered PendingManualApproval (the default of UserParameters 'approval_status') before the dev
+endpoint and the manual approval, and only PromoteModel (lambdas.promote), the Production stage's first
+action after a person approved, sets it Approved. So a person who rejects promotion leaves a Pending
+package, never the next champion (SubmitEvaluation's champion is the group's newest Approved package);
+the latest package stays PendingManualApproval until an explicit approval decision, as SageMaker
+project templates and governance checks expect. 'approval_status': "Approved" keeps the old flow (no
+manual approval) for a pipeline that has none.
 
 One model package per (model package group, pipeline execution). A retried invocation finds the
 package it made before: it first looks in the group for a package whose customer metadata carries
 this execution id, and CreateModelPackage carries a ClientToken derived from the same id, so even
-two concurrent attempts end with one package. Exports `ModelPackageArn`.
+two concurrent attempts end with one package. The package it finds may be Pending or, once promoted,
+Approved: both are this action's work and it reports the package again; a Rejected one fails.
+Exports `ModelPackageArn`.
 
 UserParameters (JSON):
     execution_id         "#{codepipeline.PipelineExecutionId}"
@@ -16,11 +28,13 @@ UserParameters (JSON):
                          {"Rmse": "#{Evaluation.Rmse}", "ChampionRmse": ..., "DecisionReason": ...}; keys
                          are lambdas.sagemaker_jobs.GATE_KEYS, recorded as they are in CustomerMetadataProperties
     description          optional free text (default names the execution)
+    approval_status      optional, "PendingManualApproval" (default: a person decides, PromoteModel
+                         approves) or "Approved" (no manual approval in the pipeline)
 
 The evaluation monitor registers REJECTED candidates itself (status Rejected, with the same gate record);
-this action only ever registers Approved ones.
+this action only ever registers ones the gate approved.
 
-What an Approved package references outlives the execution that made it. The data bucket expires
+What a registered package references outlives the execution that made it. The data bucket expires
 runs/ after RunRetentionDays and the image repository keeps only its newest images, yet a live
 endpoint (scale-out, instance replacement) and any rollback read the package's model data and image
 again, months later. So before registering, the worker
@@ -56,7 +70,13 @@ SCHEMA = {
     "source_commits": Param(dict, required=False, default=None),
     "gate": Param(dict, required=False, default=None),
     "description": Param(str, required=False, default=None),
+    "approval_status": Param(str, required=False, default="PendingManualApproval"),
 }
+# Statuses this action may register with; Rejected is the evaluation monitor's (CreateModelPackage's
+# ModelApprovalStatus enum: Approved | Rejected | PendingManualApproval).
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved")
+# An earlier attempt's package in one of these is this action's work (Approved: promoted since).
+REGISTERED_STATUSES = ("PendingManualApproval", "Approved")
 
 # CPU instances the TensorFlow inference image serves well on; the deploy config's instance_type
 # (default ml.m5.large) should be one of these.
@@ -130,21 +150,22 @@ def register(job: JobEvent, *, sagemaker: AwsClient = None, s3: AwsClient = None
     existing = find_package(sagemaker, group, execution_id)
     if existing is not None:
         arn, status = existing["ModelPackageArn"], existing.get("ModelApprovalStatus")
-        if status != "Approved":
+        if status not in REGISTERED_STATUSES:
             raise JobFailed(f"model package {arn} in group '{group}' for pipeline execution {execution_id} "
-                            f"is {status}, not Approved; this execution's candidate was not approved "
-                            "(see the evaluation action), so it is not registered again")
-        logger.info("job %s: model package %s already registered for execution %s", job.job_id, arn,
+                            f"is {status}, not PendingManualApproval or Approved; this execution's candidate was "
+                            "not approved (see the evaluation action), so it is not registered again")
+        logger.info("job %s: model package %s already registered (%s) for execution %s", job.job_id, arn, status,
                     execution_id)
-        return Done(f"Model package {arn} was already registered (Approved) for execution {execution_id}",
+        return Done(f"Model package {arn} was already registered ({status}) for execution {execution_id}",
                     {"ModelPackageArn": arn})
 
     protect(job, protection, s3=s3 or client("s3"), ecr=ecr or client("ecr"))
     logger.info("job %s: registering model %s in group '%s' for execution %s", job.job_id,
                 protection.protected(params["model_data_uri"]), group, execution_id)
     arn = sagemaker.create_model_package(**request)["ModelPackageArn"]
-    logger.info("job %s: registered model package %s", job.job_id, arn)
-    return Done(f"Registered model package {arn} (Approved) in group '{group}' for execution {execution_id}",
+    status = request["ModelApprovalStatus"]
+    logger.info("job %s: registered model package %s (%s)", job.job_id, arn, status)
+    return Done(f"Registered model package {arn} ({status}) in group '{group}' for execution {execution_id}",
                 {"ModelPackageArn": arn})
 
 
@@ -152,9 +173,14 @@ def package_request(params: Mapping[str, Any], protection: Protection) -> dict[s
     """The CreateModelPackage request for validated UserParameters: it names the protected copies."""
     group = _group(params["model_package_group"])
     execution_id = params["execution_id"]
+    status = params["approval_status"]
+    if status not in APPROVAL_STATUSES:
+        raise ConfigurationError(f"UserParameters 'approval_status' {status!r} is not one of "
+                                 f"{list(APPROVAL_STATUSES)}; PendingManualApproval leaves the decision to a person "
+                                 "(PromoteModel approves), Rejected candidates are registered by the evaluation action")
     description = params["description"]
     if description is None:
-        description = f"Approved by pipeline execution {execution_id}"
+        description = f"Approved by the evaluation gate of pipeline execution {execution_id}"
     if len(description) > MAX_DESCRIPTION:
         raise ConfigurationError(f"UserParameters 'description' is {len(description)} characters "
                                  f"(SageMaker allows {MAX_DESCRIPTION})")
@@ -171,7 +197,7 @@ def package_request(params: Mapping[str, Any], protection: Protection) -> dict[s
         },
         "ModelMetrics": {"ModelQuality": {"Statistics": {
             "ContentType": "application/json", "S3Uri": protection.protected(params["evaluation_uri"])}}},
-        "ModelApprovalStatus": "Approved",
+        "ModelApprovalStatus": status,
         "CustomerMetadataProperties": metadata(execution_id, params["source_commits"], params["gate"]),
         "ClientToken": client_token(group, execution_id),
     }

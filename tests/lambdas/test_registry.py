@@ -1,5 +1,6 @@
-"""RegisterModel: one Approved package per execution, found again on a retry, set-up mistakes named;
-what the package references is copied out of the expiring runs/ prefix and its image tagged to be kept."""
+"""RegisterModel: one package per execution, PendingManualApproval until a person approves (PromoteModel),
+found again on a retry, set-up mistakes named; what the package references is copied out of the expiring
+runs/ prefix and its image tagged to be kept."""
 from __future__ import annotations
 
 import json
@@ -110,7 +111,7 @@ def invoke(codepipeline_client, sagemaker_client, params=PARAMS, aws=None):
 def expected_request(**overrides):
     request = {
         "ModelPackageGroupName": GROUP,
-        "ModelPackageDescription": f"Approved by pipeline execution {EXECUTION}",
+        "ModelPackageDescription": f"Approved by the evaluation gate of pipeline execution {EXECUTION}",
         "InferenceSpecification": {
             "Containers": [{"Image": IMAGE, "ModelDataUrl": KEPT_MODEL}],
             "SupportedContentTypes": ["text/csv", "application/json"],
@@ -120,7 +121,7 @@ def expected_request(**overrides):
         },
         "ModelMetrics": {"ModelQuality": {"Statistics": {"ContentType": "application/json",
                                                          "S3Uri": KEPT_EVALUATION}}},
-        "ModelApprovalStatus": "Approved",
+        "ModelApprovalStatus": "PendingManualApproval",
         "CustomerMetadataProperties": {"ExecutionId": EXECUTION, "Decision": "APPROVED",
                                        "Commit.EtlSource": COMMITS["EtlSource"],
                                        "Commit.ModelSource": COMMITS["ModelSource"]},
@@ -130,9 +131,10 @@ def expected_request(**overrides):
     return request
 
 
-def test_registers_an_approved_package(codepipeline, aws):
+def test_registers_a_package_pending_the_persons_approval(codepipeline, aws):
+    """The gate's verdict is the metadata's Decision; the status waits for the person (PromoteModel)."""
     cp, stub = codepipeline
-    expect_success(stub, f"Registered model package {ARN}/1 (Approved) in group '{GROUP}' "
+    expect_success(stub, f"Registered model package {ARN}/1 (PendingManualApproval) in group '{GROUP}' "
                          f"for execution {EXECUTION}", f"{ARN}/1")
     result = invoke(cp, aws.sagemaker, aws=aws)
 
@@ -142,8 +144,12 @@ def test_registers_an_approved_package(codepipeline, aws):
                                "SortOrder": "Descending", "MaxResults": 50}
     assert aws.request("CreateModelPackage") == expected_request()
     package = aws.sagemaker.describe_model_package(ModelPackageName=f"{ARN}/1")
-    assert package["ModelApprovalStatus"] == "Approved"
+    assert package["ModelApprovalStatus"] == "PendingManualApproval"
     assert package["CustomerMetadataProperties"]["ExecutionId"] == EXECUTION
+    assert package["CustomerMetadataProperties"]["Decision"] == "APPROVED"
+    # not the champion yet: SubmitEvaluation asks for the newest Approved package
+    assert aws.sagemaker.list_model_packages(ModelPackageGroupName=GROUP,
+                                             ModelApprovalStatus="Approved")["ModelPackageSummaryList"] == []
     assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == KEPT_MODEL
     assert package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == KEPT_EVALUATION
 
@@ -204,8 +210,8 @@ def test_the_gate_record_goes_into_the_package_metadata(codepipeline, aws):
 def test_a_retry_finds_the_package_instead_of_registering_twice(codepipeline, aws):
     cp, stub = codepipeline
     expect_success(stub, ANY, f"{ARN}/1")
-    expect_success(stub, f"Model package {ARN}/1 was already registered (Approved) for execution {EXECUTION}",
-                   f"{ARN}/1")
+    expect_success(stub, f"Model package {ARN}/1 was already registered (PendingManualApproval) for execution "
+                         f"{EXECUTION}", f"{ARN}/1")
     first = invoke(cp, aws.sagemaker, aws=aws)
     aws.calls.clear()
     second = invoke(cp, aws.sagemaker, aws=aws)
@@ -214,6 +220,33 @@ def test_a_retry_finds_the_package_instead_of_registering_twice(codepipeline, aw
     assert aws.names() == ["DescribeModelPackageGroup", "ListModelPackages", "DescribeModelPackage"]
     packages = aws.sagemaker.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]
     assert len(packages) == 1
+
+
+@pytest.mark.parametrize("status", ["PendingManualApproval", "Approved"], ids=["pending", "approved"])
+def test_approval_status_is_a_parameter(codepipeline, aws, status):
+    cp, stub = codepipeline
+    expect_success(stub, f"Registered model package {ARN}/1 ({status}) in group '{GROUP}' for execution {EXECUTION}",
+                   f"{ARN}/1")
+    invoke(cp, aws.sagemaker, {**PARAMS, "approval_status": status}, aws=aws)
+    assert aws.request("CreateModelPackage") == expected_request(ModelApprovalStatus=status)
+    assert aws.sagemaker.describe_model_package(ModelPackageName=f"{ARN}/1")["ModelApprovalStatus"] == status
+
+
+def test_a_retry_after_promotion_finds_the_approved_package(codepipeline, aws):
+    """A retry of RegisterModel (a rerun of the Deployment stage) after PromoteModel approved the package."""
+    cp, stub = codepipeline
+    expect_success(stub, ANY, f"{ARN}/1")
+    expect_success(stub, f"Model package {ARN}/1 was already registered (Approved) for execution {EXECUTION}",
+                   f"{ARN}/1")
+    invoke(cp, aws.sagemaker, aws=aws)
+    kept = aws.sagemaker.describe_model_package(ModelPackageName=f"{ARN}/1")["CustomerMetadataProperties"]
+    # SageMaker keeps the metadata an update leaves out; moto 5 drops it, so it is passed back here
+    aws.sagemaker.update_model_package(ModelPackageArn=f"{ARN}/1", ModelApprovalStatus="Approved",
+                                       CustomerMetadataProperties=kept)
+    aws.calls.clear()
+    invoke(cp, aws.sagemaker, aws=aws)
+    assert "CreateModelPackage" not in aws.names()
+    assert len(aws.sagemaker.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]) == 1
 
 
 def test_a_retry_after_copying_and_tagging_completes_the_registration(codepipeline, aws):
@@ -302,8 +335,8 @@ def test_a_rejected_candidate_of_this_execution_is_not_registered_as_approved(co
     calls.clear()
     expect_failure(stub, "JobFailed",
                    f"model package {ARN}/1 in group '{GROUP}' for pipeline execution {EXECUTION} is "
-                   "Rejected, not Approved; this execution's candidate was not approved (see the evaluation "
-                   "action), so it is not registered again")
+                   "Rejected, not PendingManualApproval or Approved; this execution's candidate was not approved "
+                   "(see the evaluation action), so it is not registered again")
     invoke(cp, sm, aws=aws)
     assert not {"CreateModelPackage", "CopyObject", "PutImage"} & set(aws.names())  # a Rejected one is not kept
 
@@ -348,8 +381,18 @@ BAD_PARAMETERS = [
     ("missing-key", {k: v for k, v in PARAMS.items() if k != "image_uri"},
      "UserParameters is missing required key 'image_uri'"),
     ("unknown-key", {**PARAMS, "approval": "Approved"},
-     "UserParameters has unknown key(s) ['approval']; allowed: ['description', 'evaluation_uri', 'execution_id', "
-     "'gate', 'image_uri', 'model_data_uri', 'model_package_group', 'source_commits']"),
+     "UserParameters has unknown key(s) ['approval']; allowed: ['approval_status', 'description', 'evaluation_uri', "
+     "'execution_id', 'gate', 'image_uri', 'model_data_uri', 'model_package_group', 'source_commits']"),
+    ("approval-status-rejected", {**PARAMS, "approval_status": "Rejected"},
+     "UserParameters 'approval_status' 'Rejected' is not one of ['PendingManualApproval', 'Approved']; "
+     "PendingManualApproval leaves the decision to a person (PromoteModel approves), Rejected candidates are "
+     "registered by the evaluation action"),
+    ("approval-status-wrong-case", {**PARAMS, "approval_status": "approved"},
+     "UserParameters 'approval_status' 'approved' is not one of ['PendingManualApproval', 'Approved']; "
+     "PendingManualApproval leaves the decision to a person (PromoteModel approves), Rejected candidates are "
+     "registered by the evaluation action"),
+    ("approval-status-not-text", {**PARAMS, "approval_status": True},
+     "UserParameters 'approval_status' must be str, got bool"),
     ("wrong-type", {**PARAMS, "source_commits": ["c0ffee"]},
      "UserParameters 'source_commits' must be dict, got list"),
     ("unresolved-variable", {**PARAMS, "image_uri": "#{BuildTrainingImage.ImageUri}"},
