@@ -435,6 +435,7 @@ class ScalableTargetModel(_ReplacedOnCreateOnly):
     @classmethod
     def create(cls, name: str, props: dict[str, Any], account_id: str, region_name: str) -> dict[str, Any]:
         r = scalable_target_request(props)
+        _check_target(r, account_id, region_name)
         resource_id, dimension, _ = target_key(r)
         if resource_id in backend("applicationautoscaling", account_id, region_name).targets.get(dimension, {}):
             # A create handler fails on a primary identifier that exists (CloudFormation's AlreadyExists).
@@ -447,6 +448,7 @@ class ScalableTargetModel(_ReplacedOnCreateOnly):
     def update(cls, original: Provided, props: dict[str, Any], account_id: str,
                region_name: str) -> dict[str, Any]:
         r = scalable_target_request(props)
+        _check_target(r, account_id, region_name)
         _register(r, account_id, region_name)
         return {"Id": scalable_target_id(r), "Properties": props}
 
@@ -472,11 +474,9 @@ class ScalableTargetModel(_ReplacedOnCreateOnly):
         return False  # the generated name does not say which target: Stacks.apply registers again (idempotent)
 
 
-def _register(r: dict[str, Any], account_id: str, region_name: str) -> None:
-    """RegisterScalableTarget as Application Auto Scaling checks it, then moto's register_scalable_target."""
-    from moto.utilities.utils import get_partition
-
-    resource_id, dimension, namespace = target_key(r)
+def _check_target(r: dict[str, Any], account_id: str, region_name: str) -> None:
+    """What Application Auto Scaling checks of a RegisterScalableTarget request that moto does not."""
+    resource_id, dimension, _ = target_key(r)
     low, high = r.get("MinCapacity"), r.get("MaxCapacity")
     if low is not None and high is not None and low > high:
         # Our wording (the service's exact text was not found); the rule is the API's: MinCapacity "must be
@@ -485,6 +485,14 @@ def _register(r: dict[str, Any], account_id: str, region_name: str) -> None:
                                               f"{high} for scalable target {resource_id}")
     if dimension == "sagemaker:variant:DesiredInstanceCount":
         _sagemaker_variant(resource_id, low, account_id, region_name)
+
+
+def _register(r: dict[str, Any], account_id: str, region_name: str) -> None:
+    """moto's register_scalable_target (RegisterScalableTarget on a registered target updates it)."""
+    from moto.utilities.utils import get_partition
+
+    resource_id, dimension, namespace = target_key(r)
+    low, high = r.get("MinCapacity"), r.get("MaxCapacity")
     scaling = backend("applicationautoscaling", account_id, region_name)
     role = r.get("RoleARN") or (f"arn:{get_partition(region_name)}:iam::{account_id}:role/"
                                 f"{SERVICE_LINKED_ROLES[namespace]}" if namespace in SERVICE_LINKED_ROLES else None)
