@@ -19,12 +19,18 @@ CFN_TRUST = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "cloudformation.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
 
 
-def template(*resources: str, display: str = "one") -> str:
+# A topic that logs delivery status passes its feedback role: its handlers need iam:PassRole then, not otherwise.
+FEEDBACK = [{"Protocol": "sqs", "SuccessFeedbackRoleArn": "arn:aws:iam::123456789012:role/perm-feedback",
+             "FailureFeedbackRoleArn": "arn:aws:iam::123456789012:role/perm-feedback"}]
+
+
+def template(*resources: str, display: str = "one", logged: bool = False) -> str:
     """A bucket (created first) and a topic; `resources` picks which."""
+    topic = {"TopicName": "perm-test-topic", "DisplayName": display}
     known: dict[str, Any] = {
         "Bucket": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "perm-test-bucket"}},
         "Topic": {"Type": "AWS::SNS::Topic", "DependsOn": "Bucket",
-                  "Properties": {"TopicName": "perm-test-topic", "DisplayName": display}},
+                  "Properties": {**topic, "DeliveryStatusLogging": FEEDBACK} if logged else topic},
         "Later": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "perm-test-later"}},
     }
     chosen = {name: known[name] for name in resources}
@@ -96,8 +102,8 @@ def topics(aws: LocalAws) -> list[str]:
                          ids=["create-handler", "read-handler", "unexcluded-passrole"])
 def test_a_missing_handler_permission_fails_the_resource_and_rolls_the_create_back(aws, runtime, withheld):
     role = stack_role(aws, "perm-stack", denied=[withheld])
-    aws.client("cloudformation").create_stack(StackName="perm", TemplateBody=template("Bucket", "Topic"),
-                                              RoleARN=role)
+    body = template("Bucket", "Topic", logged=withheld == "iam:PassRole")
+    aws.client("cloudformation").create_stack(StackName="perm", TemplateBody=body, RoleARN=role)
     assert status(aws, "perm") == "ROLLBACK_COMPLETE"
     found = events(aws, "perm")
     failed = [e for e in found if e[1] == "CREATE_FAILED"]
