@@ -471,3 +471,21 @@ def test_configurations_never_given_are_omitted(made, operation, request_key, ab
     answer = getattr(made.aws.client("sagemaker"), operation)(**{request_key: made.names[request_key]})
     assert answer[request_key] == made.names[request_key]
     assert not set(absent) & set(answer), {k: answer[k] for k in absent if k in answer}
+
+
+def test_update_model_package_changes_only_what_it_is_given(made):
+    """SageMaker keeps the metadata, status and description an UpdateModelPackage leaves out (moto dropped
+    them): PromoteModel's Approved must keep the gate's record."""
+    sm = made.aws.client("sagemaker")
+    arn = sm.create_model_package(
+        ModelPackageGroupName=GROUP, ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/model.tar.gz"}],
+                                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
+        CustomerMetadataProperties={"ExecutionId": EXECUTION, "Decision": "APPROVED", "Rmse": "513.3"},
+    )["ModelPackageArn"]
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription="by a person")
+    sm.update_model_package(ModelPackageArn=arn, CustomerMetadataProperties={"Rmse": "500"},
+                            CustomerMetadataPropertiesToRemove=["Decision"])
+    package = sm.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == "Approved" and package["ApprovalDescription"] == "by a person"
+    assert package["CustomerMetadataProperties"] == {"ExecutionId": EXECUTION, "Rmse": "500"}

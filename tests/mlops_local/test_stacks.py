@@ -35,7 +35,8 @@ ACTIONS = {
     "Deployment": [("CreateDeployConfig", 1, "DeployConfig"), ("RegisterModel", 1, "Registry"),
                    ("DeployEndpoint", 2, "Endpoint"), ("TestEndpoint", 3, "EndpointTest")],
     "Approval": [("ApproveForProd", 1, "Approval")],
-    "Production": [("CreateProdDeployConfig", 1, "ProdDeployConfig"), ("DeployProdEndpoint", 2, "ProdEndpoint"),
+    "Production": [("PromoteModel", 1, "Promotion"), ("CreateProdDeployConfig", 1, "ProdDeployConfig"),
+                   ("DeployProdEndpoint", 2, "ProdEndpoint"),
                    ("TestProdEndpoint", 3, "ProdEndpointTest")],
 }
 

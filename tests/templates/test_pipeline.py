@@ -27,7 +27,8 @@ EXPECTED = [
     ("Deployment", [("CreateDeployConfig", 1, "Lambda"), ("RegisterModel", 1, "Lambda"),
                     ("DeployEndpoint", 2, "CloudFormation"), ("TestEndpoint", 3, "Lambda")]),
     ("Approval", [("ApproveForProd", 1, "Manual")]),
-    ("Production", [("CreateProdDeployConfig", 1, "Lambda"), ("DeployProdEndpoint", 2, "CloudFormation"),
+    ("Production", [("PromoteModel", 1, "Lambda"), ("CreateProdDeployConfig", 1, "Lambda"),
+                    ("DeployProdEndpoint", 2, "CloudFormation"),
                     ("TestProdEndpoint", 3, "Lambda")]),
 ]
 LAMBDA_ACTIONS = [a for _, acts in EXPECTED for a, _, p in acts if p == "Lambda"]
@@ -244,16 +245,17 @@ def test_evaluation_threshold_comes_from_the_pipeline_variable():
     assert data["threshold"] == "#{variables.QualityThreshold}"
 
 
-# (deploy action, its config action, stage, stack, endpoint test action)
-ENDPOINT_DEPLOYS = [("DeployEndpoint", "CreateDeployConfig", "dev", "${ProjectName}-endpoint-dev", "TestEndpoint"),
+# (deploy action, its config action, stage, stack, endpoint test action, the package it serves)
+ENDPOINT_DEPLOYS = [("DeployEndpoint", "CreateDeployConfig", "dev", "${ProjectName}-endpoint-dev", "TestEndpoint",
+                     "#{Registry.ModelPackageArn}"),
                     ("DeployProdEndpoint", "CreateProdDeployConfig", "prod", "${ProjectName}-endpoint-prod",
-                     "TestProdEndpoint")]
+                     "TestProdEndpoint", "#{Promotion.ModelPackageArn}")]
 
 
-@pytest.mark.parametrize("deploy_name, config_name, stage, stack, test_name", ENDPOINT_DEPLOYS,
+@pytest.mark.parametrize("deploy_name, config_name, stage, stack, test_name, package", ENDPOINT_DEPLOYS,
                          ids=["dev", "prod"])
 def test_deploy_endpoint_uses_the_config_artifact_and_the_registered_package(
-        deploy_name, config_name, stage, stack, test_name):
+        deploy_name, config_name, stage, stack, test_name, package):
     deploy = action(deploy_name)["Configuration"]
     inputs = {a["Name"] for a in action(deploy_name)["InputArtifacts"]}
     template_artifact, template_file = deploy["TemplatePath"].split("::")
@@ -262,9 +264,13 @@ def test_deploy_endpoint_uses_the_config_artifact_and_the_registered_package(
     assert template_file == "templates/endpoint.yaml" and config_file == "endpoint-config.json"
     assert [a["Name"] for a in action(config_name)["OutputArtifacts"]] == [config_artifact]
     overrides = json.loads(render(deploy["ParameterOverrides"], load(PIPELINE), variables=None))
-    # Only the package the gate APPROVED (RegisterModel registers it Approved) reaches either endpoint.
-    assert overrides["ModelPackageArn"] == "#{Registry.ModelPackageArn}"
-    assert action("RegisterModel")["Namespace"] == "Registry"
+    # dev: the package the gate APPROVED (registered PendingManualApproval); prod: the same package once
+    # PromoteModel made it Approved, after the person's approval.
+    assert overrides["ModelPackageArn"] == package
+    assert action("RegisterModel")["Namespace"] == "Registry" and action("PromoteModel")["Namespace"] == "Promotion"
+    promoted = json.loads(render(action("PromoteModel")["Configuration"]["UserParameters"], load(PIPELINE),
+                                 variables=None))
+    assert promoted["model_package_arn"] == "#{Registry.ModelPackageArn}"
     params = parse_user_parameters(render(action(config_name)["Configuration"]["UserParameters"], load(PIPELINE)),
                                    worker_schema("lambdas.deploy_config.handler"))
     assert template_configuration(params)["Parameters"]["Stage"] == stage

@@ -8,6 +8,12 @@ configuration that was not given: botocore's model of those structures has requi
 (VpcConfig: SecurityGroupIds, Subnets; AsyncInferenceConfig: OutputConfig), so `{}` is not an
 answer AWS can give, and the SageMaker SDK v3 resource classes refuse it. An after-hook cannot
 rewrite moto's body, so these operations are served here from moto's records, cleaned.
+
+UpdateModelPackage is served here too: moto replaces the package's CustomerMetadataProperties with the
+request's (none when it has none) and clears ModelApprovalStatus and ApprovalDescription a request leaves
+out; SageMaker changes only what the request gives, and removes metadata keys only when named in
+CustomerMetadataPropertiesToRemove (API Reference, UpdateModelPackage). PromoteModel's update must keep the
+gate's record.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ class ResponseShapes:
         gateway.operation("SageMaker.DescribeModel", self.describe_model)
         gateway.operation("SageMaker.DescribeEndpointConfig", self.describe_endpoint_config)
         gateway.operation("SageMaker.DescribeModelPackage", self.describe_model_package)
+        gateway.operation("SageMaker.UpdateModelPackage", self.update_model_package)
         return self
 
     def describe_model(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +56,19 @@ class ResponseShapes:
         answer = without_empty_structures("DescribeModelPackage", package.gen_response_object())
         answer.setdefault("ModelPackageName", package.model_package_name)
         return answer
+
+    def update_model_package(self, params: dict[str, Any]) -> dict[str, Any]:
+        sagemaker = self._moto()
+        with moto_access.aws_errors():
+            package = sagemaker.describe_model_package(params.get("ModelPackageArn", ""))
+            arn = sagemaker.update_model_package(
+                params.get("ModelPackageArn", ""),
+                params.get("ModelApprovalStatus") or package.model_approval_status,
+                params.get("ApprovalDescription", package.approval_description),
+                {**(package.customer_metadata_properties or {}), **(params.get("CustomerMetadataProperties") or {})},
+                params.get("CustomerMetadataPropertiesToRemove") or [],
+                params.get("AdditionalInferenceSpecificationsToAdd"))
+        return {"ModelPackageArn": arn}
 
     def _moto(self) -> Any:
         aws = self.runtime.aws
