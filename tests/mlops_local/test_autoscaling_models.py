@@ -102,6 +102,23 @@ def test_the_prod_stack_puts_its_target_tracking_policy(prod):
     assert policy["PolicyARN"].startswith(f"arn:aws:autoscaling:us-east-1:{ACCOUNT}:scalingPolicy:")
 
 
+def test_the_stack_applier_keeps_what_is_there_and_registers_what_went_missing(prod):
+    """The pipeline's deploy action runs Stacks.apply after every stack step: it must not refuse the target it
+    finds registered (AlreadyExists), and it registers again one deleted out of band."""
+    aws, runtime, _ = prod
+    stacks = Stacks(runtime)
+    applied = stacks.apply(STACK)
+    assert applied["ScalableTarget"] == TARGET_ID and len(targets(aws)) == 1 and len(policies(aws)) == 1
+    scaling = aws.client("application-autoscaling")
+    scaling.delete_scaling_policy(PolicyName=f"{ENDPOINT}-invocations-per-instance", ServiceNamespace="sagemaker",
+                                  ResourceId=RESOURCE_ID, ScalableDimension=DIMENSION)
+    scaling.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=RESOURCE_ID,
+                                       ScalableDimension=DIMENSION)
+    assert targets(aws) == [] and policies(aws) == []
+    stacks.apply(STACK)
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets(aws)] == [(2, 3)] and len(policies(aws)) == 1
+
+
 def test_an_update_registers_the_target_again_and_puts_the_policy_keeping_its_arn(prod):
     aws, _, package = prod
     before = policies(aws)[0]["PolicyARN"]

@@ -175,6 +175,8 @@ def test_a_person_rejecting_the_prod_approval_stops_the_execution_before_prod(tm
         seen["served"] = endpoint_package(local, "dev")
         seen["prod"] = [e["EndpointName"] for e in local.aws.client("sagemaker").list_endpoints()["Endpoints"]
                         if e["EndpointName"] == "mlops-prod"]
+        seen["status"] = local.aws.client("sagemaker").describe_model_package(
+            ModelPackageName=summary["model_package_arn"])["ModelApprovalStatus"]
 
     seen: dict = {}
     options = PipelineOptions(source_root=ROOT, data=sample, dataset_config=DATASET_CONFIG, runs_dir=tmp_path,
@@ -189,7 +191,8 @@ def test_a_person_rejecting_the_prod_approval_stops_the_execution_before_prod(tm
     stages = {s["name"]: s["status"] for s in summary["stages"]}
     assert (stages["Deployment"], stages["Approval"], stages["Production"]) == ("Succeeded", "Failed", "Skipped")
     assert summary["endpoint_test"]["passed"] and summary["endpoints"]["prod"] is None
-    assert seen == {"served": summary["model_package_arn"], "prod": []}
+    # Never promoted: the package stays PendingManualApproval, so it cannot become the next champion.
+    assert seen == {"served": summary["model_package_arn"], "prod": [], "status": "PendingManualApproval"}
     custom = summary["approval"]["custom_data"]
     assert custom.startswith(f"Promote {summary['model_package_arn']} to prod? RMSE ")
     assert "#{" not in custom and "Dev endpoint test passed: " in custom

@@ -114,6 +114,12 @@ class Provided:
     def exists(cls, name: str, account_id: str, region_name: str) -> bool:
         raise NotImplementedError
 
+    @classmethod
+    def found(cls, deployed: "Provided") -> bool:
+        """Whether a deployed resource is still there (Stacks.apply creates it again when not); by name,
+        unless the type's identity is in its attributes."""
+        return cls.exists(deployed.name, deployed.account_id, deployed.region_name)
+
 
 def arn(service: str, account_id: str, region_name: str, resource: str) -> str:
     from moto.utilities.utils import get_partition
@@ -471,7 +477,15 @@ class ScalableTargetModel(_ReplacedOnCreateOnly):
 
     @classmethod
     def exists(cls, name: str, account_id: str, region_name: str) -> bool:
-        return False  # the generated name does not say which target: Stacks.apply registers again (idempotent)
+        return False  # the generated name does not say which target: `found` looks by the recorded id
+
+    @classmethod
+    def found(cls, deployed: Provided) -> bool:
+        if "Id" not in deployed.attributes:
+            return False
+        resource_id, dimension, _ = deployed.attributes["Id"].split("|")
+        return resource_id in backend("applicationautoscaling", deployed.account_id,
+                                      deployed.region_name).targets.get(dimension, {})
 
 
 def _check_target(r: dict[str, Any], account_id: str, region_name: str) -> None:
@@ -553,7 +567,15 @@ class ScalingPolicyModel(_ReplacedOnCreateOnly):
 
     @classmethod
     def exists(cls, name: str, account_id: str, region_name: str) -> bool:
-        return False  # as ScalableTargetModel: PutScalingPolicy again is idempotent
+        return False  # as ScalableTargetModel: `found` looks by the recorded key
+
+    @classmethod
+    def found(cls, deployed: Provided) -> bool:
+        if "Key" not in deployed.attributes:
+            return False
+        policy_name, resource_id, dimension, namespace = deployed.attributes["Key"]
+        scaling = backend("applicationautoscaling", deployed.account_id, deployed.region_name)
+        return "\t".join((namespace, resource_id, dimension, policy_name)) in scaling.policies
 
 
 def _put_policy(r: dict[str, Any], account_id: str, region_name: str) -> Any:

@@ -92,7 +92,7 @@ class Stacks:
                 continue
             deployed = stack.resource_map._parsed_resources.get(logical_id)
             name = deployed.name if deployed is not None else None
-            if name is None or not model.exists(name, stack.account_id, stack.region_name):
+            if name is None or not model.found(deployed):
                 created = model.create_from_cloudformation_json(
                     name or f"{stack.name}-{logical_id}", resource, stack.account_id, stack.region_name,
                     StackId=stack.stack_id)
