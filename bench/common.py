@@ -3,9 +3,12 @@
 A benchmark module `bench/bench_<name>.py` defines
     NAME = "<name>"
     def run(size: str) -> dict   # size "full" (make bench) or "smoke" (the test in make test)
-and returns {"title", "rows": [{"metric", "value", "unit", "target"?, "met"?, "note"?}], "details"}.
+and returns {"title", "rows": [{"metric", "value", "unit", "target"?, "met"?, "note"?, "spread"?, "better"?}],
+"details"}. "spread" (spread_of: min, max, n of the repeated runs) is the figure's noise for the regression
+guard, "better" ("higher", "lower", "neither") overrides the direction bench/compare.py infers.
 `python -m bench.<module> [--smoke]` runs one; `python -m bench.run_all` runs them all and
-rewrites bench/RESULTS.md from bench/results/*.json.
+rewrites bench/RESULTS.md from bench/results/*.json. Both compare each figure with the committed result
+(git HEAD) and store the comparison in the result ("compared"), which RESULTS.md shows as "vs committed".
 """
 from __future__ import annotations
 
@@ -18,7 +21,11 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
+
+from bench.compare import cell, committed, compare_result, spread_of
+
+__all__ = ["spread_of"]  # for the benchmarks: a row's "spread"
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -75,10 +82,14 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform(), "versions": versions}
 
 
-def write_result(name: str, result: dict[str, Any], size: str, out_dir: Path = RESULTS) -> Path:
+def write_result(name: str, result: dict[str, Any], size: str, out_dir: Path = RESULTS,
+                 baseline: Mapping[str, Any] | None = None, compare: bool = False) -> Path:
+    """bench/results/<name>.json; with `compare`, the figures' change against `baseline` (the committed result)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"name": name, "size": size, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "machine": machine(), **result}
+    if compare:
+        payload["compared"] = compare_result(payload, baseline)
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
@@ -95,26 +106,38 @@ def render_table(results_dir: Path = RESULTS) -> str:
         lines += [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}; "
                   f"{versions}.", ""]
     for result in results:
+        compared = result.get("compared") or {}
+        said = f" {compared['said']}" if compared.get("said") else ""
         lines += [f"## {result['title']}", "",
-                  f"{result['date']}, size `{result['size']}`.", "",
-                  "| metric | value | target | met |", "|---|---|---|---|"]
+                  f"{result['date']}, size `{result['size']}`.{said}", "",
+                  "| metric | value | target | met | vs committed |", "|---|---|---|---|---|"]
         for row in result["rows"]:
             value = row["value"]
             shown = f"{value:,.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
             target = row.get("target", "")
             met = {True: "yes", False: "**no**", None: ""}[row.get("met")]
             note = f" ({row['note']})" if row.get("note") else ""
-            lines.append(f"| {row['metric']}{note} | {shown} {row.get('unit', '')} | {target} | {met} |")
+            change = cell((compared.get("rows") or {}).get(row["metric"]))
+            lines.append(f"| {row['metric']}{note} | {shown} {row.get('unit', '')} | {target} | {met} | {change} |")
         lines.append("")
+    if any(r.get("compared") for r in results):
+        lines += [NOISE_LEGEND, ""]
     return "\n".join(lines)
+
+
+NOISE_LEGEND = ("\"vs committed\": the change from bench/results/<name>.json as committed before this run; "
+                "**regressed** / improved when it is beyond the figure's noise, the relative spread (max - min) / "
+                "median of the repeated runs (the larger of the two runs'), at least 5 % (\"floor only\": no "
+                "spread stored). See bench/README.md.")
 
 
 def main(name: str, run: Callable[[str], dict[str, Any]], argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     size = "smoke" if "--smoke" in argv else "full"
     out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else RESULTS
+    baseline = committed(name, ROOT)  # before the run overwrites it
     result = run(size)
-    path = write_result(name, result, size, out)
+    path = write_result(name, result, size, out, baseline=baseline, compare=True)
     print(f"{name}: wrote {path}")
     return 0
 
