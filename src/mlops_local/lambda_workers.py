@@ -200,7 +200,8 @@ class LambdaWorkers:
 
     A worker serves one invocation at a time: concurrent invocations of a function get workers of
     their own (as Lambda scales out). One that timed out, was abandoned or crashed is killed and
-    never reused, so the next invocation starts a fresh one. Idle workers end after `idle_seconds`,
+    never reused, so the next invocation starts a fresh one. `prewarm` starts a function's first worker
+    ahead of its first invocation. Idle workers end after `idle_seconds`,
     beyond `max_idle` (longest idle first), on `close` (the runtime's) or when their stdin closes
     (this interpreter died).
     """
@@ -210,8 +211,33 @@ class LambdaWorkers:
         self.idle_seconds = idle_seconds
         self.max_idle = max_idle
         self._idle: dict[WorkerKey, list[Worker]] = {}
-        self._busy: set[Worker] = set()  # handed out by acquire, not yet released
+        self._busy: dict[Worker, WorkerKey] = {}  # handed out by acquire, not yet released
         self._lock = threading.Lock()
+        self._closed = False  # a late prewarm (a pipeline thread) starts nothing after close
+
+    def prewarm(self, key: WorkerKey, env: dict[str, str], cwd: Path, log: Path) -> Worker | None:
+        """Start an idle worker for `key` ahead of its first invocation (the pipeline knows its functions),
+        so the interpreter and the handler's imports (`lambda_worker`'s INIT) are ready when it comes. Only
+        when the function has no worker at all, idle or busy, and the pool has room for one more idle one:
+        never a second environment a single invocation would not have made. None when nothing was started."""
+        with self._lock:  # held while the child starts (a fork, milliseconds): acquire cannot start a twin
+            if self._closed:
+                return None
+            alive = [w for w in self._idle.get(key, []) if w.alive()]
+            if alive or any(k == key and w.alive() for w, k in self._busy.items()):
+                return None
+            if sum(len(ws) for ws in self._idle.values()) >= self.max_idle:
+                return None
+            worker = Worker(env, cwd, log)
+            self._idle.setdefault(key, []).append(worker)
+        return worker
+
+    def workers(self, function: str) -> list[Worker]:
+        """The function's live workers, idle and busy (what a test or a status line looks at)."""
+        with self._lock:
+            found = [w for (name, _), ws in self._idle.items() if name == function for w in ws]
+            found += [w for w, (name, _) in self._busy.items() if name == function]
+        return [w for w in found if w.alive()]
 
     def acquire(self, key: WorkerKey, env: dict[str, str], cwd: Path, log: Path,
                 reuse: bool = True) -> Worker:
@@ -228,18 +254,18 @@ class LambdaWorkers:
                     del self._idle[other]
             if reuse and self._idle.get(key):
                 found = self._idle[key].pop()
-            self._busy = {w for w in self._busy if w.alive()}  # killed by their caller
+            self._busy = {w: k for w, k in self._busy.items() if w.alive()}  # killed by their caller
         for worker in stale:
             worker.kill()
         if found is None:
             found = Worker(env, cwd, log)
         with self._lock:
-            self._busy.add(found)
+            self._busy[found] = key
         return found
 
     def release(self, key: WorkerKey, worker: Worker) -> None:
         with self._lock:
-            self._busy.discard(worker)
+            self._busy.pop(worker, None)
         if not worker.alive():
             worker.kill()
             return
@@ -258,6 +284,7 @@ class LambdaWorkers:
     def close(self) -> None:
         """End every worker: idle ones and those serving an invocation (the runtime is going away)."""
         with self._lock:
+            self._closed = True
             idle = [w for workers in self._idle.values() for w in workers]
             busy = list(self._busy)
             self._idle.clear()
@@ -289,10 +316,29 @@ def lambda_worker() -> None:
     # ApplicationLogLevel, or Text at logging's default WARNING, so INFO lines are dropped as on AWS.
     lambda_logging.runtime_logging(os.environ.get("AWS_LAMBDA_LOG_FORMAT"), os.environ.get("AWS_LAMBDA_LOG_LEVEL"))
     handlers: dict[str, Callable[..., Any]] = {}
+    _init(os.environ.get("_HANDLER"), handlers)
     try:
         for line in requests:
             answers.write(json.dumps(_serve(json.loads(line), handlers)).encode() + b"\n")
     except KeyboardInterrupt:  # Ctrl-C of the whole process group while idle
+        pass
+
+
+def _init(name: str | None, handlers: dict[str, Callable[..., Any]]) -> None:
+    """Lambda's INIT phase, before the first request arrives: the runtime's SDK and the function's handler
+    module (_HANDLER) are imported, so a prewarmed worker's first invocation does not pay for them (~0.2 s
+    of boto3). Output goes to the worker's own log. A failed import is left for the invocation, which
+    imports again and reports the error in its own log and answer (as Lambda reports an INIT error)."""
+    try:
+        import boto3  # noqa: F401  # the SDK the Python runtime ships; every job-worker handler uses it
+    except ImportError:
+        pass
+    if not name:
+        return
+    module, _, function = name.rpartition(".")
+    try:
+        handlers[name] = getattr(importlib.import_module(module), function)
+    except (Exception, SystemExit):
         pass
 
 

@@ -418,6 +418,25 @@ def test_a_warm_worker_serves_every_invocation_of_its_function(stand):
     assert f"pid handler call 2 in {first['Pid']}" in second_log and "call 1" not in second_log
 
 
+def test_an_execution_starts_its_functions_workers_before_their_actions(stand):
+    """The scheduler prewarms the workers of the stages ahead; the first invocation reuses the prewarmed one."""
+    create_function(stand, "prewarm-wait", f"{HERE}.sleep_handler")
+    create_function(stand, "prewarm-pid", f"{HERE}.pid_handler")
+    create_pipeline(stand, "prewarming", [
+        data_source(),
+        {"name": "Wait", "actions": [lambda_action("Wait", "prewarm-wait", params={"seconds": 1.5})]},
+        {"name": "Work", "actions": [lambda_action("Pid", "prewarm-pid", namespace="Pid")]}])
+    cp = stand.aws.client("codepipeline")
+    execution_id = cp.start_pipeline_execution(name="prewarming")["pipelineExecutionId"]
+    assert wait_done(stand, "prewarming", execution_id)["status"] == "Succeeded"
+
+    pid = actions_of(stand, "prewarming", execution_id)["Pid"]
+    workers = stand.runtime.lambda_workers.workers("prewarm-pid")
+    assert [str(w.process.pid) for w in workers] == [pid["output"]["outputVariables"]["Pid"]]  # one, reused
+    assert pid["output"]["outputVariables"]["Calls"] == "1"
+    assert workers[0].created < pid["startTime"]  # started while the Wait stage ran, not by the invocation
+
+
 def test_a_crashed_worker_is_replaced(stand):
     create_function(stand, "crashy", f"{HERE}.pid_handler")
     create_pipeline(stand, "crashing", [data_source(), {"name": "Work", "actions": [

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from mlops_local.codepipeline.actions import lambda_invoke
 from mlops_local.codepipeline.actions import (MAX_MESSAGE, MAX_SUMMARY, PROVIDERS,
                                               ActionAbandoned, ActionContext, ActionFailed, Approval, ArtifactRef,
                                               SourceProvider, new_artifact_key)
@@ -26,6 +27,10 @@ from mlops_local.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 VARIABLE = re.compile(r"#\{([A-Za-z0-9@_-]+)\.([A-Za-z0-9@_.-]+)\}")
+# Lambda workers start this many stages ahead (lambda_invoke.prewarm): far enough to be ready before their
+# actions, near enough that a function an earlier stage deploys exists by then, and the starts spread
+# over the execution instead of competing with its first stages for the CPU.
+PREWARM_STAGES_AHEAD = 2
 
 
 class Scheduler:
@@ -62,7 +67,8 @@ class Scheduler:
             stages = [s for s in stages if s["name"] == only]
         previous: str | None = None
         try:
-            for stage in stages:
+            for index, stage in enumerate(stages):
+                self._prewarm(stages[index:index + 1 + PREWARM_STAGES_AHEAD])
                 name = stage["name"]
                 # a retry re-runs its stage and a rollback runs one: no transition crossed
                 crossing = not (retry and retry[0] == name) and name != only
@@ -95,6 +101,18 @@ class Scheduler:
                 self._end(execution, "Superseded", "a more recent execution superseded this one")
             else:
                 self._end(execution, "Succeeded", None)
+
+    def _prewarm(self, stages: list[Mapping[str, Any]]) -> None:
+        """Start the Lambda workers these stages' functions will need, in the background (no AWS behaviour:
+        an invocation would start them anyway; this takes their start off the critical path)."""
+        actions = [action for stage in stages for action in stage["actions"]]
+        threading.Thread(target=self._prewarm_actions, args=(actions,), name="lambda-prewarm", daemon=True).start()
+
+    def _prewarm_actions(self, actions: list[Mapping[str, Any]]) -> None:
+        try:
+            lambda_invoke.prewarm(self.runtime, actions)
+        except Exception:  # a prewarm never fails an execution: the invocation starts its worker itself
+            logger.exception("prewarming Lambda workers failed")
 
     def _end(self, execution: Execution, status: str, summary: str | None) -> None:
         with self.store.lock:

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from botocore.exceptions import ClientError
 
-from mlops_local import processes
+from mlops_local import moto_access, processes
 from mlops_local.codepipeline.actions.context import ActionAbandoned, ActionContext, ActionFailed, ActionResult
 from mlops_local.lambda_logging import runtime_environment
-from mlops_local.runtime import RoleNotAssumable
+from mlops_local.lambda_workers import WorkerKey
+from mlops_local.runtime import RoleNotAssumable, Runtime
+
+logger = logging.getLogger(__name__)
 
 MIN_FUNCTION_SECONDS = 30.0  # a cold worker starts slower than a warm Lambda; never below this
 
@@ -31,7 +35,8 @@ def invoke_lambda(ctx: ActionContext) -> ActionResult:
     serves only this function with this environment, as Lambda reuses a warm execution environment.
     The function's own environment (and nothing of another function's), killed at the function's
     timeout or on abandon, so parallel actions run truly in parallel and a hung or crashing handler
-    cannot take the engine with it. The first invocation pays ~0.4 s of interpreter and boto3 start;
+    cannot take the engine with it. A worker's start (interpreter, boto3, the handler's module: ~0.4 s) is
+    paid before its first invocation when the scheduler prewarmed it (`prewarm`), else by that invocation;
     later ones (continuations, the next execution) reuse the worker and its imports.
     """
     name = ctx.require("FunctionName")
@@ -42,20 +47,7 @@ def invoke_lambda(ctx: ActionContext) -> ActionResult:
         raise ActionFailed(f"Lambda function {name}: {exc.response['Error'].get('Message', exc)}",
                            "ConfigurationError") from None
     config = function["Configuration"]
-    handler = _handler(ctx, function)
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")}
-    root = ctx.runtime.source_root
-    path = [str(root / "src"), str(root), os.environ.get("PYTHONPATH")]  # the zip's lambdas/ and tests' handlers
-    env.update({"PYTHONPATH": os.pathsep.join(filter(None, path)),
-                "PYTHONUNBUFFERED": "1", "LAMBDA_TASK_ROOT": str(root / "src"), "_HANDLER": handler,
-                "AWS_LAMBDA_FUNCTION_NAME": config["FunctionName"],
-                "AWS_LAMBDA_FUNCTION_VERSION": config.get("Version", "$LATEST"),
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.get("MemorySize", 128))})
-    # The log group, format and application level, as Lambda hands them to the runtime (lambda_logging).
-    env.update(runtime_environment(config.get("LoggingConfig"), config["FunctionName"]))
-    env.update((config.get("Environment") or {}).get("Variables") or {})
-    env.update(ctx.runtime.aws.environment())  # boto3 in the handler reaches the stand-in
-    env.update(_role_credentials(ctx, config))  # ... as the function's execution role, not as the user
+    handler, env = function_environment(ctx.runtime, function)
     function_seconds = max(float(config.get("Timeout", 3)), MIN_FUNCTION_SECONDS)
 
     token: str | None = None
@@ -100,7 +92,69 @@ def invoke_lambda(ctx: ActionContext) -> ActionResult:
         delay = first if changed else min(delay * 2, longest)
 
 
-def _role_credentials(ctx: ActionContext, config: Mapping[str, Any]) -> dict[str, str]:
+def function_environment(runtime: Runtime, function: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """The handler and the environment its worker runs with (GetFunction's answer in): the function's own
+    variables, the stand-in's endpoint and the execution role's credentials. The environment is half the
+    worker's key, so the prewarm and the invocation must build it the same way: here."""
+    config = function["Configuration"]
+    handler = _handler(runtime, function)
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")}
+    root = runtime.source_root
+    path = [str(root / "src"), str(root), os.environ.get("PYTHONPATH")]  # the zip's lambdas/ and tests' handlers
+    env.update({"PYTHONPATH": os.pathsep.join(filter(None, path)),
+                "PYTHONUNBUFFERED": "1", "LAMBDA_TASK_ROOT": str(root / "src"), "_HANDLER": handler,
+                "AWS_LAMBDA_FUNCTION_NAME": config["FunctionName"],
+                "AWS_LAMBDA_FUNCTION_VERSION": config.get("Version", "$LATEST"),
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.get("MemorySize", 128))})
+    # The log group, format and application level, as Lambda hands them to the runtime (lambda_logging).
+    env.update(runtime_environment(config.get("LoggingConfig"), config["FunctionName"]))
+    env.update((config.get("Environment") or {}).get("Variables") or {})
+    env.update(runtime.aws.environment())  # boto3 in the handler reaches the stand-in
+    env.update(_role_credentials(runtime, config))  # ... as the function's execution role, not as the user
+    return handler, env
+
+
+def worker_key(config: Mapping[str, Any], env: Mapping[str, str]) -> WorkerKey:
+    return config["FunctionName"], hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()
+
+
+def worker_log(runtime: Runtime, config: Mapping[str, Any]) -> Path:
+    """What a function's workers print between invocations (INIT included)."""
+    return Path(runtime.workdir) / "lambda-workers" / f"{config['FunctionName']}.log"
+
+
+def prewarm(runtime: Runtime, actions: Iterable[Mapping[str, Any]]) -> int:
+    """Start a worker for each function these Invoke/Lambda actions name that has none yet (LambdaWorkers.prewarm),
+    off the actions' critical path: the first invocation then finds the interpreter started and the handler
+    imported. Reads the function as the stand-in (moto's record, no request in the access log) and assumes its
+    role as the invocation would; a name with variables, a missing function or a role Lambda cannot assume is
+    skipped (its action reports it). Returns how many workers it started."""
+    started = 0
+    names = {str((a.get("configuration") or {}).get("FunctionName") or "") for a in actions
+             if (a["actionTypeId"]["category"], a["actionTypeId"]["provider"]) == ("Invoke", "Lambda")}
+    for name in sorted(n for n in names if n and "#{" not in n):
+        try:
+            function = _stored_function(runtime, name)
+            handler, env = function_environment(runtime, function)
+        except Exception as exc:  # the action itself fails with the reason, in AWS's words
+            logger.debug("no prewarm for Lambda %s: %s", name, exc)
+            continue
+        config = function["Configuration"]
+        cwd = Path(env["LAMBDA_TASK_ROOT"])  # Lambda's cwd; each invocation moves to its action's folder
+        if runtime.lambda_workers.prewarm(worker_key(config, env), env, cwd, worker_log(runtime, config)):
+            started += 1
+    return started
+
+
+def _stored_function(runtime: Runtime, name: str) -> dict[str, Any]:
+    """GetFunction's answer from moto's record (Version $LATEST, as GetFunction without a qualifier answers)."""
+    record = moto_access.backend("lambda", runtime.aws.account_id, runtime.aws.gateway.region).get_function(name)
+    function: dict[str, Any] = json.loads(json.dumps(record.get_code(), default=str))
+    function["Configuration"]["Version"] = "$LATEST"
+    return function
+
+
+def _role_credentials(runtime: Runtime, config: Mapping[str, Any]) -> dict[str, str]:
     """AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN of the execution role's session.
 
     Lambda assumes the function's Role as lambda.amazonaws.com, with the function name as the session
@@ -110,7 +164,7 @@ def _role_credentials(ctx: ActionContext, config: Mapping[str, Any]) -> dict[str
     """
     role = config.get("Role") or ""
     try:
-        session = ctx.runtime.role_sessions.credentials(role, config["FunctionName"], "lambda.amazonaws.com")
+        session = runtime.role_sessions.credentials(role, config["FunctionName"], "lambda.amazonaws.com")
     except RoleNotAssumable as exc:
         # AWS checks this when the function is created ("The role defined for the function cannot be
         # assumed by Lambda.", InvalidParameterValueException) and again when it runs.
@@ -119,7 +173,7 @@ def _role_credentials(ctx: ActionContext, config: Mapping[str, Any]) -> dict[str
     return session.environment()
 
 
-def _handler(ctx: ActionContext, function: Mapping[str, Any]) -> str:
+def _handler(runtime: Runtime, function: Mapping[str, Any]) -> str:
     config = function["Configuration"]
     uri = (function.get("Code") or {}).get("ImageUri", "")
     # moto's CloudFormation creates image functions with PackageType Zip; the image URI tells.
@@ -128,7 +182,7 @@ def _handler(ctx: ActionContext, function: Mapping[str, Any]) -> str:
             raise ActionFailed(f"Lambda {config['FunctionName']} has no Handler", "ConfigurationError")
         return config["Handler"]
     try:
-        image = ctx.runtime.images.resolve(uri)
+        image = runtime.images.resolve(uri)
     except KeyError as exc:
         raise ActionFailed(f"Lambda {config['FunctionName']}: {exc.args[0]}", "ConfigurationError") from None
     command = ((config.get("ImageConfigResponse") or {}).get("ImageConfig") or {}).get("Command") or []
@@ -165,13 +219,12 @@ def _run_child(ctx: ActionContext, handler: str, event: dict[str, Any], config: 
                            "log_stream_name": str(log), "deadline_epoch": time.time() + (deadline - time.monotonic())}}
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"")  # this invocation's own log; the worker appends to it while it serves the invocation
-    key = (config["FunctionName"], hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest())
-    worker_log = ctx.runtime.workdir / "lambda-workers" / f"{config['FunctionName']}.log"
+    key = worker_key(config, env)
     workers = ctx.runtime.lambda_workers
-    worker = workers.acquire(key, env, ctx.workdir, worker_log)
+    worker = workers.acquire(key, env, ctx.workdir, worker_log(ctx.runtime, config))
     if not worker.send(payload) and worker.invocations > 1:
         worker.kill()  # it died while idle: a fresh one takes the invocation, as Lambda would
-        worker = workers.acquire(key, env, ctx.workdir, worker_log, reuse=False)
+        worker = workers.acquire(key, env, ctx.workdir, worker_log(ctx.runtime, config), reuse=False)
         worker.send(payload)
     answered = False
     try:
