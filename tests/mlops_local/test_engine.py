@@ -437,6 +437,14 @@ def test_an_execution_starts_its_functions_workers_before_their_actions(stand):
     assert workers[0].created < pid["startTime"]  # started while the Wait stage ran, not by the invocation
 
 
+def test_a_prewarmed_worker_loads_the_sdk_models_of_the_services_its_role_allows(stand):
+    from mlops_local.codepipeline.actions.lambda_invoke import _role_services
+
+    services = _role_services(stand.runtime, stand.role)  # the stand's role: codepipeline:*, s3:*, ..., iam:PassRole
+    assert {"codepipeline", "s3", "sagemaker", "glue", "iam", "logs"} <= set(services)
+    assert _role_services(stand.runtime, stand.role.replace("engine-role", "no-such-role")) == []
+
+
 def test_a_crashed_worker_is_replaced(stand):
     create_function(stand, "crashy", f"{HERE}.pid_handler")
     create_pipeline(stand, "crashing", [data_source(), {"name": "Work", "actions": [

@@ -103,16 +103,20 @@ def test_close_ends_prewarmed_workers(tmp_path):
 
 
 def test_the_worker_imports_its_handler_before_the_first_request(tmp_path):
-    """Lambda's INIT: the handler's module is imported when the worker starts, not at the first invocation."""
+    """Lambda's INIT: the handler's module is imported when the worker starts, not at the first invocation,
+    and a prewarmed worker has loaded the SDK models of the services it was given."""
     (tmp_path / "init_probe.py").write_text(
         "import pathlib, time\n"
         f"pathlib.Path({str(tmp_path / 'imported')!r}).write_text(str(time.time()))\n"
-        "def handler(event, context):\n    return None\n")
-    env = {**os.environ, "_HANDLER": "init_probe.handler",
+        "def handler(event, context):\n"
+        "    import boto3\n"
+        f"    pathlib.Path({str(tmp_path / 'session')!r}).write_text(str(boto3.DEFAULT_SESSION is not None))\n")
+    env = {**os.environ, "_HANDLER": "init_probe.handler", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+           "AWS_SECRET_ACCESS_KEY": "secret", "AWS_DEFAULT_REGION": "us-east-1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     pool = LambdaWorkers()
     try:
-        warm = pool.prewarm(("probe", "hash"), env, tmp_path, tmp_path / "worker.log")
+        warm = pool.prewarm(("probe", "hash"), env, tmp_path, tmp_path / "worker.log", preload=["s3"])
         assert warm is not None
         deadline = time.monotonic() + 20
         while not (tmp_path / "imported").exists() and time.monotonic() < deadline:
@@ -128,5 +132,7 @@ def test_the_worker_imports_its_handler_before_the_first_request(tmp_path):
             answer = warm.receive(timeout=0.1)
         assert answer == {}, json.dumps(answer)
         assert (tmp_path / "imported").read_text() == imported
+        # The preloaded service's client made the SDK's default session, which the handler's clients share.
+        assert (tmp_path / "session").read_text() == "True"
     finally:
         pool.close()

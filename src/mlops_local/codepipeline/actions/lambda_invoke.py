@@ -7,6 +7,7 @@ PutJobSuccessResult/PutJobFailureResult, and a continuation token invokes it aga
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -141,9 +142,31 @@ def prewarm(runtime: Runtime, actions: Iterable[Mapping[str, Any]]) -> int:
             continue
         config = function["Configuration"]
         cwd = Path(env["LAMBDA_TASK_ROOT"])  # Lambda's cwd; each invocation moves to its action's folder
-        if runtime.lambda_workers.prewarm(worker_key(config, env), env, cwd, worker_log(runtime, config)):
+        if runtime.lambda_workers.prewarm(worker_key(config, env), env, cwd, worker_log(runtime, config),
+                                          _role_services(runtime, config.get("Role") or "")):
             started += 1
     return started
+
+
+def _role_services(runtime: Runtime, role: str) -> list[str]:
+    """The SDK services the execution role's policies allow actions of (`s3:GetObject` -> s3): the clients the
+    handler can usefully make, whose models a prewarmed worker loads before its first invocation."""
+    from mlops_local.iam.decisions import Judge
+    from mlops_local.iam.policy import Effect
+
+    policies = Judge(runtime.aws.account_id, runtime.aws.gateway.region).identity_policies(role)
+    if isinstance(policies, str):
+        return []
+    prefixes = {action.split(":", 1)[0].lower() for policy in policies for statement in policy.statements
+                if statement.effect is Effect.ALLOW and not statement.not_action for action in statement.actions}
+    return sorted(prefixes & _sdk_services())
+
+
+@functools.cache
+def _sdk_services() -> frozenset[str]:
+    from botocore.session import get_session
+
+    return frozenset(get_session().get_available_services())
 
 
 def _stored_function(runtime: Runtime, name: str) -> dict[str, Any]:
