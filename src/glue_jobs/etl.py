@@ -449,27 +449,32 @@ def transform(parsed: DataFrame, spec: FeatureSpec, keep: Sequence[str | Column]
     return parsed.select(*keep, target, *feature_expressions(spec))
 
 
-def endpoint_test_rows(checked: DataFrame, deduped: DataFrame, config: DatasetConfig,
+def endpoint_test_rows(spark: SparkSession, checked: DataFrame, config: DatasetConfig,
                        spec: FeatureSpec, rows: int) -> DataFrame:
-    """Up to `rows` raw test-split records, the ones with the smallest hash (deterministic).
+    """Up to `rows` raw test-split records, the ones with the smallest hash (deterministic), in
+    (hash, record) order.
 
-    The raw strings come from the checked rows: duplicates share a parsed record but may be spelled
-    differently ("1.0" / "1.00"), so the smallest spelling of each record is taken."""
+    Duplicates share a parsed record but may be spelled differently ("1.0" / "1.00"): each record's
+    smallest spelling is taken. One top-k pass over the checked rows (no join, no shuffle): the first
+    rows in (hash, record, spelling) order are collected, and each record's first row is its smallest
+    spelling; if duplicates leave fewer than `rows` records among them, a larger k is taken."""
     keys = key_columns(config)
-    # Both sides descend from `checked`: the chosen keys are renamed so the join condition cannot
-    # resolve to one side only (Spark's self-join ambiguity).
-    chosen = (deduped.where(F.col(SPLIT) == "test").select(HASH, *keys)
-              .orderBy(HASH, *keys).limit(rows)
-              .select(*[F.col(c).alias("_chosen" + c) for c in (HASH, *keys)]))
     raw_columns = list(spec.input_columns) + [spec.target]
-    candidates = checked.where(F.col(SPLIT) == "test").select(HASH, *raw_columns, *keys)
-    on = [F.col(HASH) == F.col("_chosen" + HASH)]
-    on += [F.col(k).eqNullSafe(F.col("_chosen" + k)) for k in keys]
-    joined = candidates.join(F.broadcast(chosen), on=on, how="left_semi")
-    first = F.min(F.struct(*[F.col(c) for c in raw_columns])).alias("raw")
-    picked = joined.groupBy(HASH, *keys).agg(first)
-    return (picked.coalesce(1).sortWithinPartitions(HASH, *keys)
-            .select(*[F.col("raw")[c].alias(c) for c in raw_columns]))
+    test = checked.where(F.col(SPLIT) == "test").select(HASH, *keys, *raw_columns)
+    ordered = test.orderBy(HASH, *keys, *raw_columns)
+    picked: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    k = rows
+    while rows > 0:
+        top = ordered.limit(k).collect()
+        picked = {}
+        for row in top:
+            record = tuple(row[c] for c in (HASH, *keys))
+            picked.setdefault(record, tuple(row[c] for c in raw_columns))
+        if len(picked) >= rows or len(top) < k:
+            break
+        k *= 2
+    schema = StructType([StructField(c, StringType()) for c in raw_columns])
+    return spark.createDataFrame(list(picked.values())[:rows], schema).coalesce(1)
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -506,7 +511,7 @@ def run_etl(spark: SparkSession, config: DatasetConfig, input_uri: str, output_u
         rows_out = sum(splits.values())
 
         write_csv(quarantined(checked, header), join_uri(output_uri, "quarantine"))
-        endpoint = endpoint_test_rows(checked, deduped, config, spec, endpoint_rows)
+        endpoint = endpoint_test_rows(spark, checked, config, spec, endpoint_rows)
         write_csv(endpoint, join_uri(output_uri, "endpoint-test"))
         # the endpoint rows are the first test rows by hash, so their number is known without a pass
         endpoint_count = min(endpoint_rows, splits["test"])

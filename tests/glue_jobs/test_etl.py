@@ -326,6 +326,30 @@ def test_two_runs_write_the_same_data(spark, tmp_path):
     assert (outs[0] / "features.json").read_text() == (outs[1] / "features.json").read_text()
 
 
+def respelled(line: str, zeros: int) -> str:
+    """The same record with `zeros` trailing zeros on its numeric value a ("3.7" -> "3.700")."""
+    fields = line.split(",")
+    fields[1] += ("" if "." in fields[1] else ".") + "0" * zeros
+    return ",".join(fields)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3, 8], ids=["none", "one", "three", "every-test-record"])
+def test_endpoint_rows_ignore_duplicates_and_take_the_smallest_spelling(spark, tmp_path, rows):
+    """Each record four times more, spelled longer: the same records, in the same order, as the
+    source spells them first (many copies per record, so the first rows in order hold fewer records)."""
+    good = good_rows(40)
+    plain = write_lines(tmp_path / "plain.csv", [SMALL_HEADER] + good)
+    copies = [respelled(line, zeros) for line in good for zeros in (3, 2, 1, 4)]
+    noisy = write_lines(tmp_path / "noisy.csv", [SMALL_HEADER] + copies + good)
+    outs = {}
+    for name, data in (("plain", plain), ("noisy", noisy)):
+        quality = etl.run_etl(spark, small_config(), str(data), str(tmp_path / name), endpoint_rows=rows)
+        outs[name] = csv_rows(tmp_path / name / "endpoint-test")
+        assert quality["endpoint_test"] == len(outs[name]) == min(rows, quality["splits"]["test"])
+    assert outs["noisy"] == outs["plain"]
+    assert len({r["id"] for r in outs["plain"]}) == len(outs["plain"])
+
+
 def test_split_bounds_follow_the_fractions(diamonds_config):
     assert etl.split_bounds(diamonds_config) == (7000, 8500)
 
