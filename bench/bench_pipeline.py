@@ -20,6 +20,7 @@ TARGET_WALL = 60.0
 TARGET_WHOLE = 30.0
 TARGET_SHARE = 0.03
 TARGET_IAM_GROWTH = 0.05
+TIMEOUT = 900.0  # seconds for one run
 # The moments of pipeline_run.run_pipeline seen from outside: the first progress line starting so.
 MARKS = {
     "stand_in_up": "local AWS stand-in on ",
@@ -51,16 +52,17 @@ def one_run(data: Path, runs: Path, extra: Sequence[str]) -> dict[str, Any]:
 
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
-    assert process.stdout is not None
-    first = process.stdout.readline()  # the summary's "{": printed after the stand-in stopped
-    stdout_at = time.perf_counter() - started
-    out = first + process.stdout.read()
+    watchdog = threading.Timer(TIMEOUT, process.kill)  # a hung run ends the reads below
+    watchdog.start()
     try:
-        code = process.wait(timeout=900)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-    exited = time.perf_counter() - started
+        assert process.stdout is not None
+        first = process.stdout.readline()  # the summary's "{": printed after the stand-in stopped
+        stdout_at = time.perf_counter() - started
+        out = first + process.stdout.read()
+        code = process.wait()
+        exited = time.perf_counter() - started
+    finally:
+        watchdog.cancel()
     reader.join(timeout=10)
     if code != 0:
         tail = "\n".join(line for _, line in lines[-30:])
