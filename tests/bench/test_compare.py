@@ -27,6 +27,8 @@ def row(value, unit="s", spread=None, **extra):
     pytest.param({**row(1, "x"), "metric": "spark/pandas speed, 1,000,000 rows"}, "higher", id="speed-ratio-up"),
     pytest.param({**row(1, "x"), "metric": "RMSE ratio ours / gradient boosting"}, "lower", id="rmse-ratio-down"),
     pytest.param({**row(1, "%"), "metric": "server CPU, ours"}, "neither", id="cpu-diagnostic"),
+    pytest.param({**row(0, "of 7"), "metric": "handler modules importing boto3/botocore at import"}, "lower",
+                 id="modules-importing-boto3-down"),
     pytest.param(row(1, "x"), "neither", id="unknown-ratio"),
     pytest.param(row(1, "s", better="higher"), "higher", id="row-overrides-unit"),
 ])
