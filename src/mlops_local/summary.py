@@ -593,7 +593,10 @@ def job_seconds(client: Callable[[str], Any], found: Mapping[str, Mapping[str, s
     etl = found.get("EtlJob", {})
     if etl.get("JobRunId"):
         run = client("glue").get_job_run(JobName=etl["GlueJobName"], RunId=etl["JobRunId"])["JobRun"]
-        total += float(run.get("ExecutionTime") or 0)
+        # StartedOn -> CompletedOn, as the SageMaker jobs' start -> end: ExecutionTime is whole seconds, and
+        # up to a second of the job would be counted as orchestration.
+        started, completed = run.get("StartedOn"), run.get("CompletedOn")
+        total += _seconds(started, completed) if started and completed else float(run.get("ExecutionTime") or 0)
     sagemaker = client("sagemaker")
     name = found.get("TrainingJob", {}).get("TrainingJobName")
     if name:

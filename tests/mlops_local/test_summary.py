@@ -537,3 +537,34 @@ def test_a_model_that_cannot_be_read_leaves_the_status_and_falls_back_to_the_sta
     deploy = next(d for d in run["actions"] if d["actionName"] == "DeployEndpoint")
     assert (dev["status"], dev["model_package_arn"]) == ("InService", deploy["output"]["outputVariables"][
         "ModelPackageArn"])
+
+
+def test_job_seconds_count_each_job_from_its_start_to_its_end():
+    """Glue's ExecutionTime is whole seconds: the run's StartedOn -> CompletedOn counts, as the SageMaker
+    jobs' start -> end do, so no part of a job is taken for orchestration."""
+    from datetime import datetime, timedelta, timezone
+
+    from mlops_local.summary import job_seconds
+
+    t0 = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    answers = {
+        "glue": {"get_job_run": {"JobRun": {"StartedOn": t0, "CompletedOn": t0 + timedelta(seconds=12.7),
+                                            "ExecutionTime": 12}}},
+        "sagemaker": {"describe_training_job": {"TrainingStartTime": t0,
+                                                "TrainingEndTime": t0 + timedelta(seconds=8.25)},
+                      "describe_processing_job": {"ProcessingStartTime": t0,
+                                                  "ProcessingEndTime": t0 + timedelta(seconds=1.5)}},
+    }
+
+    class Client:
+        def __init__(self, service):
+            self.service = service
+
+        def __getattr__(self, operation):
+            return lambda **kwargs: answers[self.service][operation]
+
+    found = {"EtlJob": {"GlueJobName": "etl", "JobRunId": "jr_1"}, "TrainingJob": {"TrainingJobName": "t"},
+             "EvaluationJob": {"ProcessingJobName": "p"}}
+    assert job_seconds(Client, found) == pytest.approx(12.7 + 8.25 + 1.5)
+    del answers["glue"]["get_job_run"]["JobRun"]["CompletedOn"]  # a run without its end: ExecutionTime
+    assert job_seconds(Client, found) == pytest.approx(12 + 8.25 + 1.5)
