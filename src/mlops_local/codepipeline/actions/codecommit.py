@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
+import threading
 import zipfile
 from pathlib import Path
 
@@ -66,12 +67,31 @@ def source_files(folder: Path) -> list[str]:
     return names
 
 
+# The pipeline's three CodeCommit sources are one working tree, zipped at the same moment: the first zips it,
+# the others wait for it and reuse it while no file's size or mtime changed (git's own index heuristic).
+_zipped: dict[tuple[str, tuple[tuple[str, int, int], ...]], tuple[bytes, str]] = {}
+_zip_lock = threading.Lock()
+MAX_ZIPPED = 4
+
+
 def zip_folder(folder: Path) -> tuple[bytes, str]:
     """(zip bytes, content hash): the hash names the content like a commit id would."""
+    names = source_files(folder)
+    stats = [(folder / name).stat() for name in names]
+    key = (str(folder.resolve()), tuple((n, s.st_size, s.st_mtime_ns) for n, s in zip(names, stats)))
+    with _zip_lock:
+        if key not in _zipped:
+            if len(_zipped) >= MAX_ZIPPED:
+                _zipped.pop(next(iter(_zipped)))
+            _zipped[key] = _zip(folder, names)
+        return _zipped[key]
+
+
+def _zip(folder: Path, names: list[str]) -> tuple[bytes, str]:
     digest = hashlib.sha1()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in source_files(folder):
+        for name in names:
             data = (folder / name).read_bytes()
             digest.update(name.encode() + b"\0" + data + b"\0")
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # content, not mtime, names it
