@@ -41,6 +41,8 @@ MODEL_FILES = {"model.keras", "features.json", "dense.npz", "model.json"}
                  id="choices-case-insensitive"),
     pytest.param({"sagemaker_program": "train.py", "sagemaker_region": "eu-west-1"}, {},
                  id="sdk-keys-ignored"),
+    pytest.param({"global_clipnorm": "0.5"}, {"global_clipnorm": 0.5}, id="clipnorm"),
+    pytest.param({"global_clipnorm": "0"}, {"global_clipnorm": 0.0}, id="clipnorm-off"),
 ])
 def test_hyperparameters_parse_to_declared_types(raw, expected):
     assert parse_hyperparameters(raw) == Hyperparameters(**expected)
@@ -63,6 +65,8 @@ def test_hyperparameters_parse_to_declared_types(raw, expected):
     pytest.param("activation", "gelu", id="activation-unservable"),
     pytest.param("lr_schedule", "step", id="schedule-unknown"),
     pytest.param("seed", "-1", id="seed-negative"),
+    pytest.param("global_clipnorm", "-1", id="clipnorm-negative"),
+    pytest.param("global_clipnorm", "inf", id="clipnorm-infinite"),
 ])
 def test_bad_hyperparameter_value_is_a_user_error_naming_it(key, value):
     with pytest.raises(UserError) as caught:
@@ -305,3 +309,68 @@ def test_training_is_seeded_and_features_json_may_sit_in_the_train_channel(tmp_p
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         np.testing.assert_array_equal(weights[0][key], weights[1][key])
+
+
+# -- the training loop on a tiny model ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_splits(synthetic_data):
+    spec = train.load_spec(synthetic_data)
+    return spec, train.load_split(synthetic_data / "train", spec, "train"), \
+        train.load_split(synthetic_data / "validation", spec, "validation")
+
+
+def tiny_model(spec, split, **overrides):
+    import keras
+
+    hp = Hyperparameters(**{"hidden_units": (16, 8), "batch_size": 64, "learning_rate": 0.01, **overrides})
+    keras.utils.set_random_seed(hp.seed)
+    model = train.build_model(len(spec.feature_names), hp, steps_per_epoch=-(-len(split.y) // hp.batch_size))
+    return model, hp
+
+
+@pytest.mark.parametrize("clipnorm, expected", [
+    pytest.param(1.0, 1.0, id="default-clips-at-1"),
+    pytest.param(0.25, 0.25, id="custom"),
+    pytest.param(0.0, None, id="zero-turns-it-off"),
+])
+def test_global_clipnorm_reaches_the_optimizer(tiny_splits, clipnorm, expected):
+    spec, split, _ = tiny_splits
+    model, _ = tiny_model(spec, split, global_clipnorm=clipnorm)
+    assert model.optimizer.global_clipnorm == expected
+
+
+@pytest.mark.parametrize("schedule, final_fraction", [
+    pytest.param("cosine", 0.01, id="cosine-ends-at-1-percent"),
+    pytest.param("constant", 1.0, id="constant"),
+])
+def test_learning_rate_schedule_over_the_steps_fit_takes(tiny_splits, schedule, final_fraction):
+    """One optimizer step per batch, the last batch partial: the cosine decay ends exactly at its floor."""
+    spec, split, validation = tiny_splits
+    model, hp = tiny_model(spec, split, epochs=3, lr_schedule=schedule)
+    train.fit(model, split, validation, spec, hp, log=lambda line: None)
+    assert int(model.optimizer.iterations) == 3 * -(-len(split.y) // 64)  # 384 rows: 6 batches an epoch
+    assert float(model.optimizer.learning_rate) == pytest.approx(hp.learning_rate * final_fraction, rel=1e-5)
+
+
+def test_an_epoch_sees_every_training_row_once(tiny_splits):
+    """With a learning rate too small to move the weights, the epoch's loss is the MSE over all rows."""
+    spec, split, _ = tiny_splits
+    rows = 350  # not a multiple of the batch size: the last batch is partial and weighs its rows
+    model, hp = tiny_model(spec, split, learning_rate=1e-30)
+    target = spec.encode_target(split.y[:rows])
+    expected = float(np.mean((np.asarray(model(split.x[:rows]))[:, 0] - target) ** 2))
+    run_epoch = train.epoch_function(model, split.x[:rows], target, hp.batch_size)
+    assert run_epoch(np.random.default_rng(0).permutation(rows)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_early_stopping_fires_and_keeps_the_best_epoch(tiny_splits):
+    """A learning rate that overshoots: validation stops improving, fit stops `patience` epochs later."""
+    spec, split, validation = tiny_splits
+    model, hp = tiny_model(spec, split, epochs=40, patience=2, learning_rate=0.05, lr_schedule="constant",
+                           global_clipnorm=0.0)
+    result = train.fit(model, split, validation, spec, hp, log=lambda line: None)
+    assert len(result.history) == result.best_epoch + hp.patience < hp.epochs
+    best = result.history[result.best_epoch - 1]
+    assert best["val_loss"] == min(row["val_loss"] for row in result.history)
+    encoded = np.asarray(model(validation.x, training=False), dtype=np.float64)[:, 0]
+    assert np.mean((encoded - spec.encode_target(validation.y)) ** 2) == pytest.approx(best["val_loss"])
