@@ -139,14 +139,26 @@ aws cloudformation deploy \
     --parameter-overrides "ProjectName=${PROJECT_NAME}" "LambdaCodeBucket=${CODE_BUCKET}" \
         "LambdaCodeKey=${LAMBDA_KEY}" "${OVERRIDES[@]+"${OVERRIDES[@]}"}"
 
-# 3. The Glue code, until the first Build stage publishes it from the ETL and model branches.
-GLUE_CODE_URI="$(stack_output "$STACK_NAME" GlueCodeUri)"
+# The stack's outputs, one "Key<TAB>Value" line each, read once for steps 3 to 5 (every `aws` call is a
+# process start; describe-stacks answers with all of them).
+OUTPUTS="$(aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
+    --query "Stacks[0].Outputs[].[OutputKey, OutputValue]" --output text)"
+output() {
+    awk -F '\t' -v key="$1" '$1 == key { print $2; exit }' <<< "$OUTPUTS"
+}
+
+# 3. The Glue code, until the first Build stage publishes it from the ETL and model branches: both files
+#    staged in one folder and uploaded with one `aws s3 cp --recursive`.
+GLUE_CODE_URI="$(output GlueCodeUri)"
 [[ "$GLUE_CODE_URI" == s3://* ]] || die "stack ${STACK_NAME} has no GlueCodeUri output"
 if [[ "$REFRESH_GLUE" == 1 ]] || ! aws s3 ls "${GLUE_CODE_URI}etl.py" >/dev/null 2>&1; then
-    zip_package "$ROOT/src" training "$BUILD/training.zip"
+    GLUE_STAGE="$BUILD/glue-code"
+    rm -rf "$GLUE_STAGE"
+    mkdir -p "$GLUE_STAGE"
+    cp "$ROOT/src/glue_jobs/etl.py" "$GLUE_STAGE/etl.py"
+    zip_package "$ROOT/src" training "$GLUE_STAGE/training.zip"
     info "uploading the Glue script and training.zip to ${GLUE_CODE_URI}"
-    aws s3 cp --only-show-errors "$ROOT/src/glue_jobs/etl.py" "${GLUE_CODE_URI}etl.py"
-    aws s3 cp --only-show-errors "$BUILD/training.zip" "${GLUE_CODE_URI}training.zip"
+    aws s3 cp --only-show-errors --recursive "$GLUE_STAGE" "$GLUE_CODE_URI"
 else
     info "Glue code already at ${GLUE_CODE_URI} (the Build stage keeps it current; --refresh-glue-code overwrites)"
 fi
@@ -156,7 +168,8 @@ fi
 #    the data exist, and on a recreated pipeline with whatever they held: abandon it. The executions that
 #    count come from the pushes, the data and explicit starts. RestartExecutionOnUpdate is false, so an
 #    update starts none, and a creation execution that already ended is left as it is.
-PIPELINE="$(stack_output "$STACK_NAME" PipelineName)"
+PIPELINE="$(output PipelineName)"
+[[ -n "$PIPELINE" ]] || die "stack ${STACK_NAME} has no PipelineName output"
 read -r -a CREATION_RUNS <<< "$(aws codepipeline list-pipeline-executions --pipeline-name "$PIPELINE" \
     --max-items 20 --output text --query \
     "pipelineExecutionSummaries[?trigger.triggerType=='CreatePipeline' && status=='InProgress'].pipelineExecutionId")"
@@ -170,7 +183,6 @@ for execution in "${CREATION_RUNS[@]+"${CREATION_RUNS[@]}"}"; do
 done
 
 # 5. What the other scripts and a person need.
-aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
-    --query "Stacks[0].Outputs[].[OutputKey, OutputValue]" --output table
+awk -F '\t' '{ printf "%-30s %s\n", $1, $2 }' <<< "$OUTPUTS"
 info "next: scripts/push_sources.sh --stack-name ${STACK_NAME}, then scripts/upload_data.sh --stack-name ${STACK_NAME}" \
      "(the data upload starts the first execution)"

@@ -42,10 +42,20 @@ done
 [[ -f "$CONFIG" ]] || usage_error "dataset config not found: $CONFIG"
 
 require_aws
-require_stack "$STACK_NAME"
-BUCKET="$(stack_output "$STACK_NAME" DataBucketName)"
-DATA_KEY="$(stack_output "$STACK_NAME" DataObjectKey)"
-CONFIG_KEY="$(stack_output "$STACK_NAME" DatasetConfigKey)"
+# The stack's outputs, one "Key<TAB>Value" line each, from one describe-stacks (each `aws` call is a
+# process start): the stack exists, or the message names deploy.sh.
+OUTPUTS="$(aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
+    --query "Stacks[0].Outputs[].[OutputKey, OutputValue]" --output text 2>/dev/null)" \
+    || die "stack '${STACK_NAME}' not found in ${AWS_REGION}; deploy it with scripts/deploy.sh (or pass --stack-name)"
+output() {
+    local value
+    value="$(awk -F '\t' -v key="$1" '$1 == key { print $2; exit }' <<< "$OUTPUTS")"
+    [[ -n "$value" ]] || die "stack ${STACK_NAME} has no $1 output"
+    printf '%s\n' "$value"
+}
+BUCKET="$(output DataBucketName)"
+DATA_KEY="$(output DataObjectKey)"
+CONFIG_KEY="$(output DatasetConfigKey)"
 
 info "uploading $CONFIG to s3://${BUCKET}/${CONFIG_KEY}"
 aws s3 cp --only-show-errors --content-type application/yaml "$CONFIG" "s3://${BUCKET}/${CONFIG_KEY}"

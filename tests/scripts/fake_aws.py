@@ -35,9 +35,12 @@ def parse(args: list[str]) -> tuple[str, dict[str, list[str]]]:
 
 
 def text(value: Any) -> str:
-    """`--output text` of a query result: a list of scalars on one tab-separated line."""
+    """`--output text` of a query result: a list of scalars on one tab-separated line, a list of lists one
+    such line per inner list (e.g. `Outputs[].[OutputKey, OutputValue]`)."""
     if value is None:
         return "None"
+    if isinstance(value, list) and any(isinstance(item, list) for item in value):
+        return "\n".join(text(item) for item in value)
     if isinstance(value, list):
         return "\t".join(text(item) for item in value)
     return str(value)

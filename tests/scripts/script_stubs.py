@@ -188,6 +188,11 @@ class EventLog:
         events = []
         for call in uploads:
             bucket, _, key = call[-1].removeprefix("s3://").partition("/")
-            events.append(s3_event(bucket, key))
+            if "--recursive" in call:  # a folder: one object, and one event, per file
+                folder = Path(call[-2])
+                events.extend(s3_event(bucket, key + path.relative_to(folder).as_posix())
+                              for path in sorted(folder.rglob("*")) if path.is_file())
+            else:
+                events.append(s3_event(bucket, key))
         events.extend(codecommit_event(*line.split()) for line in lines)
         return events

@@ -9,6 +9,7 @@ pattern matching).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,46 @@ def test_deploy_succeeds_when_the_creation_run_ended_before_the_stop(tmp_path: P
     result = run(project / "scripts" / "deploy.sh", env=aws.env)
     assert result.returncode == 0, result.stderr
     assert "could not stop execution" in result.stderr and "PipelineExecutionNotStoppableException" in result.stderr
+
+
+# Every `aws` call is a process start (~0.3 s of the CLI's imports): each script makes the calls it needs, once.
+@pytest.mark.parametrize("script, commands", [
+    ("deploy.sh", ["sts get-caller-identity", "s3api head-bucket", "s3 cp", "cloudformation deploy",
+                   "cloudformation describe-stacks", "s3 ls", "s3 cp", "codepipeline list-pipeline-executions",
+                   "codepipeline stop-pipeline-execution"]),
+    ("upload_data.sh", ["sts get-caller-identity", "cloudformation describe-stacks", "s3 cp", "s3 cp"]),
+], ids=["deploy-new-stack", "upload-data"])
+def test_each_script_calls_aws_once_per_need(tmp_path: Path, script: str, commands: list[str]) -> None:
+    aws, project = FakeAws(tmp_path, stack_created=script != "deploy.sh"), project_copy(tmp_path)
+    result = run(project / "scripts" / script, env=aws.env)
+    assert result.returncode == 0, result.stderr
+    assert [" ".join(call[:2]) for call in aws.state["calls"]] == commands
+
+
+def test_deploy_uploads_the_glue_code_as_one_folder(first_deployment: Deployment) -> None:
+    _, project, _, _, _, events = first_deployment
+    keys = [event["detail"]["object"]["key"] for event in events["deploy.sh"]]
+    assert keys[1:] == [f"code/glue/{name}" for name in ("etl.py", "training.zip")]  # after the Lambda zip
+    assert (project / "build/deploy/glue-code/etl.py").read_text() == "# src/glue_jobs/etl.py\n"
+
+
+def test_deploy_prints_every_output_once(tmp_path: Path) -> None:
+    aws, project = FakeAws(tmp_path), project_copy(tmp_path)
+    result = run(project / "scripts" / "deploy.sh", env=aws.env)
+    assert result.returncode == 0, result.stderr
+    assert [line.split() for line in result.stdout.splitlines() if line.split()[0] in OUTPUTS] == \
+        [[key, value] for key, value in OUTPUTS.items()]
+
+
+@pytest.mark.parametrize("outputs, message", [
+    (None, "stack 'mlops-pipeline' not found"),
+    ({k: v for k, v in OUTPUTS.items() if k != "DatasetConfigKey"}, "has no DatasetConfigKey output"),
+], ids=["no-stack", "output-missing"])
+def test_upload_data_says_what_the_stack_lacks(tmp_path: Path, outputs: dict[str, str] | None,
+                                               message: str) -> None:
+    aws, project = FakeAws(tmp_path, stack_created=outputs is not None), project_copy(tmp_path)
+    if outputs is not None:
+        aws.state_file.write_text(json.dumps({**aws.state, "outputs": outputs}))
+    result = run(project / "scripts" / "upload_data.sh", env=aws.env)
+    assert result.returncode == 1 and message in result.stderr
+    assert aws.calls("s3 cp") == []

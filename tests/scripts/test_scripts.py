@@ -96,7 +96,7 @@ def test_deploy_builds_a_lambdas_package_zip(tmp_path):
     body = f'''echo "$*" >> {log}
 case "$1 $2" in
   "sts get-caller-identity") echo 123456789012 ;;
-  "cloudformation describe-stacks") echo "s3://mlops-data/code/glue/" ;;
+  "cloudformation describe-stacks") printf 'GlueCodeUri\ts3://mlops-data/code/glue/\nPipelineName\tmlops\n' ;;
 esac
 exit 0'''
     result = run(ROOT / "scripts/deploy.sh", "QualityThreshold=550",
