@@ -149,6 +149,44 @@ def test_install_models_is_idempotent():
     assert first == second and "AWS::CodePipeline::Pipeline" in first
 
 
+SHORT_FORMS = """
+Conditions:
+  Wanted: !Not [!Condition Unwanted]
+Resources:
+  Topic:
+    Type: AWS::SNS::Topic
+    Properties:
+      TopicName: !Sub "${AWS::StackName}-${Suffix}"
+      Tags: [{Key: k, Value: !Select [0, !Split [",", !Ref Csv]]}, {Key: n, Value: !GetAtt Other.Arn}]
+"""
+
+
+@pytest.mark.parametrize("template", [
+    *(path.read_text(encoding="utf-8") for path in sorted((ROOT / "templates").glob("*.yaml"))),
+    SHORT_FORMS,
+    json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "t"}}}}),
+], ids=[*(path.name for path in sorted((ROOT / "templates").glob("*.yaml"))), "short-forms", "json"])
+def test_templates_parse_as_moto_parses_them(aws, template):
+    """libyaml's parser (stacks.parse_template, installed on moto's Stack and ChangeSet) reads every template
+    into the same dict as moto's pure-Python one, with the installed short forms (`!Condition` included)."""
+    import yaml
+    from moto.cloudformation import models
+    from yaml.parser import ParserError
+    from yaml.scanner import ScannerError
+
+    from mlops_local.cloudformation.stacks import parse_template
+
+    yaml.add_multi_constructor("", models.yaml_tag_constructor)
+    try:
+        expected = yaml.load(template, Loader=yaml.Loader)
+    except (ParserError, ScannerError):
+        expected = json.loads(template)
+    assert parse_template(template) == expected
+    assert models.Stack.parse_template(template) == expected  # what register() installed
+    if template == SHORT_FORMS:
+        assert expected["Conditions"]["Wanted"] == {"Fn::Not": [{"Condition": "Unwanted"}]}
+
+
 # -- the resolver: moto's, with real physical ids (and ours for the types we provide) -------------
 INTRINSICS = """
 AWSTemplateFormatVersion: "2010-09-09"

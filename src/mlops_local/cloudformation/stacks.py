@@ -8,6 +8,7 @@ moto resolved it, and `apply` re-creates provided resources deleted out of band.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from typing import Any
 
@@ -21,6 +22,34 @@ logger = logging.getLogger(__name__)
 ACCOUNT_AND_REGION_OF_STACK_ID = slice(3, 5)  # arn:aws:cloudformation:<region>:<account>:stack/...
 
 
+def parse_template(template: str) -> dict[str, Any]:
+    """moto's Stack.parse_template with libyaml's parser (when PyYAML was built with it): the same
+    constructors, moto's short forms (!Ref ...) as installed, so the same dict, ~8x faster; a deploy of
+    pipeline.yaml (~2,400 lines) parses it three times (the stack, the change set, its outputs)."""
+    import yaml
+    from moto.cloudformation import models
+    from yaml.parser import ParserError
+    from yaml.scanner import ScannerError
+
+    loader = getattr(yaml, "CLoader", yaml.Loader)
+    yaml.add_multi_constructor("", models.yaml_tag_constructor, Loader=loader)  # as moto does, per parse
+    try:
+        parsed: dict[str, Any] = yaml.load(template, Loader=loader)
+    except (ParserError, ScannerError):  # moto's fallback: a JSON template
+        parsed = json.loads(template)
+    return parsed
+
+
+def _parse_templates_with_libyaml() -> None:
+    from moto.cloudformation import models
+
+    def parse_change_set_template(change_set: Any) -> None:
+        change_set.template_dict = parse_template(change_set.template)
+
+    models.Stack.parse_template = staticmethod(parse_template)  # type: ignore[method-assign]
+    models.ChangeSet._parse_template = parse_change_set_template  # type: ignore[method-assign,assignment]
+
+
 class Stacks:
     """Registers the models; `render` and `apply` look at one deployed stack."""
 
@@ -29,6 +58,7 @@ class Stacks:
 
     def register(self) -> None:
         install_models()
+        _parse_templates_with_libyaml()
         bucket_properties.install()  # the AWS::S3::Bucket properties moto's CloudFormation drops
         stack_permissions.install(self.runtime)  # handler permissions, and AWS's rollback when a resource fails
         self.runtime.aws.gateway.after("cloudformation", "ExecuteChangeSet", self.after_execute_change_set)
