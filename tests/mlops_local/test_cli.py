@@ -102,3 +102,39 @@ def test_without_json_an_interruption_prints_no_json(monkeypatch, capsys):
 
     assert main(["run"]) == 143
     assert capsys.readouterr().out == ""
+
+
+EXITING = """
+import atexit, concurrent.futures, sys, threading, time
+from mlops_local.cli import exit_process
+pool = concurrent.futures.ThreadPoolExecutor(2)
+pool.submit(print, "pool: idle worker left", flush=True).result()  # joined only after threading's exit hook
+threading.Thread(target=lambda: (time.sleep(0.3), print("thread: done", flush=True))).start()
+atexit.register(print, "atexit: ran", flush=True)
+sys.stdout.write("stdout: unflushed")
+exit_process(CODE)
+"""
+
+
+@pytest.mark.parametrize("code", [0, 3, 143], ids=["approved", "rejected", "sigterm"])
+def test_exit_process_ends_as_python_does_without_the_teardown(code):
+    """exit_process: the code; non-daemon threads joined (an idle pool's too), atexit run, stdout flushed."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", EXITING.replace("CODE", str(code))], capture_output=True,
+                            text=True, timeout=30, cwd=ROOT)
+    assert result.returncode == code, result.stderr
+    assert result.stdout.splitlines() == ["pool: idle worker left", "stdout: unflushedthread: done", "atexit: ran"]
+
+
+def test_main_without_argv_is_the_program(tmp_path):
+    """`python -m mlops_local.cli` (and the `mlops-local` script) read sys.argv and end the process themselves."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "rows.csv"
+    result = subprocess.run([sys.executable, "-m", "mlops_local.cli", "synthetic", "--rows", "5", "--out", str(out)],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote 5 synthetic rows to {out}\n" and len(out.read_text().splitlines()) == 6
