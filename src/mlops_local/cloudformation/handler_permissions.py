@@ -26,11 +26,15 @@ code that reads it, a row's meaning would live in another file.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import botocore.exceptions
@@ -63,9 +67,19 @@ class UnknownResourceType(ValueError):
 
 # -- the registry schemas ---------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
+def _schemas() -> Traversable:
+    """cfn-lint's schema folder, found without importing cfn-lint (its import takes ~0.3 s and runs nothing we
+    use); through importlib.resources, which imports it, only when the package is not a plain folder."""
+    spec = importlib.util.find_spec("cfnlint")
+    folders = list(spec.submodule_search_locations or ()) if spec is not None else []
+    if folders and os.path.isdir(folders[0]):
+        return Path(folders[0]) / "data" / "schemas"
+    return resources.files("cfnlint") / "data" / "schemas"
+
+
+@functools.lru_cache(maxsize=None)
 def _index(region: str) -> Mapping[str, str]:
-    root = resources.files("cfnlint") / "data" / "schemas"
-    provider = root / "providers" / f"{region}.json"
+    provider = _schemas() / "providers" / f"{region}.json"
     return json.loads(provider.read_text()) if provider.is_file() else {}
 
 
@@ -75,7 +89,7 @@ def schema(resource_type: str, region: str = DEFAULT_REGION) -> Mapping[str, Any
     digest = _index(region).get(resource_type) or _index(DEFAULT_REGION).get(resource_type)
     if digest is None:
         raise UnknownResourceType(f"no CloudFormation registry schema for {resource_type}")
-    path = resources.files("cfnlint") / "data" / "schemas" / "resources" / f"{digest}.json"
+    path = _schemas() / "resources" / f"{digest}.json"
     return json.loads(path.read_text())
 
 
