@@ -209,3 +209,17 @@ def test_a_moto_failure_is_one_line_and_an_aws_internal_failure(aws, caplog, cap
     assert [(r.name, r.exc_info) for r in lines] == [("mlops_local.gateway", None)] * 3
     assert "KeyError" in lines[0].getMessage() and "ListRepositories" in lines[0].getMessage()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_stop_ends_the_server_thread_and_frees_the_port():
+    import socket
+
+    from mlops_local import gateway
+
+    local = LocalAws(Gateway()).start()
+    assert local.client("sts").get_caller_identity()["Account"] == local.account_id
+    local.stop()  # returns once serve_forever noticed the shutdown: one poll at most
+    local.thread.join(timeout=5)
+    assert not local.thread.is_alive() and gateway.SHUTDOWN_POLL <= 0.1
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", local.server.server_port)) != 0
