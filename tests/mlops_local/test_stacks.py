@@ -187,18 +187,6 @@ def test_templates_parse_as_moto_parses_them(aws, template):
         assert expected["Conditions"]["Wanted"] == {"Fn::Not": [{"Condition": "Unwanted"}]}
 
 
-def test_the_unicode_classes_are_built_in_the_background():
-    from mlops_local import java_regex
-    from mlops_local.cloudformation.stacks import prewarm_unicode_classes
-
-    thread = prewarm_unicode_classes()
-    thread.join(timeout=60)
-    assert not thread.is_alive() and thread.daemon
-    assert java_regex._categories.cache_info().currsize == 1  # what validation's \p{...} patterns read
-    pattern = java_regex.compiled(r"[\p{L}\p{N}]+")
-    assert pattern is not None and pattern.fullmatch("Größe2") and not pattern.fullmatch("a b")
-
-
 # -- the resolver: moto's, with real physical ids (and ours for the types we provide) -------------
 INTRINSICS = """
 AWSTemplateFormatVersion: "2010-09-09"

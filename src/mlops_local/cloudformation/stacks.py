@@ -10,10 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import threading
 from typing import Any
 
-from mlops_local import java_regex
 from mlops_local.moto_access import backend
 from mlops_local.runtime import Runtime
 from mlops_local.cloudformation import bucket_properties, stack_permissions
@@ -42,15 +40,6 @@ def parse_template(template: str) -> dict[str, Any]:
     return parsed
 
 
-def prewarm_unicode_classes() -> threading.Thread:
-    """A stack's SageMaker resources are validated against patterns with Unicode classes (\\p{L} ...), whose
-    tables take ~0.2 s to build, once per process: built in the background at registration, while the
-    first `aws` processes of deploy.sh start, instead of inside the stack's ExecuteChangeSet."""
-    thread = threading.Thread(target=java_regex.compiled, args=(r"\p{L}",), name="unicode-classes", daemon=True)
-    thread.start()
-    return thread
-
-
 def _parse_templates_with_libyaml() -> None:
     from moto.cloudformation import models
 
@@ -66,7 +55,6 @@ class Stacks:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.prewarm: threading.Thread | None = None
 
     def register(self) -> None:
         install_models()
@@ -74,7 +62,6 @@ class Stacks:
         bucket_properties.install()  # the AWS::S3::Bucket properties moto's CloudFormation drops
         stack_permissions.install(self.runtime)  # handler permissions, and AWS's rollback when a resource fails
         self.runtime.aws.gateway.after("cloudformation", "ExecuteChangeSet", self.after_execute_change_set)
-        self.prewarm = prewarm_unicode_classes()
 
     def after_execute_change_set(self, params: dict[str, Any], status: int, body: bytes) -> None:
         """moto applies a change set's resources but keeps the stack's old outputs (none, for a
