@@ -168,9 +168,10 @@ def load_split(directory: Path, spec: FeatureSpec, channel: str) -> Split:
 
 
 # -- model --------------------------------------------------------------------------------------
-def build_model(n_features: int, hp: Hyperparameters, steps_per_epoch: int,
-                target_mean: float = 0.0) -> KerasModel:
-    """Dense layers only (+ Dropout), so training.predictor can serve it with numpy."""
+def build_model(n_features: int, hp: Hyperparameters, steps_per_epoch: int) -> KerasModel:
+    """Dense layers only (+ Dropout), so training.predictor can serve it with numpy.
+
+    It trains on the standardized target (see fit) and outputs the encoded target once fit is done."""
     import keras
 
     layers: list[Any] = [keras.Input(shape=(n_features,), name="features")]
@@ -178,9 +179,7 @@ def build_model(n_features: int, hp: Hyperparameters, steps_per_epoch: int,
         layers.append(keras.layers.Dense(units, activation=hp.activation, name=f"dense_{i}"))
         if hp.dropout > 0:
             layers.append(keras.layers.Dropout(hp.dropout, name=f"dropout_{i}"))
-    # Starting the output at the target's mean spares the first epochs from learning an offset.
-    layers.append(keras.layers.Dense(1, name="output",
-                                     bias_initializer=keras.initializers.Constant(target_mean)))
+    layers.append(keras.layers.Dense(1, name="output"))
     model = keras.Sequential(layers, name="regressor")
     learning_rate: Any = hp.learning_rate
     if hp.lr_schedule == "cosine":
@@ -231,16 +230,24 @@ def fit(model: KerasModel, train: Split, validation: Split, spec: FeatureSpec, h
     """Train on the encoded target with early stopping; the model ends with its best epoch's weights.
 
     Early stopping as Keras' EarlyStopping(monitor="val_loss", restore_best_weights=True): stop after
-    `patience` epochs without a lower validation loss, keep the best epoch's weights."""
-    run_epoch = epoch_function(model, train.x, spec.encode_target(train.y), hp.batch_size)
+    `patience` epochs without a lower validation loss, keep the best epoch's weights.
+
+    The steps see the encoded target standardized (mean 0, std 1), so the learning rate and
+    global_clipnorm mean the same on log prices (std ~1) as on rents in raw units (std ~560): with a
+    fixed clip norm, every step of the rents was clipped and the model underfit (RMSE 457 vs 262).
+    Losses are reported in the encoded target's units and the scale is folded into the output layer
+    at the end, so the artifact predicts the encoded target as before."""
+    encoded_train = spec.encode_target(train.y)
+    mean, std = float(np.mean(encoded_train)), float(np.std(encoded_train)) or 1.0
+    run_epoch = epoch_function(model, train.x, (encoded_train - mean) / std, hp.batch_size)
     validation_encoded = spec.encode_target(validation.y)
     shuffle = np.random.default_rng(hp.seed)
     history: list[dict[str, float]] = []
     best_loss, best_weights, waited = math.inf, None, 0
     started = time.perf_counter()
     for epoch in range(1, hp.epochs + 1):
-        train_loss = run_epoch(shuffle.permutation(len(train.y)))
-        encoded = np.asarray(model(validation.x, training=False), dtype=np.float64)[:, 0]
+        train_loss = run_epoch(shuffle.permutation(len(train.y))) * std ** 2
+        encoded = np.asarray(model(validation.x, training=False), dtype=np.float64)[:, 0] * std + mean
         errors = spec.decode_target(encoded) - validation.y
         row = {"epoch": epoch, "train_loss": train_loss,
                "val_loss": float(np.mean((encoded - validation_encoded) ** 2)),
@@ -255,6 +262,9 @@ def fit(model: KerasModel, train: Split, validation: Split, spec: FeatureSpec, h
                 break
     if best_weights is not None:
         model.set_weights(best_weights)
+    output = model.get_layer("output")
+    kernel, bias = output.get_weights()
+    output.set_weights([kernel * std, bias * std + mean])
     seconds = time.perf_counter() - started
     best = min(history, key=lambda row: row["val_loss"]) if history else {"epoch": 0}
     return FitResult(history=history, best_epoch=int(best["epoch"]), seconds=seconds)
@@ -305,8 +315,7 @@ def run(paths: Paths, hp: Hyperparameters, log: Callable[[str], None] = print) -
     keras.utils.set_random_seed(hp.seed)
     tf.config.experimental.enable_op_determinism()  # cheap for a small dense model on CPU
     steps = math.ceil(len(train.y) / hp.batch_size)
-    model = build_model(len(spec.feature_names), hp, steps,
-                        target_mean=float(np.mean(spec.encode_target(train.y))))
+    model = build_model(len(spec.feature_names), hp, steps)
     result = fit(model, train, validation, spec, hp, log=log)
 
     best = next(row for row in result.history if row["epoch"] == result.best_epoch)
