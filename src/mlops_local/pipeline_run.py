@@ -169,7 +169,7 @@ def run_pipeline(options: PipelineOptions, say: Callable[[str], None] = print,
             collect(codepipeline, pipeline, execution_id), s3=local.aws.client("s3"),
             sagemaker=local.aws.client("sagemaker"), glue=local.aws.client("glue"),
             wall_seconds=execution_seconds,
-            job_seconds=lambda found: summaries.job_seconds(local.aws.client, found),
+            job_times=lambda found: summaries.job_times(local.aws.client, found),
             extra_timings={"setup_seconds": execution_started - started,
                            "total_seconds": time.perf_counter() - started})
         run_dir = options.runs_dir / execution_id
@@ -272,11 +272,6 @@ def how_to_answer(codepipeline: Any, environment: Mapping[str, str], pipeline: s
             f"  or: aws codepipeline put-approval-result --pipeline-name {pipeline} "
             f"--stage-name {stage} --action-name {action} --token {token} "
             f"--result summary=reviewed,status=Approved   (status=Rejected to reject)"]
-
-
-def job_seconds(local: LocalPipeline, found: Mapping[str, Mapping[str, str]]) -> float:
-    """The jobs' own run time, as the services report it (summary.job_seconds: clients only)."""
-    return summaries.job_seconds(local.aws.client, found)
 
 
 def exit_code(summary: Mapping[str, Any]) -> int:

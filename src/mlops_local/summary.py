@@ -163,7 +163,7 @@ def decision(package: Mapping[str, Any] | None, found: Mapping[str, Mapping[str,
 
 
 def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue: Any, wall_seconds: float,
-                  job_seconds: Callable[[Mapping[str, Mapping[str, str]]], float] | None = None,
+                  job_times: Callable[[Mapping[str, Mapping[str, str]]], Mapping[str, float]] | None = None,
                   extra_timings: Mapping[str, float] | None = None) -> dict[str, Any]:
     """wall_seconds: the execution's own wall time; extra_timings: e.g. the deploy before it."""
     execution = collected["execution"]
@@ -192,7 +192,8 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
     endpoint = {"name": dev["name"], "status": dev["status"]} if dev.get("status") else None
     endpoint_test = dev.get("test")
 
-    jobs = job_seconds(found) if job_seconds else 0.0
+    times = job_times(found) if job_times else {}
+    jobs = sum(times.values())
     status = execution["status"]
     failed = next((s for s in stage_list if s["status"] in ("Failed", "Stopped")), None)
     return {
@@ -212,6 +213,7 @@ def build_summary(collected: Mapping[str, Any], *, s3: Any, sagemaker: Any, glue
         "data_quality": quality,
         "timings": {"wall_seconds": round(wall_seconds, 3), "job_seconds": round(jobs, 3),
                     "orchestration_seconds": round(max(wall_seconds - jobs, 0.0), 3),
+                    "jobs": {kind: round(seconds, 3) for kind, seconds in times.items()},
                     **{k: round(v, 3) for k, v in (extra_timings or {}).items()}},
         "status_summary": execution.get("statusSummary"),
         "failed_stage": failed["name"] if failed else None,
@@ -587,26 +589,32 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def job_seconds(client: Callable[[str], Any], found: Mapping[str, Mapping[str, str]]) -> float:
-    """The jobs' own run time, as the services report it: Glue run, training, processing."""
-    total = 0.0
+def job_times(client: Callable[[str], Any], found: Mapping[str, Mapping[str, str]]) -> dict[str, float]:
+    """Each job's own run time, as the services report it, by kind ("glue", "training", "processing");
+    a job the execution did not reach is absent."""
+    times: dict[str, float] = {}
     etl = found.get("EtlJob", {})
     if etl.get("JobRunId"):
         run = client("glue").get_job_run(JobName=etl["GlueJobName"], RunId=etl["JobRunId"])["JobRun"]
         # StartedOn -> CompletedOn, as the SageMaker jobs' start -> end: ExecutionTime is whole seconds, and
         # up to a second of the job would be counted as orchestration.
         started, completed = run.get("StartedOn"), run.get("CompletedOn")
-        total += _seconds(started, completed) if started and completed else float(run.get("ExecutionTime") or 0)
+        times["glue"] = _seconds(started, completed) if started and completed else float(run.get("ExecutionTime") or 0)
     sagemaker = client("sagemaker")
     name = found.get("TrainingJob", {}).get("TrainingJobName")
     if name:
         job = sagemaker.describe_training_job(TrainingJobName=name)
-        total += _seconds(job.get("TrainingStartTime"), job.get("TrainingEndTime"))
+        times["training"] = _seconds(job.get("TrainingStartTime"), job.get("TrainingEndTime"))
     name = found.get("EvaluationJob", {}).get("ProcessingJobName")
     if name:
         job = sagemaker.describe_processing_job(ProcessingJobName=name)
-        total += _seconds(job.get("ProcessingStartTime"), job.get("ProcessingEndTime"))
-    return total
+        times["processing"] = _seconds(job.get("ProcessingStartTime"), job.get("ProcessingEndTime"))
+    return times
+
+
+def job_seconds(client: Callable[[str], Any], found: Mapping[str, Mapping[str, str]]) -> float:
+    """The jobs' own run time in all: Glue run, training, processing."""
+    return sum(job_times(client, found).values())
 
 
 def summarise_execution(client: Callable[[str], Any], pipeline: str, execution_id: str,
@@ -620,7 +628,7 @@ def summarise_execution(client: Callable[[str], Any], pipeline: str, execution_i
         if actions else 0.0
     s3 = client("s3")
     summary = build_summary(collected, s3=s3, sagemaker=client("sagemaker"), glue=client("glue"),
-                            wall_seconds=wall, job_seconds=lambda found: job_seconds(client, found))
+                            wall_seconds=wall, job_times=lambda found: job_times(client, found))
     summary["access"] = None
     summary["access_unavailable"] = ACCESS_IN_PROCESS_ONLY
     written = write_outputs(run_dir, summary, read_bytes(s3, summary.get("evaluation_plot_uri")))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.bench_pipeline import moments, phase_table, phases
+from bench.bench_pipeline import moments, orchestration_parts, phase_table, phases, share_note
 
 LINES = [
     (2.0, "local AWS stand-in on http://127.0.0.1:1 (work dir w)"),
@@ -56,3 +56,16 @@ def test_phase_table_lists_every_phase_and_the_total():
     text = phase_table(phases(summary()), 30.5)
     assert "deploy.sh" in text and "execution: stage Training" in text
     assert text.splitlines()[-1].split()[-1] == "30.50"
+
+
+def test_orchestration_parts_add_up_to_the_orchestration():
+    """Each stage minus the job it runs (none: all of it), then the time between stages."""
+    run = {"timings": {"wall_seconds": 20.5, "orchestration_seconds": 3.5, "jobs": {"training": 17.0}},
+           "stages": [{"name": "Source", "seconds": 0.5}, {"name": "Training", "seconds": 18.0}]}
+    parts = orchestration_parts(run)
+    assert parts == [("stage Source (no job)", 0.5), ("stage Training minus its job", pytest.approx(1.0)),
+                     ("between stages", pytest.approx(2.0))]
+    assert sum(seconds for _, seconds in parts) == pytest.approx(run["timings"]["orchestration_seconds"])
+    note = share_note([run], 3.5 / 20.5)
+    assert note.startswith("5.7x the target") and "0.50 s = 2.4% by themselves" in note
+    assert "largest parts: between stages 2.00 s, stage Training minus its job 1.00 s" in note

@@ -102,6 +102,8 @@ def test_approved_registered_deployed_and_tested(tmp_path, sample):
                for a in build["actions"] if a["name"].startswith("Build"))
     timings = summary["timings"]
     assert timings["wall_seconds"] >= timings["job_seconds"] > 0
+    assert set(timings["jobs"]) == {"glue", "training", "processing"}
+    assert sum(timings["jobs"].values()) == pytest.approx(timings["job_seconds"], abs=0.01)
     # What the aws CLI says about the stand-in matches the run.
     assert set(seen["stages"].values()) == {"Succeeded"} and len(seen["stages"]) == 8
     # dev and prod serve the one package the gate and the (automatic) approval let through.

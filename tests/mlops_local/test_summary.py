@@ -544,7 +544,7 @@ def test_job_seconds_count_each_job_from_its_start_to_its_end():
     jobs' start -> end do, so no part of a job is taken for orchestration."""
     from datetime import datetime, timedelta, timezone
 
-    from mlops_local.summary import job_seconds
+    from mlops_local.summary import job_seconds, job_times
 
     t0 = datetime(2026, 12, 2, tzinfo=timezone.utc)
     answers = {
@@ -566,5 +566,7 @@ def test_job_seconds_count_each_job_from_its_start_to_its_end():
     found = {"EtlJob": {"GlueJobName": "etl", "JobRunId": "jr_1"}, "TrainingJob": {"TrainingJobName": "t"},
              "EvaluationJob": {"ProcessingJobName": "p"}}
     assert job_seconds(Client, found) == pytest.approx(12.7 + 8.25 + 1.5)
+    assert job_times(Client, found) == pytest.approx({"glue": 12.7, "training": 8.25, "processing": 1.5})
+    assert job_times(Client, {"EtlJob": found["EtlJob"]}) == pytest.approx({"glue": 12.7})  # stopped after the ETL
     del answers["glue"]["get_job_run"]["JobRun"]["CompletedOn"]  # a run without its end: ExecutionTime
     assert job_seconds(Client, found) == pytest.approx(12 + 8.25 + 1.5)
