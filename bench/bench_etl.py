@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import ROOT, main
+from bench.common import ROOT, main, spread_of
 
 NAME = "etl"
 DATA = ROOT / "data" / "diamonds.csv.gz"
@@ -142,6 +142,16 @@ def run_pair(data: Path, workdir: Path) -> dict[str, dict[str, Any]]:
 
 # -- summary --------------------------------------------------------------------------------------
 
+def ratios(top: list[float], bottom: list[float]) -> list[float]:
+    """Per-repeat top / bottom; empty when the repeats do not pair up (then the row stores no spread)."""
+    return [t / b for t, b in zip(top, bottom)] if len(top) == len(bottom) else []
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """A row's "spread" field: the repeats behind its figure, none when they are unknown."""
+    return {"spread": spread_of(values)} if values else {}
+
+
 def summarise(rows: int, runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     def med(engine: str, key: str) -> float:
         return statistics.median(r[engine][key] for r in runs)
@@ -149,6 +159,18 @@ def summarise(rows: int, runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any
     spark_wall, pandas_wall = med("spark", "wall_s"), med("pandas", "wall_s")
     startups = [r["spark"]["startup_s"] for r in runs if r["spark"]["startup_s"] is not None]
     startup = statistics.median(startups) if startups else float("nan")
+    spark_walls = [r["spark"]["wall_s"] for r in runs]
+    pandas_walls = [r["pandas"]["wall_s"] for r in runs]
+    # Each repeat's own figure, for the rows' spreads; after start-up only when every run logged it.
+    after = [w - s for w, s in zip(spark_walls, startups)] if len(startups) == len(runs) else []
+    per_run = {
+        "spark_rows_per_s": [rows / w for w in spark_walls],
+        "spark_rows_per_s_after_startup": [rows / max(a, 1e-9) for a in after],
+        "spark_peak_rss_mb": [r["spark"]["peak_rss_mb"] for r in runs],
+        "pandas_rows_per_s": [rows / w for w in pandas_walls],
+        "pandas_peak_rss_mb": [r["pandas"]["peak_rss_mb"] for r in runs],
+        "ratio_spark_over_pandas": ratios(pandas_walls, spark_walls),
+    }
     return {
         "rows": rows, "repeats": len(runs),
         "spark_wall_s": spark_wall, "spark_startup_s": startup,
@@ -161,6 +183,7 @@ def summarise(rows: int, runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any
         "walls": {e: [round(r[e]["wall_s"], 2) for r in runs] for e in ("spark", "pandas")},
         "spark_startups_s": [round(s, 2) for s in startups],
         "quality": {e: runs[0][e]["quality"] for e in ("spark", "pandas")},
+        "per_run": per_run,
     }
 
 
@@ -181,18 +204,20 @@ def rows_for(summaries: list[dict[str, Any]], parity: dict[str, Any]) -> list[di
     for s in summaries:
         n = f"{s['rows']:,} rows"
         startup = f"start-up {s['spark_startup_s']:.1f} s of {s['spark_wall_s']:.1f} s"
+        runs = s["per_run"]
         out += [
             {"metric": f"spark rows/s, {n}", "value": round(s["spark_rows_per_s"]), "unit": "rows/s",
-             "note": f"wall incl. Spark start-up, median of {s['repeats']}"},
+             "note": f"wall incl. Spark start-up, median of {s['repeats']}", **spread(runs["spark_rows_per_s"])},
             {"metric": f"spark rows/s after start-up, {n}", "value": round(s["spark_rows_per_s_after_startup"]),
-             "unit": "rows/s", "note": startup},
+             "unit": "rows/s", "note": startup, **spread(runs["spark_rows_per_s_after_startup"])},
             {"metric": f"spark peak RSS, {n}", "value": round(s["spark_peak_rss_mb"]), "unit": "MB",
-             "note": "process tree incl. JVM"},
+             "note": "process tree incl. JVM", **spread(runs["spark_peak_rss_mb"])},
             {"metric": f"pandas rows/s, {n}", "value": round(s["pandas_rows_per_s"]), "unit": "rows/s",
-             "note": f"median of {s['repeats']}"},
-            {"metric": f"pandas peak RSS, {n}", "value": round(s["pandas_peak_rss_mb"]), "unit": "MB"},
+             "note": f"median of {s['repeats']}", **spread(runs["pandas_rows_per_s"])},
+            {"metric": f"pandas peak RSS, {n}", "value": round(s["pandas_peak_rss_mb"]), "unit": "MB",
+             **spread(runs["pandas_peak_rss_mb"])},
             {"metric": f"spark/pandas speed, {n}", "value": round(s["ratio_spark_over_pandas"], 2), "unit": "x",
-             "note": "pandas wall / spark wall; > 1 means Spark is faster"},
+             "note": "pandas wall / spark wall; > 1 means Spark is faster", **spread(runs["ratio_spark_over_pandas"])},
         ]
     largest = summaries[-1]
     full = largest["rows"] >= 10**7
@@ -201,13 +226,16 @@ def rows_for(summaries: list[dict[str, Any]], parity: dict[str, Any]) -> list[di
                 "met": largest["spark_rows_per_s"] >= TARGET_ROWS_PER_S if full else None,
                 "note": "incl. start-up" + ("" if full else "; target applies at 10^7 rows")
                 + (f"; {TARGET_ROWS_PER_S / largest['spark_rows_per_s']:.1f}x short of the target"
-                   if full and largest["spark_rows_per_s"] < TARGET_ROWS_PER_S else "")})
+                   if full and largest["spark_rows_per_s"] < TARGET_ROWS_PER_S else ""),
+                **spread(largest["per_run"]["spark_rows_per_s"])})
     if len(summaries) >= 2:
         small = summaries[-2]
         scaling = largest["spark_rows_per_s"] / small["spark_rows_per_s"]
         out.append({"metric": f"scaling efficiency {small['rows']:,} -> {largest['rows']:,} rows",
                     "value": round(scaling, 2), "unit": "x", "target": f">= {TARGET_SCALING}",
-                    "met": scaling >= TARGET_SCALING, "note": "ratio of spark rows/s; 1 = linear"})
+                    "met": scaling >= TARGET_SCALING, "note": "ratio of spark rows/s; 1 = linear",
+                    # repeat i at one size against repeat i at the other, when both sizes ran as often
+                    **spread(ratios(largest["per_run"]["spark_rows_per_s"], small["per_run"]["spark_rows_per_s"]))})
     text, _ = crossover(summaries)
     out.append({"metric": "size where Spark overtakes pandas", "value": text, "unit": "",
                 "note": "wall time incl. Spark start-up"})

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.common import ROOT, main, python
+from bench.common import ROOT, main, python, spread_of
 
 NAME = "lambdas"
 SRC = ROOT / "src"
@@ -235,7 +235,8 @@ def run(size: str) -> dict[str, Any]:
         rows.append({"metric": f"cold import {module}", "value": round(result["ms"], 1), "unit": "ms",
                      "target": f"<= {TARGET_IMPORT_MS} ms", "met": result["ms"] <= TARGET_IMPORT_MS,
                      "note": f"fresh interpreter minus `python -c pass`, median of {repeats}; "
-                             f"{result['in_process_ms']:.1f} ms in-process"})
+                             f"{result['in_process_ms']:.1f} ms in-process",
+                     "spread": spread_of(result["samples_ms"])})  # the paired differences behind the median
     eager = [m for m in modules if imports[m]["boto3"] or imports[m]["botocore"]]
     rows.append({"metric": "handler modules importing boto3/botocore at import", "value": len(eager),
                  "unit": f"of {len(modules)}", "target": "0", "met": not eager,

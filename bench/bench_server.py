@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from bench.common import ROOT, main, percentile, python
+from bench.common import ROOT, main, percentile, python, spread_of
 
 NAME = "server"
 TITLE = "Model server: latency and throughput against Flask + Keras"
@@ -343,6 +343,10 @@ def summarise(plan: Plan, cells: dict[tuple[str, int, int], list[dict[str, Any]]
     def median(name: str, rows: int, concurrency: int, key: str) -> float:
         return statistics.median(cell[key] for cell in cells[(name, rows, concurrency)])
 
+    def spread(name: str, rows: int, concurrency: int, key: str) -> dict[str, Any]:
+        """The repeats behind median(...): the row's noise for the regression guard."""
+        return {"spread": spread_of([cell[key] for cell in cells[(name, rows, concurrency)]])}
+
     label = LABELS
     table = []
     for name in ("ours", "baseline"):
@@ -351,39 +355,53 @@ def summarise(plan: Plan, cells: dict[tuple[str, int, int], list[dict[str, Any]]
                 where = f"{label[name]}, {rows} row{'s' if rows > 1 else ''}, concurrency {concurrency}"
                 table += [
                     {"metric": f"p50 latency, {where}", "value": median(name, rows, concurrency, "p50_ms"),
-                     "unit": "ms"},
+                     "unit": "ms", **spread(name, rows, concurrency, "p50_ms")},
                     {"metric": f"p99 latency, {where}", "value": median(name, rows, concurrency, "p99_ms"),
-                     "unit": "ms"},
+                     "unit": "ms", **spread(name, rows, concurrency, "p99_ms")},
                     {"metric": f"throughput, {where}",
-                     "value": median(name, rows, concurrency, "requests_per_s"), "unit": "req/s"},
+                     "value": median(name, rows, concurrency, "requests_per_s"), "unit": "req/s",
+                     **spread(name, rows, concurrency, "requests_per_s")},
                 ]
     c = HEADLINE_CONCURRENCY if HEADLINE_CONCURRENCY in plan.concurrency else max(plan.concurrency)
     p50 = median("ours", 1, 1, "p50_ms")
     ratio = median("ours", 1, c, "requests_per_s") / median("baseline", 1, c, "requests_per_s")
     failed = sum(cell["failed"] for runs in cells.values() for cell in runs)
+    # Repeats interleave, so repeat i of ours pairs with repeat i of the baseline.
+    ours_runs, baseline_runs = cells[("ours", 1, c)], cells[("baseline", 1, c)]
+    ratios = ([o["requests_per_s"] / b["requests_per_s"] for o, b in zip(ours_runs, baseline_runs)]
+              if len(ours_runs) == len(baseline_runs) else [])
     table += [
         {"metric": "single-row p50 latency, ours, concurrency 1", "value": p50, "unit": "ms",
          "target": f"<= {P50_TARGET_MS:g} ms", "met": p50 <= P50_TARGET_MS,
-         "note": "client-measured round trip on loopback, including the generator's own overhead"},
+         "note": "client-measured round trip on loopback, including the generator's own overhead",
+         **spread("ours", 1, 1, "p50_ms")},
         {"metric": f"throughput ratio ours / Flask + Keras, 1 row, concurrency {c}", "value": ratio, "unit": "x",
-         "target": f">= {RATIO_TARGET:g}x", "met": ratio >= RATIO_TARGET},
+         "target": f">= {RATIO_TARGET:g}x", "met": ratio >= RATIO_TARGET,
+         **({"spread": spread_of(ratios)} if ratios else {})},
         {"metric": "failed requests, every cell", "value": failed, "unit": "", "target": "0", "met": failed == 0},
     ]
     for concurrency in plan.concurrency:  # the diagnostic: same server, one BLAS thread, 100-row bodies
         where = f"{label['ours-1-blas']}, 100 rows, concurrency {concurrency}"
         table += [
             {"metric": f"p50 latency, {where}", "value": median("ours-1-blas", 100, concurrency, "p50_ms"),
-             "unit": "ms", "note": "diagnostic, not the shipped configuration"},
+             "unit": "ms", "note": "diagnostic, not the shipped configuration",
+             **spread("ours-1-blas", 100, concurrency, "p50_ms")},
             {"metric": f"throughput, {where}", "value": median("ours-1-blas", 100, concurrency, "requests_per_s"),
-             "unit": "req/s", "note": "diagnostic, not the shipped configuration"},
+             "unit": "req/s", "note": "diagnostic, not the shipped configuration",
+             **spread("ours-1-blas", 100, concurrency, "requests_per_s")},
         ]
     for name in ("ours", "baseline"):
         table.append({"metric": f"server CPU, {label[name]}, 1 row, concurrency {c}",
                       "value": median(name, 1, c, "server_cpu_percent"), "unit": "%",
-                      "note": "process CPU time / wall time; 100% = one core"})
+                      "note": "process CPU time / wall time; 100% = one core",
+                      **spread(name, 1, c, "server_cpu_percent")})
     for name in ("ours", "baseline"):
         peak = max(cell["server_rss_peak_mb"] for (n, _, _), runs in cells.items() if n == name for cell in runs)
-        table.append({"metric": f"server RSS, {label[name]}, peak under load", "value": peak, "unit": "MB"})
+        # Each repeat's own peak over this server's cells (repeat i is index i of every cell): peak is their max.
+        mine = [runs for (n, _, _), runs in cells.items() if n == name]
+        peaks = [max(runs[i]["server_rss_peak_mb"] for runs in mine) for i in range(min(len(runs) for runs in mine))]
+        table.append({"metric": f"server RSS, {label[name]}, peak under load", "value": peak, "unit": "MB",
+                      "spread": spread_of(peaks)})
 
     details = {
         "plan": {"concurrency": list(plan.concurrency), "payload_rows": list(PAYLOAD_ROWS),
