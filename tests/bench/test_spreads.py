@@ -1,9 +1,7 @@
 """Rows store the spread of the repeats behind their figure; ratio and difference rows pair repeats up."""
 from __future__ import annotations
 
-import pytest
-
-from bench import bench_etl, bench_gateway, bench_server
+from bench import bench_etl, bench_server
 
 
 def etl_run(spark_wall: float, pandas_wall: float, startup: float | None = 1.0) -> dict:
@@ -37,13 +35,6 @@ def test_etl_rows_without_pairs_store_no_spread():
     assert "spread" not in rows["spark rows/s after start-up, 1,000 rows"]  # one run logged no start-up
     assert "spread" not in rows["scaling efficiency 1,000 -> 2,000 rows"]  # 3 repeats against 2
     assert rows["spark rows/s, 2,000 rows"]["spread"]["n"] == 2
-
-
-def test_gateway_difference_rows_pair_rounds():
-    assert bench_gateway.paired_spread([0.003, 0.005], [0.001, 0.004]) == {
-        "spread": {"min": pytest.approx(1.0), "max": pytest.approx(2.0), "n": 2}}
-    assert bench_gateway.paired_spread([0.004], [0.002], per=2)["spread"]["max"] == pytest.approx(1.0)
-    assert bench_gateway.paired_spread([0.003, 0.005], [0.001]) == {}
 
 
 def server_cell(p50: float, throughput: float, rss: float) -> dict:
