@@ -102,10 +102,10 @@ class AutoApprover:
     """`mlops-local run --auto-approve`: a thread that approves every Manual approval that waits, in any
     execution of any pipeline of the stand-in, through the public API (GetPipelineState for the token,
     PutApprovalResult), so the request is signed by and IAM-judged as the client's principal (mlops-local).
-    It looks again whenever the runtime reports a change, else every `period` seconds (the engine does not
-    signal an action's start, so the period bounds how long an approval waits)."""
+    It looks again whenever `changes` (the runtime's `approvals`: a Manual approval opened) is bumped, else
+    every `period` seconds, a safety net: an approval opened by another engine would wait that long."""
 
-    def __init__(self, codepipeline: Any, changes: Changes, summary: str = AUTO_SUMMARY, period: float = 0.5,
+    def __init__(self, codepipeline: Any, changes: Changes, summary: str = AUTO_SUMMARY, period: float = 2.0,
                  say: Callable[[str], None] | None = None) -> None:
         self.codepipeline = codepipeline  # made by the caller's thread: creating boto3 clients is not thread-safe
         self.changes, self.summary, self.period = changes, summary, period

@@ -37,6 +37,9 @@ from mlops_local import summary as summaries
 from mlops_local.sagemaker.training_jobs import TrainingJobs
 
 PRODUCTION_STAGE = "Production"
+# follow() looks again this long after a change woke it: a run's changes come in bursts (an action
+# ends, the next starts, a job moves), and each look is two requests through the stand-in's gateway.
+FOLLOW_GAP = 0.1
 PROJECT = "mlops"
 STACK = f"{PROJECT}-pipeline"
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_APPROVAL_REJECTED = 0, 1, 3, 4
@@ -83,7 +86,7 @@ class LocalPipeline:
         # Started last, stopped first (close): answers every Manual approval as the mlops-local user.
         self.approver: AutoApprover | None = None
         if auto_approve:
-            self.approver = AutoApprover(self.aws.client("codepipeline"), self.runtime.changes, say=say).start()
+            self.approver = AutoApprover(self.aws.client("codepipeline"), self.runtime.approvals, say=say).start()
 
     def environment(self) -> dict[str, str]:
         """For the deploy scripts: the stand-in's endpoint, and this venv's `aws` first on PATH."""
@@ -248,6 +251,7 @@ def follow(local: LocalPipeline, pipeline: str, execution_id: str, say: Callable
                                                      abandon=True, reason="mlops-local run timed out")
                 raise RuntimeError(f"execution {execution_id} did not finish within {timeout:.0f} s")
             version = local.runtime.changes.wait(version, timeout=0.5)
+            time.sleep(FOLLOW_GAP)  # changes come in bursts: one look covers the burst
     finally:
         view.close()  # an interrupted or failed follow leaves the terminal as it was
 

@@ -227,6 +227,9 @@ class Runtime:
     source_root: Path
     images: ImageMap = field(init=False)
     changes: Changes = field(default_factory=Changes)
+    # Bumped when a Manual approval opens (also a change): the auto-approver sweeps on it alone, as the
+    # hundred-odd other changes of a run would each cost it a sweep (two requests through the gateway).
+    approvals: Changes = field(default_factory=Changes)
     lambda_workers: LambdaWorkers = field(default_factory=LambdaWorkers)
     role_sessions: RoleSessions = field(init=False)
 

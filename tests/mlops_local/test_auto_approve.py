@@ -36,7 +36,8 @@ def test_every_waiting_execution_is_approved_as_the_mlops_local_user(stand: Stan
     name = f"auto-{mode.lower()}"
     approval_pipeline(stand, name, mode)
     cp = stand.aws.client("codepipeline")
-    approver = AutoApprover(stand.aws.client("codepipeline"), stand.runtime.changes, period=0.1).start()
+    # Woken only by the engine's approval signal: a period longer than the wait proves the signal works.
+    approver = AutoApprover(stand.aws.client("codepipeline"), stand.runtime.approvals, period=120).start()
     try:
         executions = [cp.start_pipeline_execution(name=name)["pipelineExecutionId"] for _ in range(2)]
         for execution_id in executions:  # QUEUED: the second waits for the first to leave the stage

@@ -276,7 +276,8 @@ class Scheduler:
                 run.external_id = run.token
             else:
                 run.token_visible = True
-        self.runtime.changes.notify()  # who waits for approvals (mlops-local run's watcher, follow) looks now
+        self.runtime.changes.notify()  # who follows the execution looks now
+        self.runtime.approvals.notify()  # and so does the auto-approver
         return approval
 
     def _artifact_store(self, pipeline: Mapping[str, Any]) -> dict[str, Any]:
