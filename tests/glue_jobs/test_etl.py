@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -439,6 +440,26 @@ def test_write_text_to_s3_puts_the_object():
                          "ContentType": "application/json"}]
 
 
-def test_config_is_read_through_spark(spark):
-    config = etl.load_dataset_config(spark, DATASET_CONFIG.as_uri())
+@pytest.mark.parametrize("as_uri", [True, False], ids=["file-uri", "path"])
+def test_config_is_read_before_spark_starts(as_uri):
+    config = etl.load_dataset_config(DATASET_CONFIG.as_uri() if as_uri else str(DATASET_CONFIG))
     assert config.target == "price" and config.split.seed == 42
+
+
+def test_config_on_s3_is_read_with_get_object():
+    class S3:
+        def get_object(self, **kwargs):
+            assert kwargs == {"Bucket": "bucket", "Key": "config/dataset.yaml"}
+            return {"Body": io.BytesIO(DATASET_CONFIG.read_bytes())}
+
+    assert etl.load_dataset_config("s3://bucket/config/dataset.yaml", s3_client=S3()).target == "price"
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "cannot read"), (b"  \n", "is empty"), (b"\xff\xfe x", "not UTF-8"), (b"a: [", "not valid YAML")])
+def test_an_unreadable_config_is_a_clear_error(tmp_path, content, says):
+    path = tmp_path / "dataset.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DatasetConfigError, match=says):
+        etl.load_dataset_config(str(path))
