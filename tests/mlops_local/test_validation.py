@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import statistics
-import time
 
 import pytest
 from botocore.config import Config
@@ -349,18 +347,6 @@ def test_the_gateway_answers_the_aws_error_before_moto_or_an_override(aws, servi
 def test_the_gateway_passes_a_valid_request(aws):
     aws.client("iam").create_role(RoleName="valid-role", AssumeRolePolicyDocument="{}")
     assert aws.client("iam").get_role(RoleName="valid-role")["Role"]["RoleName"] == "valid-role"
-
-
-def test_validation_costs_well_under_a_millisecond_per_request():
-    """The real pipeline definition (the largest request of a run) checked 200 times."""
-    request = rendered_pipeline({"epochs": "40"})
-    validation.check("codepipeline", "CreatePipeline", request)  # warm: models and patterns compiled
-    timings = []
-    for _ in range(200):
-        started = time.perf_counter()
-        validation.check("codepipeline", "CreatePipeline", request)
-        timings.append(time.perf_counter() - started)
-    assert statistics.median(timings) < 0.001
 
 
 def test_a_query_operation_without_input_has_nothing_to_check():
